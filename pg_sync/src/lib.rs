@@ -1,0 +1,15 @@
+// pg_sync extension entry point: loads the SQL sources and declares the modules.
+// Public functions live in the modules named for what they hold.
+use pgrx::prelude::*;
+
+mod error;
+mod links;
+mod tables;
+
+::pgrx::pg_module_magic!();
+
+// The data model comes first: every Rust function below refers to its types.
+extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../../sql/links.sql", name = "links", requires = ["schema"]);
+// Grants name every function, so they run last.
+extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);

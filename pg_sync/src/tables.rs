@@ -1,0 +1,233 @@
+// Local tables as pg_sync sees them: the `regclass` argument type, the
+// '<schema>.<table>' system name and the primary key, cached per backend.
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::pg_sys;
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable,
+};
+use pgrx::prelude::*;
+
+use crate::error::*;
+
+/// A `regclass` argument. Unlike `PgRelation` it does not open the relation, so a
+/// dropped table gives our own clear error instead of an internal one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Regclass(pub pg_sys::Oid);
+
+impl FromDatum for Regclass {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            None
+        } else {
+            // SAFETY: a regclass datum is an oid passed by value.
+            unsafe { pg_sys::Oid::from_datum(datum, false) }.map(Regclass)
+        }
+    }
+}
+
+impl IntoDatum for Regclass {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        Some(pg_sys::Datum::from(self.0))
+    }
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::REGCLASSOID
+    }
+}
+
+// SAFETY: regclass is a by-value oid, exactly what FromDatum above reads.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regclass {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or(Regclass(pg_sys::InvalidOid))
+    }
+    unsafe fn unbox_nullable_arg(arg: pgrx::callconv::Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
+        unsafe { arg.unbox_arg_using_from_datum() }.into()
+    }
+}
+
+unsafe impl SqlTranslatable for Regclass {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(Regclass);
+    const TYPE_ORIGIN: pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin =
+        pgrx::pgrx_sql_entity_graph::metadata::TypeOrigin::External;
+    const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> =
+        Ok(SqlMappingRef::literal("regclass"));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("regclass")));
+}
+
+/// What pg_sync needs to know about a local table.
+#[derive(Clone, Debug)]
+pub struct TableInfo {
+    /// `<schema>.<table>`, the `system` of its rows in links.
+    pub system: String,
+    /// Quoted, schema-qualified name for use in SQL text.
+    pub quoted: String,
+    /// Primary key columns in key order: (quoted column name, formatted type).
+    pub pk: Vec<(String, String)>,
+}
+
+impl TableInfo {
+    /// SQL expression giving a row's key as text, as links and jobs store it: the
+    /// column's text form, or the record text form `(a,b)` for composite keys.
+    pub fn key_text_expr(&self, alias: &str) -> String {
+        if self.pk.len() == 1 {
+            format!("{alias}.{}::text", self.pk[0].0)
+        } else {
+            let cols: Vec<String> = self.pk.iter().map(|(c, _)| format!("{alias}.{c}")).collect();
+            format!("ROW({})::text", cols.join(", "))
+        }
+    }
+}
+
+thread_local! {
+    static CACHE: RefCell<HashMap<pg_sys::Oid, TableInfo>> = RefCell::new(HashMap::new());
+    static CALLBACK_REGISTERED: RefCell<bool> = const { RefCell::new(false) };
+}
+
+/// Relcache invalidation: a renamed table or a changed primary key must not keep
+/// serving stale names.
+#[pg_guard]
+unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if relid == pg_sys::InvalidOid {
+            c.clear();
+        } else {
+            c.remove(&relid);
+        }
+    });
+}
+
+fn ensure_callback() {
+    CALLBACK_REGISTERED.with(|r| {
+        if !*r.borrow() {
+            // SAFETY: registering a relcache callback is allowed at any time in a backend;
+            // `invalidate` only touches our thread-local cache.
+            unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(invalidate), pg_sys::Datum::from(0)) };
+            *r.borrow_mut() = true;
+        }
+    });
+}
+
+/// Look a table up, raising a clear error when it does not exist, is not a table or
+/// has no primary key.
+pub fn table_info(rel: Option<Regclass>, what: &str) -> TableInfo {
+    let Some(Regclass(oid)) = rel else {
+        raise(
+            ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{what}: the table must not be NULL"),
+            "Pass the local table as 'schema.table'::regclass.",
+        )
+    };
+    ensure_callback();
+    if let Some(info) = CACHE.with(|c| c.borrow().get(&oid).cloned()) {
+        return info;
+    }
+    let info = load(oid, what);
+    CACHE.with(|c| c.borrow_mut().insert(oid, info.clone()));
+    info
+}
+
+fn load(oid: pg_sys::Oid, what: &str) -> TableInfo {
+    let found = Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT n.nspname::text, c.relname::text, c.relkind::text,
+                        quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.oid = $1",
+                None,
+                &[oid.into()],
+            )
+            .or_raise("table lookup");
+        let mut head = None;
+        for row in rows {
+            let nsp: String = row.get(1).or_raise("table lookup").unwrap_or_default();
+            let rel: String = row.get(2).or_raise("table lookup").unwrap_or_default();
+            let kind: String = row.get(3).or_raise("table lookup").unwrap_or_default();
+            let quoted: String = row.get(4).or_raise("table lookup").unwrap_or_default();
+            head = Some((nsp, rel, kind, quoted));
+        }
+        let pk_rows = client
+            .select(
+                "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod)
+                 FROM pg_index i
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                 WHERE i.indrelid = $1 AND i.indisprimary
+                 ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                None,
+                &[oid.into()],
+            )
+            .or_raise("primary key lookup");
+        let mut pk = Vec::new();
+        for row in pk_rows {
+            let col: String = row.get(1).or_raise("primary key lookup").unwrap_or_default();
+            let ty: String = row.get(2).or_raise("primary key lookup").unwrap_or_default();
+            pk.push((col, ty));
+        }
+        head.map(|h| (h, pk))
+    });
+    let Some(((nsp, rel, kind, quoted), pk)) = found else {
+        raise(
+            ERRCODE_UNDEFINED_TABLE,
+            format!("{what}: table with oid {} does not exist (was it dropped?)", oid.to_u32()),
+            "Pass an existing table as 'schema.table'::regclass.",
+        )
+    };
+    let system = format!("{nsp}.{rel}");
+    if !matches!(kind.as_str(), "r" | "p" | "f") {
+        raise(
+            ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{what}: \"{system}\" is not a table"),
+            "Links and db triggers work on tables with a primary key.",
+        )
+    }
+    if pk.is_empty() {
+        raise(
+            ERRCODE_INVALID_TABLE_DEFINITION,
+            format!("{what}: table \"{system}\" has no primary key"),
+            format!("Add one (ALTER TABLE {quoted} ADD PRIMARY KEY (...)); pg_sync identifies rows by their primary key."),
+        )
+    }
+    TableInfo { system, quoted, pk }
+}
+
+/// Split a record literal such as `(1,"a b")` into its fields (None for NULL).
+/// Composite keys travel in this text form, the one `ROW(...)::text` produces.
+pub fn parse_record_literal(s: &str) -> Option<Vec<Option<String>>> {
+    let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted_field = false;
+    let mut in_quotes = false;
+    let mut chars = inner.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '"' if in_quotes && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' => {
+                in_quotes = !in_quotes;
+                quoted_field = true;
+            }
+            '\\' => cur.push(chars.next()?),
+            ',' if !in_quotes => {
+                let field = std::mem::take(&mut cur);
+                fields.push(if field.is_empty() && !quoted_field { None } else { Some(field) });
+                quoted_field = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if in_quotes {
+        return None;
+    }
+    fields.push(if cur.is_empty() && !quoted_field { None } else { Some(cur) });
+    Some(fields)
+}

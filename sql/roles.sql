@@ -1,0 +1,63 @@
+-- Roles and grants (DESIGN.md section 6); loaded last, once every object exists.
+-- sync_user reads (no secret values); sync_developer writes projects, tasks, triggers,
+-- params, texts and common_code; sync_admin does everything.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_user') THEN
+        CREATE ROLE sync_user NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_developer') THEN
+        CREATE ROLE sync_developer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_admin') THEN
+        CREATE ROLE sync_admin NOLOGIN;
+    END IF;
+    IF NOT pg_has_role('sync_developer', 'sync_user', 'MEMBER') THEN
+        GRANT sync_user TO sync_developer;
+    END IF;
+    IF NOT pg_has_role('sync_admin', 'sync_developer', 'MEMBER') THEN
+        GRANT sync_developer TO sync_admin;
+    END IF;
+END
+$$;
+
+-- Maintenance trigger functions write tables users may not write directly.
+ALTER FUNCTION sync.trigger_register_name() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION sync.bump_project_version() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+GRANT USAGE ON SCHEMA sync TO sync_user;
+
+-- sync_user: read everything but secret values.
+GRANT SELECT ON sync.setting, sync.project, sync.project_param, sync.project_text, sync.task,
+    sync.trigger_name, sync.cron_trigger, sync.db_trigger, sync.button_trigger, sync.link,
+    sync.link_system, sync.worker, sync.job, sync.log, sync.log_view TO sync_user;
+GRANT SELECT (id, project_id, key) ON sync.project_secret TO sync_user;
+GRANT SELECT (id, task_id, project_id, name, active, content_type, token) ON sync.webhook_trigger TO sync_user;
+
+-- sync_developer: projects without core_code / run_as, tasks, triggers, params, texts;
+-- links and jobs (task code and buttons); never secrets.
+GRANT INSERT (name, active, common_code, eval_context),
+      UPDATE (name, active, common_code, eval_context), DELETE
+    ON sync.project TO sync_developer;
+GRANT INSERT, UPDATE, DELETE ON sync.project_param, sync.project_text, sync.task,
+    sync.cron_trigger, sync.db_trigger, sync.button_trigger, sync.link TO sync_developer;
+GRANT INSERT (task_id, project_id, name, active, content_type, token),
+      UPDATE (task_id, project_id, name, active, content_type, token), DELETE
+    ON sync.webhook_trigger TO sync_developer;
+GRANT INSERT, UPDATE ON sync.job TO sync_developer;
+
+-- sync_admin: everything, including secrets, core_code and run_as.
+GRANT ALL ON ALL TABLES IN SCHEMA sync TO sync_admin;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA sync TO sync_admin;
+
+-- Functions that write: not for PUBLIC.
+REVOKE EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestamptz, boolean),
+    sync_set_link(text, regclass, text, text, timestamptz, boolean),
+    sync_set_link(text, jsonb, timestamptz, boolean),
+    sync_update_links(bigint[], timestamptz), sync_unlink(bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestamptz, boolean),
+    sync_set_link(text, regclass, text, text, timestamptz, boolean),
+    sync_set_link(text, jsonb, timestamptz, boolean),
+    sync_update_links(bigint[], timestamptz), sync_unlink(bigint[]) TO sync_developer;
+GRANT EXECUTE ON FUNCTION sync.install_link_cleanup(regclass, text) TO sync_developer;
