@@ -8,9 +8,9 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 
 use pgrx::datum::DatumWithOid;
+use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::{pg_sys, JsonB};
 use serde_json::Value;
 
@@ -42,7 +42,8 @@ const SQL_FIND: &str = "SELECT l FROM sync.link l
      WHERE l.relation = $1 AND l.system2 = $4 AND l.ref2 = $5
        AND NOT (l.system1 = $2 AND l.ref1 = $3)
      LIMIT 3";
-const SQL_INSERT: &str = "INSERT INTO sync.link AS l (relation, system1, ref1, system2, ref2, many2many, sync_date)
+const SQL_INSERT: &str =
+    "INSERT INTO sync.link AS l (relation, system1, ref1, system2, ref2, many2many, sync_date)
      VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING l";
 const SQL_REFRESH: &str = "UPDATE sync.link AS l SET sync_date = $2 WHERE l.id = $1 RETURNING l";
 
@@ -63,7 +64,10 @@ fn run_cached<'conn>(
         Some(i) => i,
         None => {
             let oids: Vec<pgrx::PgOid> = types.iter().map(|o| pgrx::PgOid::from(*o)).collect();
-            let plan = client.prepare_mut(sql, &oids).or_raise("preparing a link query").keep();
+            let plan = client
+                .prepare_mut(sql, &oids)
+                .or_raise("preparing a link query")
+                .keep();
             PLANS.with(|p| {
                 let mut p = p.borrow_mut();
                 p.push((sql, plan));
@@ -73,7 +77,9 @@ fn run_cached<'conn>(
     };
     PLANS.with(|p| {
         let p = p.borrow();
-        client.update(&p[idx].1, None, args).or_raise("a link query")
+        client
+            .update(&p[idx].1, None, args)
+            .or_raise("a link query")
     })
 }
 
@@ -88,7 +94,10 @@ fn rows_to_links(table: pgrx::spi::SpiTupleTable<'_>) -> Vec<Link> {
 }
 
 fn link_text(link: &Link, attr: &str) -> String {
-    link.get_by_name::<String>(attr).ok().flatten().unwrap_or_default()
+    link.get_by_name::<String>(attr)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------
@@ -149,7 +158,10 @@ fn two_systems<'a>(refs: &'a Option<JsonB>, func: &str) -> [(String, &'a Value);
     if map.len() != 2 {
         raise(
             ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{func}: refs must name exactly two systems, got {}", map.len()),
+            format!(
+                "{func}: refs must name exactly two systems, got {}",
+                map.len()
+            ),
             "A link joins two records; write refs like {\"github\": \"12\", \"trello\": \"abc\"}.",
         )
     }
@@ -185,7 +197,13 @@ fn ref_filter(value: &Value, system: &str, func: &str) -> Option<Vec<String>> {
 fn lock_key(relation: &str, side: &Side) -> u32 {
     // FNV-1a: stable across backends and releases, which is all a lock key needs.
     let mut h: u32 = 0x811c_9dc5;
-    for part in [relation.as_bytes(), &[0], side.system.as_bytes(), &[0], side.reference.as_bytes()] {
+    for part in [
+        relation.as_bytes(),
+        &[0],
+        side.system.as_bytes(),
+        &[0],
+        side.reference.as_bytes(),
+    ] {
         for b in part {
             h ^= u32::from(*b);
             h = h.wrapping_mul(0x0100_0193);
@@ -297,14 +315,24 @@ fn set_link_sides(
         }
         if !allow_many2many {
             if let Some(link) = existing.first() {
-                let mine = if link_text(link, "system1") == a.system && link_text(link, "ref1") == a.reference {
+                let mine = if link_text(link, "system1") == a.system
+                    && link_text(link, "ref1") == a.reference
+                {
                     &a
                 } else {
                     &b
                 };
                 let other = Side {
-                    system: if mine == &a { link_text(link, "system2") } else { link_text(link, "system1") },
-                    reference: if mine == &a { link_text(link, "ref2") } else { link_text(link, "ref1") },
+                    system: if mine == &a {
+                        link_text(link, "system2")
+                    } else {
+                        link_text(link, "system1")
+                    },
+                    reference: if mine == &a {
+                        link_text(link, "ref2")
+                    } else {
+                        link_text(link, "ref1")
+                    },
                 };
                 raise(
                     ERRCODE_UNIQUE_VIOLATION,
@@ -320,7 +348,15 @@ fn set_link_sides(
         rows_to_links(run_cached(
             client,
             SQL_INSERT,
-            &[text, text, text, text, text, pg_sys::BOOLOID, pg_sys::TIMESTAMPTZOID],
+            &[
+                text,
+                text,
+                text,
+                text,
+                text,
+                pg_sys::BOOLOID,
+                pg_sys::TIMESTAMPTZOID,
+            ],
             &[
                 relation.into(),
                 a.system.as_str().into(),
@@ -421,9 +457,15 @@ fn set_local_link(
     let info = table_info(tbl, FUNC);
     let id = require_ref(id.as_deref(), FUNC, "id");
     let external = require_ref(external, FUNC, "external");
-    let local = Side { system: info.system.clone(), reference: local_row_ref(&info, &id, FUNC) };
+    let local = Side {
+        system: info.system.clone(),
+        reference: local_row_ref(&info, &id, FUNC),
+    };
     ensure_cleanup(&relation, &info, tbl.expect("checked by table_info"));
-    let remote = Side { system: EXTERNAL.to_string(), reference: external };
+    let remote = Side {
+        system: EXTERNAL.to_string(),
+        reference: external,
+    };
     set_link_sides(
         &relation,
         local,
@@ -439,7 +481,11 @@ fn now() -> TimestampWithTimeZone {
     // the transaction start, like the SQL default.
     let ts = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     TimestampWithTimeZone::try_from(ts).unwrap_or_else(|_| {
-        raise(ERRCODE_DATETIME_FIELD_OVERFLOW, "transaction start time out of range", "")
+        raise(
+            ERRCODE_DATETIME_FIELD_OVERFLOW,
+            "transaction start time out of range",
+            "",
+        )
     })
 }
 
@@ -457,7 +503,14 @@ fn sync_set_link_bigint(
     sync_date: default!(Option<TimestampWithTimeZone>, "now()"),
     allow_many2many: default!(Option<bool>, false),
 ) -> pgrx::composite_type!('static, "sync.link") {
-    set_local_link(relation, tbl, id.map(|i| i.to_string()), external, sync_date, allow_many2many)
+    set_local_link(
+        relation,
+        tbl,
+        id.map(|i| i.to_string()),
+        external,
+        sync_date,
+        allow_many2many,
+    )
 }
 
 /// Link a local row (by text id: uuid, text or composite key text form) to an external ref.
@@ -470,7 +523,14 @@ fn sync_set_link_text(
     sync_date: default!(Option<TimestampWithTimeZone>, "now()"),
     allow_many2many: default!(Option<bool>, false),
 ) -> pgrx::composite_type!('static, "sync.link") {
-    set_local_link(relation, tbl, id.map(str::to_string), external, sync_date, allow_many2many)
+    set_local_link(
+        relation,
+        tbl,
+        id.map(str::to_string),
+        external,
+        sync_date,
+        allow_many2many,
+    )
 }
 
 /// Link records of two external systems: refs like {"github": "12", "trello": "abc"}.
@@ -484,9 +544,22 @@ fn sync_set_link_refs(
     const FUNC: &str = "sync_set_link";
     let relation = require_relation(relation, FUNC);
     let [(s1, v1), (s2, v2)] = two_systems(&refs, FUNC);
-    let a = Side { reference: scalar_ref(v1, &s1, FUNC), system: s1 };
-    let b = Side { reference: scalar_ref(v2, &s2, FUNC), system: s2 };
-    set_link_sides(&relation, a, b, sync_date.unwrap_or_else(now), allow_many2many.unwrap_or(false), FUNC)
+    let a = Side {
+        reference: scalar_ref(v1, &s1, FUNC),
+        system: s1,
+    };
+    let b = Side {
+        reference: scalar_ref(v2, &s2, FUNC),
+        system: s2,
+    };
+    set_link_sides(
+        &relation,
+        a,
+        b,
+        sync_date.unwrap_or_else(now),
+        allow_many2many.unwrap_or(false),
+        FUNC,
+    )
 }
 
 fn search(sql: &str, args: &[DatumWithOid]) -> Vec<Link> {
@@ -508,17 +581,28 @@ fn sync_search_links_local(
     const FUNC: &str = "sync_search_links";
     let relation = require_relation(relation, FUNC);
     let info = table_info(tbl, FUNC);
-    let (mine, other) = if local_is_first(&info.system) { ("1", "2") } else { ("2", "1") };
+    let (mine, other) = if local_is_first(&info.system) {
+        ("1", "2")
+    } else {
+        ("2", "1")
+    };
     let base = format!(
         "SELECT l FROM sync.link l WHERE l.relation = $1 AND l.system{mine} = $2 AND l.system{other} = '{EXTERNAL}'"
     );
     let links = match ids {
-        None => search(&format!("{base} ORDER BY l.id"), &[relation.as_str().into(), info.system.as_str().into()]),
+        None => search(
+            &format!("{base} ORDER BY l.id"),
+            &[relation.as_str().into(), info.system.as_str().into()],
+        ),
         Some(ids) => {
             let ids: Vec<String> = ids.into_iter().flatten().collect();
             search(
                 &format!("{base} AND l.ref{mine} = ANY ($3) ORDER BY l.id"),
-                &[relation.as_str().into(), info.system.as_str().into(), ids.into()],
+                &[
+                    relation.as_str().into(),
+                    info.system.as_str().into(),
+                    ids.into(),
+                ],
             )
         }
     };
@@ -571,7 +655,10 @@ fn at_most_one(mut links: Vec<Link>, func: &str, what: String) -> Option<Link> {
     if links.len() > 1 {
         raise(
             ERRCODE_CARDINALITY_VIOLATION,
-            format!("{func}: {what} has {} links, expected at most one", links.len()),
+            format!(
+                "{func}: {what} has {} links, expected at most one",
+                links.len()
+            ),
             "Use sync_search_links to get all of them.",
         )
     }
@@ -596,7 +683,11 @@ fn sync_get_link_external(
         ),
         &[relation.as_str().into(), external.as_str().into()],
     );
-    at_most_one(links, FUNC, format!("external ref \"{external}\" in relation \"{relation}\""))
+    at_most_one(
+        links,
+        FUNC,
+        format!("external ref \"{external}\" in relation \"{relation}\""),
+    )
 }
 
 /// The link matching refs, or NULL; an error if there are several.
@@ -652,7 +743,11 @@ fn sync_unlink(link_ids: Option<Vec<Option<i64>>>) -> i64 {
     let ids = require_ids(link_ids, "sync_unlink");
     Spi::connect_mut(|client| {
         client
-            .update("DELETE FROM sync.link WHERE id = ANY ($1)", None, &[ids.into()])
+            .update(
+                "DELETE FROM sync.link WHERE id = ANY ($1)",
+                None,
+                &[ids.into()],
+            )
             .or_raise("deleting links")
             .len() as i64
     })

@@ -45,7 +45,9 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for Regclass {
     unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
         unsafe { arg.unbox_arg_using_from_datum() }.unwrap_or(Regclass(pg_sys::InvalidOid))
     }
-    unsafe fn unbox_nullable_arg(arg: pgrx::callconv::Arg<'_, 'fcx>) -> pgrx::nullable::Nullable<Self> {
+    unsafe fn unbox_nullable_arg(
+        arg: pgrx::callconv::Arg<'_, 'fcx>,
+    ) -> pgrx::nullable::Nullable<Self> {
         unsafe { arg.unbox_arg_using_from_datum() }.into()
     }
 }
@@ -78,7 +80,11 @@ impl TableInfo {
         if self.pk.len() == 1 {
             format!("{alias}.{}::text", self.pk[0].0)
         } else {
-            let cols: Vec<String> = self.pk.iter().map(|(c, _)| format!("{alias}.{c}")).collect();
+            let cols: Vec<String> = self
+                .pk
+                .iter()
+                .map(|(c, _)| format!("{alias}.{c}"))
+                .collect();
             format!("ROW({})::text", cols.join(", "))
         }
     }
@@ -108,7 +114,9 @@ fn ensure_callback() {
         if !*r.borrow() {
             // SAFETY: registering a relcache callback is allowed at any time in a backend;
             // `invalidate` only touches our thread-local cache.
-            unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(invalidate), pg_sys::Datum::from(0)) };
+            unsafe {
+                pg_sys::CacheRegisterRelcacheCallback(Some(invalidate), pg_sys::Datum::from(0))
+            };
             *r.borrow_mut() = true;
         }
     });
@@ -166,8 +174,14 @@ fn load(oid: pg_sys::Oid, what: &str) -> TableInfo {
             .or_raise("primary key lookup");
         let mut pk = Vec::new();
         for row in pk_rows {
-            let col: String = row.get(1).or_raise("primary key lookup").unwrap_or_default();
-            let ty: String = row.get(2).or_raise("primary key lookup").unwrap_or_default();
+            let col: String = row
+                .get(1)
+                .or_raise("primary key lookup")
+                .unwrap_or_default();
+            let ty: String = row
+                .get(2)
+                .or_raise("primary key lookup")
+                .unwrap_or_default();
             pk.push((col, ty));
         }
         head.map(|h| (h, pk))
@@ -175,7 +189,10 @@ fn load(oid: pg_sys::Oid, what: &str) -> TableInfo {
     let Some(((nsp, rel, kind, quoted), pk)) = found else {
         raise(
             ERRCODE_UNDEFINED_TABLE,
-            format!("{what}: table with oid {} does not exist (was it dropped?)", oid.to_u32()),
+            format!(
+                "{what}: table with oid {} does not exist (was it dropped?)",
+                oid.to_u32()
+            ),
             "Pass an existing table as 'schema.table'::regclass.",
         )
     };
@@ -219,7 +236,11 @@ pub fn parse_record_literal(s: &str) -> Option<Vec<Option<String>>> {
             '\\' => cur.push(chars.next()?),
             ',' if !in_quotes => {
                 let field = std::mem::take(&mut cur);
-                fields.push(if field.is_empty() && !quoted_field { None } else { Some(field) });
+                fields.push(if field.is_empty() && !quoted_field {
+                    None
+                } else {
+                    Some(field)
+                });
                 quoted_field = false;
             }
             c => cur.push(c),
@@ -228,6 +249,10 @@ pub fn parse_record_literal(s: &str) -> Option<Vec<Option<String>>> {
     if in_quotes {
         return None;
     }
-    fields.push(if cur.is_empty() && !quoted_field { None } else { Some(cur) });
+    fields.push(if cur.is_empty() && !quoted_field {
+        None
+    } else {
+        Some(cur)
+    });
     Some(fields)
 }

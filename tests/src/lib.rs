@@ -43,7 +43,9 @@ fn free_port() -> u16 {
 }
 
 fn run(mut cmd: Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     if !out.status.success() {
         panic!(
             "{what} failed: {}\n{}{}",
@@ -82,12 +84,21 @@ impl Cluster {
             );
         }
         let mut initdb = pg_command("initdb");
-        initdb
-            .arg("-D")
-            .arg(dir.join("data"))
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]);
+        initdb.arg("-D").arg(dir.join("data")).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]);
         run(initdb, "initdb");
-        let cluster = Cluster { dir, port: free_port() };
+        let cluster = Cluster {
+            dir,
+            port: free_port(),
+        };
         cluster.pg_ctl_start();
         cluster
     }
@@ -118,7 +129,9 @@ impl Cluster {
 
     pub fn stop(&self, mode: &str) {
         let mut c = pg_command("pg_ctl");
-        c.arg("-D").arg(self.dir.join("data")).args(["-m", mode, "-w", "stop"]);
+        c.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", mode, "-w", "stop"]);
         let _ = c.output();
     }
 
@@ -203,11 +216,20 @@ impl TestDb {
             chrono::Utc::now().timestamp_micros() % 1_000_000
         );
         let admin = connect(admin_url).await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
         let url = replace_db(admin_url, &name);
-        let db = TestDb { name, url, admin_url: admin_url.to_string() };
+        let db = TestDb {
+            name,
+            url,
+            admin_url: admin_url.to_string(),
+        };
         let c = db.connect().await;
-        c.batch_execute("CREATE EXTENSION pg_sync").await.expect("CREATE EXTENSION pg_sync");
+        c.batch_execute("CREATE EXTENSION pg_sync")
+            .await
+            .expect("CREATE EXTENSION pg_sync");
         db
     }
 
@@ -236,12 +258,18 @@ impl Drop for TestDb {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
-                    if let Ok((c, conn)) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await {
+                    if let Ok((c, conn)) =
+                        tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await
+                    {
                         tokio::spawn(conn);
-                        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                        let _ = c
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
                     }
                 });
             }
@@ -282,5 +310,9 @@ pub async fn scalar<T>(client: &Client, sql: &str) -> T
 where
     T: for<'a> tokio_postgres::types::FromSql<'a>,
 {
-    client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }

@@ -7,6 +7,10 @@ async fn extension_creates_schema_and_roles() {
     let c = db.connect().await;
     let n: i64 = scalar(&c, "SELECT count(*) FROM pg_roles WHERE rolname IN ('sync_user','sync_developer','sync_admin')").await;
     assert_eq!(n, 3);
-    let v: String = scalar(&c, "SELECT extversion FROM pg_extension WHERE extname = 'pg_sync'").await;
+    let v: String = scalar(
+        &c,
+        "SELECT extversion FROM pg_extension WHERE extname = 'pg_sync'",
+    )
+    .await;
     assert_eq!(v, "0.1.0");
 }
