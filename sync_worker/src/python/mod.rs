@@ -5,17 +5,26 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use serde_json::Value;
 use std::ffi::CString;
 
+pub mod db;
+
 /// What a job needs from Python's point of view.
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // interim runtime: the python helper's version reads every field
 pub struct JobSpec {
     pub job_id: i64,
     pub project_id: i64,
+    pub project_version: i64,
     pub task_id: Option<i64>,
-    pub task_name: String,
-    pub code: String,
-    pub handler: String,
+    pub trigger_kind: Option<String>,
     pub trigger_name: Option<String>,
+    pub handler: String,
     pub args: Value,
+    pub user_name: String,
+    pub lang: Option<String>,
+    pub attempts: i32,
+    pub max_retries: i32,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub soft_time_limit: std::time::Duration,
 }
 
 /// How a job ended.
@@ -33,6 +42,16 @@ pub enum Outcome {
     },
 }
 
+/// A line the job logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub level: String,
+    pub kind: String,
+    pub recipient: Option<String>,
+    pub message: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot start the embedded Python interpreter: {0}")]
@@ -41,6 +60,7 @@ pub enum RuntimeError {
 
 pub struct Runtime {
     prelude: Py<PyModule>,
+    code: std::collections::HashMap<i64, (String, String)>,
 }
 
 impl Runtime {
@@ -56,26 +76,58 @@ impl Runtime {
             .map_err(|e| RuntimeError::Init(e.to_string()))?;
             Ok(Runtime {
                 prelude: module.unbind(),
+                code: Default::default(),
             })
         })
     }
 
-    /// Run one job's handler and classify the result.
-    pub fn run(&mut self, job: &JobSpec) -> Outcome {
-        Python::attach(|py| {
+    /// Run one job inside the executor's open transaction (savepoint per job).
+    pub fn run(&mut self, job: &JobSpec, db: &mut db::JobDb, logs: &mut Vec<LogLine>) -> Outcome {
+        let _ = logs;
+        let Some(task_id) = job.task_id else {
+            return Outcome::Failed {
+                message: "the job has no task".into(),
+            };
+        };
+        #[allow(clippy::map_entry)] // interim runtime
+        if !self.code.contains_key(&task_id) {
+            match db.rt.block_on(db.client.query_one(
+                "SELECT name, code FROM sync.task WHERE id = $1",
+                &[&task_id],
+            )) {
+                Ok(row) => {
+                    self.code.insert(task_id, (row.get(0), row.get(1)));
+                }
+                Err(e) => {
+                    return Outcome::Failed {
+                        message: e.to_string(),
+                    }
+                }
+            }
+        }
+        let (task_name, code) = self.code[&task_id].clone();
+        if let Err(e) = db.batch("SAVEPOINT job") {
+            return Outcome::Failed {
+                message: e.to_string(),
+            };
+        }
+        let outcome = Python::attach(|py| {
             let prelude = self.prelude.bind(py);
             let outcome = (|| -> PyResult<Py<PyAny>> {
                 let context = PyDict::new(py);
                 context.set_item("trigger_name", job.trigger_name.as_deref())?;
                 let (args, kwargs) = handler_args(py, job)?;
-                let filename = format!("<task {}>", job.task_name);
-                let code = CString::new(job.code.as_str()).map_err(|_| {
-                    pyo3::exceptions::PyValueError::new_err("task code contains a NUL byte")
-                })?;
-                let code = code.to_str().unwrap_or_default();
+                let filename = format!("<task {}>", task_name);
                 Ok(prelude
                     .getattr("run")?
-                    .call1((code, filename, job.handler.as_str(), args, kwargs, context))?
+                    .call1((
+                        code.as_str(),
+                        filename,
+                        job.handler.as_str(),
+                        args,
+                        kwargs,
+                        context,
+                    ))?
                     .unbind())
             })();
             match outcome {
@@ -86,7 +138,7 @@ impl Runtime {
                 Err(err) => {
                     let text = prelude
                         .getattr("format_exception")
-                        .and_then(|f| f.call1((err.value(py),)))
+                        .and_then(|f| f.call1((err.value(py), err.traceback(py))))
                         .and_then(|t| t.extract::<String>())
                         .unwrap_or_else(|_| err.to_string());
                     let retry = prelude
@@ -100,7 +152,18 @@ impl Runtime {
                     }
                 }
             }
-        })
+        });
+        let end = if matches!(outcome, Outcome::Done { .. }) {
+            "RELEASE SAVEPOINT job"
+        } else {
+            "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
+        };
+        if let Err(e) = db.batch(end) {
+            return Outcome::Failed {
+                message: e.to_string(),
+            };
+        }
+        outcome
     }
 }
 

@@ -34,5 +34,5 @@ def run(code, filename, handler, args, kwargs, context):
     return fn(*args, **kwargs)
 
 
-def format_exception(exc):
-    return "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+def format_exception(exc, tb=None):
+    return "".join(_traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
