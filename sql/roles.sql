@@ -61,3 +61,19 @@ GRANT EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestampt
     sync_set_link(text, jsonb, timestamptz, boolean),
     sync_update_links(bigint[], timestamptz), sync_unlink(bigint[]) TO sync_developer;
 GRANT EXECUTE ON FUNCTION sync.install_link_cleanup(regclass, text) TO sync_developer;
+
+-- Job functions (sql/jobs.sql): developers press buttons, retry and cancel jobs, and
+-- task code enqueues jobs; the queue maintenance is for workers (owner / sync_admin).
+REVOKE EXECUTE ON FUNCTION sync_run_button(text, text), sync_retry_job(bigint),
+    sync_cancel_job(bigint),
+    sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text),
+    sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.rescue_jobs(),
+    sync.release_jobs(bigint[], integer), sync.interrupt_job(bigint, integer, text, boolean)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sync_run_button(text, text), sync_retry_job(bigint),
+    sync_cancel_job(bigint),
+    sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text)
+    TO sync_developer;
+GRANT EXECUTE ON FUNCTION sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.rescue_jobs(),
+    sync.release_jobs(bigint[], integer), sync.interrupt_job(bigint, integer, text, boolean)
+    TO sync_admin;

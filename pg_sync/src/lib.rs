@@ -11,5 +11,6 @@ mod tables;
 // The data model comes first: every Rust function below refers to its types.
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/links.sql", name = "links", requires = ["schema"]);
+extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["schema"]);
 // Grants name every function, so they run last.
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);

@@ -227,9 +227,23 @@ impl TestDb {
             admin_url: admin_url.to_string(),
         };
         let c = db.connect().await;
-        c.batch_execute("CREATE EXTENSION pg_sync")
-            .await
-            .expect("CREATE EXTENSION pg_sync");
+        // The first CREATE EXTENSION of a cluster creates the cluster-wide roles; tests
+        // doing it at once race on them (unique violation, or "tuple concurrently
+        // updated" / XX000): try again, the roles exist then.
+        let mut tries = 0;
+        loop {
+            match c.batch_execute("CREATE EXTENSION pg_sync").await {
+                Ok(()) => break,
+                Err(e)
+                    if tries < 5
+                        && matches!(sqlstate(&e).0.as_str(), "23505" | "XX000" | "40001") =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                Err(e) => panic!("CREATE EXTENSION pg_sync: {e:?}"),
+            }
+        }
         db
     }
 
@@ -315,4 +329,125 @@ where
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
+}
+
+/// Poll `check` every 20 ms until it returns true; panic after `limit` naming `what`.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An active project with one task; returns (project id, task id).
+pub async fn create_task(client: &Client, project: &str, task: &str, code: &str) -> (i64, i64) {
+    let p: i64 = client
+        .query_one(
+            "INSERT INTO sync.project (name, active) VALUES ($1, true) RETURNING id",
+            &[&project],
+        )
+        .await
+        .expect("create project")
+        .get(0);
+    let t: i64 = client
+        .query_one(
+            "INSERT INTO sync.task (project_id, name, code) VALUES ($1, $2, $3) RETURNING id",
+            &[&p, &task, &code],
+        )
+        .await
+        .expect("create task")
+        .get(0);
+    (p, t)
+}
+
+/// A running `sync_worker` (the binary from SYNC_WORKER_BIN), killed when dropped.
+/// Its output goes to a file, shown by `output()` (and printed if a test panics).
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+static WORKER_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl WorkerProcess {
+    /// Start a worker on `url` with extra command-line arguments.
+    pub fn start(url: &str, args: &[&str]) -> WorkerProcess {
+        let bin = std::env::var("SYNC_WORKER_BIN")
+            .expect("SYNC_WORKER_BIN is not set: run the tests with scripts/test.sh");
+        let base = std::env::var("PG_SYNC_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
+        let log = PathBuf::from(base).join(format!(
+            "worker-{}-{}.log",
+            std::process::id(),
+            WORKER_COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let out = std::fs::File::create(&log).expect("worker log file");
+        let err = out.try_clone().expect("worker log file");
+        let child = Command::new(bin)
+            .arg("--database-url")
+            .arg(url)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start sync_worker");
+        WorkerProcess { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Send a signal (libc::SIGTERM, SIGKILL, ...).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill() on the pid of our own child process.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Wait up to `limit` for the process to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the worker logged so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- worker log {} ---\n{}",
+                self.log.display(),
+                self.output()
+            );
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
 }

@@ -1,0 +1,369 @@
+-- Job queue functions: buttons, manual retry/cancel, add_job with identity keys, cron
+-- scheduling, and the queue maintenance that sync_worker calls (rescue, release, give up).
+--
+-- How attempts and max_retries count (same meaning as OCA queue_job):
+--   attempts    = how many times a worker started the job (set when it is claimed);
+--   max_retries = how many tries a job gets in all while it keeps raising
+--                 RetryableJobError, the first try included. With the default 5 the
+--                 tries happen at once, then 5 min, 15 min, 60 min and 3 h after each
+--                 failed try (sync.retry_delay); the 5th is the last. 0 and 1 mean no retry.
+-- A job whose worker died while running it goes back to pending, unless it already had
+-- greatest(max_retries, 1) tries: then it is failed (a job that kills its worker every
+-- time must not block the queue forever).
+
+COMMENT ON COLUMN sync.job.attempts IS 'How many times a worker started the job (counted when it is claimed).';
+COMMENT ON COLUMN sync.job.max_retries IS 'Tries in all while the job keeps raising RetryableJobError, the first included (queue_job meaning): 5 = now, +5 min, +15 min, +60 min, +3 h. 0 or 1 = no retry.';
+
+-- Delay before the next try after `attempts` tries ended with RetryableJobError.
+CREATE FUNCTION sync.retry_delay(attempts integer) RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN attempts <= 1 THEN interval '5 minutes'
+        WHEN attempts = 2 THEN interval '15 minutes'
+        WHEN attempts = 3 THEN interval '60 minutes'
+        ELSE interval '3 hours'
+    END
+$$;
+COMMENT ON FUNCTION sync.retry_delay(integer) IS 'Delay before the next try of a job after this many tries ended with RetryableJobError: 5 min, 15 min, 60 min, then 3 h.';
+
+------------------------------------------------------------------------------------
+-- Enqueueing
+------------------------------------------------------------------------------------
+
+-- The insert path of add_job (task code) and of anything else that creates jobs: a
+-- job with an identity_key that a pending or running job of the project already has
+-- creates nothing, and the existing job's id is returned.
+CREATE FUNCTION sync.add_job(
+    project_id   bigint,
+    task_id      bigint,
+    handler      text,
+    args         jsonb DEFAULT '{}',
+    priority     integer DEFAULT 10,
+    eta          timestamptz DEFAULT NULL,
+    max_retries  integer DEFAULT 5,
+    description  text DEFAULT NULL,
+    identity_key text DEFAULT NULL,
+    parent_id    bigint DEFAULT NULL,
+    user_name    name DEFAULT NULL,
+    lang         text DEFAULT NULL,
+    trigger_kind text DEFAULT 'job',
+    trigger_id   bigint DEFAULT NULL,
+    trigger_name text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    new_id bigint;
+BEGIN
+    -- Two tries: the job holding the key may finish between the insert and the lookup.
+    FOR i IN 1..2 LOOP
+        INSERT INTO sync.job AS j (project_id, task_id, trigger_kind, trigger_id, trigger_name,
+                                   handler, args, priority, eta, max_retries, description,
+                                   identity_key, parent_id, user_name, lang)
+        VALUES (add_job.project_id, add_job.task_id, add_job.trigger_kind, add_job.trigger_id,
+                add_job.trigger_name, add_job.handler, coalesce(add_job.args, '{}'),
+                coalesce(add_job.priority, 10), coalesce(add_job.eta, sync.clock()),
+                coalesce(add_job.max_retries, 5), add_job.description, add_job.identity_key,
+                add_job.parent_id, coalesce(add_job.user_name, current_user), add_job.lang)
+        ON CONFLICT (project_id, identity_key)
+            WHERE identity_key IS NOT NULL AND state IN ('pending', 'running')
+            DO NOTHING
+        RETURNING j.id INTO new_id;
+        IF new_id IS NOT NULL THEN
+            RETURN new_id;
+        END IF;
+        SELECT j.id INTO new_id FROM sync.job j
+        WHERE j.project_id = add_job.project_id AND j.identity_key = add_job.identity_key
+          AND j.state IN ('pending', 'running');
+        IF new_id IS NOT NULL THEN
+            RETURN new_id;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'could not enqueue job %: its identity key % keeps changing hands', handler, identity_key
+        USING ERRCODE = 'serialization_failure', HINT = 'Retry the statement.';
+END
+$$;
+COMMENT ON FUNCTION sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text)
+    IS 'Enqueue a job (add_job of task code). With an identity_key already held by a pending or running job of the project, nothing is created and that job''s id is returned.';
+
+CREATE FUNCTION sync_run_button(project text, trigger_name text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    b record;
+    new_id bigint;
+BEGIN
+    SELECT bt.id, bt.task_id, bt.project_id, bt.active, t.active AS task_active,
+           t.name AS task, p.active AS project_active
+      INTO b
+    FROM sync.button_trigger bt
+    JOIN sync.project p ON p.id = bt.project_id
+    JOIN sync.task t ON t.id = bt.task_id
+    WHERE p.name = sync_run_button.project AND bt.name = sync_run_button.trigger_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'project "%" has no button trigger named "%"', project, trigger_name
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'List the buttons with: SELECT p.name, b.name FROM sync.button_trigger b JOIN sync.project p ON p.id = b.project_id;';
+    END IF;
+    IF NOT b.project_active THEN
+        RAISE EXCEPTION 'project "%" is inactive', project
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Activate it first: UPDATE sync.project SET active = true WHERE name = %L;', project);
+    END IF;
+    IF NOT b.active OR NOT b.task_active THEN
+        RAISE EXCEPTION 'button "%" of project "%" is inactive', trigger_name, project
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Activate the button trigger and its task "%s".', b.task);
+    END IF;
+    INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                          priority, eta, user_name)
+    VALUES (b.project_id, b.task_id, 'button', b.id, sync_run_button.trigger_name, 'handle_button',
+            0, sync.clock(), current_user)
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION sync_run_button(text, text) IS 'Press a button: enqueue handle_button() at top priority (0) and return the job id; a running worker starts it at once.';
+
+------------------------------------------------------------------------------------
+-- Manual retry and cancel
+------------------------------------------------------------------------------------
+
+CREATE FUNCTION sync_retry_job(job_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    j record;
+BEGIN
+    SELECT id, state, trigger_kind, identity_key INTO j
+    FROM sync.job WHERE id = sync_retry_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id
+            USING ERRCODE = 'no_data_found', HINT = 'Find failed jobs with: SELECT id, error FROM sync.job WHERE state = ''failed'';';
+    END IF;
+    IF j.state <> 'failed' THEN
+        RAISE EXCEPTION 'job % is %, not failed', job_id, j.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only failed jobs can be retried by hand.';
+    END IF;
+    IF j.trigger_kind IS NULL OR j.trigger_kind NOT IN ('cron', 'db', 'job') THEN
+        RAISE EXCEPTION 'job % was started by a % trigger; only cron, db and add_job jobs can be retried by hand', job_id, coalesce(j.trigger_kind, 'unknown')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = CASE j.trigger_kind WHEN 'button' THEN 'Press the button again: SELECT sync_run_button(project, trigger_name);'
+                                            ELSE 'Send the request again.' END;
+    END IF;
+    BEGIN
+        UPDATE sync.job
+        SET state = 'pending', eta = sync.clock(), attempts = 0, worker = NULL, error = NULL,
+            result = NULL, warning = false, started_at = NULL, finished_at = NULL
+        WHERE id = sync_retry_job.job_id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'job % cannot be retried: another job with identity key "%" is pending or running', job_id, j.identity_key
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Wait for that job to finish, or cancel it with sync_cancel_job().';
+    END;
+    PERFORM pg_notify('sync_job', '');
+END
+$$;
+COMMENT ON FUNCTION sync_retry_job(bigint) IS 'Re-queue a failed cron, db or add_job job by hand (attempts start again from 0).';
+
+CREATE FUNCTION sync_cancel_job(job_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    st text;
+BEGIN
+    SELECT state INTO st FROM sync.job WHERE id = sync_cancel_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id
+            USING ERRCODE = 'no_data_found', HINT = 'Find pending jobs with: SELECT id, handler FROM sync.job WHERE state = ''pending'';';
+    END IF;
+    IF st <> 'pending' THEN
+        RAISE EXCEPTION 'job % is %; only pending jobs can be cancelled', job_id, st
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = CASE st WHEN 'running' THEN 'Wait for it to finish (or fail at its time limit).'
+                                 ELSE 'It is not going to run anyway.' END;
+    END IF;
+    UPDATE sync.job
+    SET state = 'cancelled', finished_at = now(), error = format('cancelled by %s', current_user)
+    WHERE id = sync_cancel_job.job_id;
+END
+$$;
+COMMENT ON FUNCTION sync_cancel_job(bigint) IS 'Cancel a pending job: it will not run.';
+
+------------------------------------------------------------------------------------
+-- Scheduling: cron triggers (and the db triggers' timed events when installed)
+------------------------------------------------------------------------------------
+
+-- Enqueue one handle_cron() job per due cron trigger. The trigger row is locked and its
+-- next_run_at moved past the database clock by whole intervals in the same transaction
+-- as the insert, so two workers calling this at once never enqueue the same run twice
+-- (the second one skips the locked row, or sees the moved next_run_at). Runs missed
+-- while no worker was up are coalesced into one job.
+CREATE FUNCTION sync.enqueue_due_crons() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    now_ timestamptz := sync.clock();
+    c record;
+    next_at timestamptz;
+    k double precision;
+    n integer := 0;
+BEGIN
+    FOR c IN
+        SELECT ct.id, ct.task_id, ct.project_id, ct.name, ct."interval", ct.next_run_at,
+               ct.calls_left, ct.run_as
+        FROM sync.cron_trigger ct
+        JOIN sync.task t ON t.id = ct.task_id
+        JOIN sync.project p ON p.id = ct.project_id
+        WHERE ct.active AND ct.calls_left <> 0 AND ct.next_run_at <= now_
+          AND t.active AND p.active
+        ORDER BY ct.next_run_at
+        FOR UPDATE OF ct SKIP LOCKED
+    LOOP
+        next_at := c.next_run_at + c."interval";
+        IF next_at <= now_ THEN
+            -- Jump close with arithmetic (months count as 30 days there), then settle
+            -- on the first whole interval after now_ by stepping.
+            k := floor(extract(epoch FROM now_ - c.next_run_at) / extract(epoch FROM c."interval"));
+            next_at := c.next_run_at + c."interval" * k;
+            WHILE next_at - c."interval" > now_ LOOP
+                next_at := next_at - c."interval";
+            END LOOP;
+            WHILE next_at <= now_ LOOP
+                next_at := next_at + c."interval";
+            END LOOP;
+        END IF;
+        UPDATE sync.cron_trigger
+        SET next_run_at = next_at,
+            calls_left = CASE WHEN calls_left > 0 THEN calls_left - 1 ELSE calls_left END
+        WHERE id = c.id;
+        INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                              eta, user_name)
+        VALUES (c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron', now_,
+                coalesce(c.run_as, current_user));
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.enqueue_due_crons() IS 'Enqueue the due runs of cron triggers (database clock); safe to call from many workers at once. Returns the number of jobs enqueued.';
+
+-- What every worker calls about once a second: due crons, and the timed db-trigger
+-- events when that part of pg_sync provides sync.enqueue_timed_triggers().
+CREATE FUNCTION sync.enqueue_scheduled() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    m integer;
+BEGIN
+    n := sync.enqueue_due_crons();
+    IF to_regprocedure('sync.enqueue_timed_triggers()') IS NOT NULL THEN
+        EXECUTE 'SELECT sync.enqueue_timed_triggers()' INTO m;
+        n := n + coalesce(m, 0);
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.enqueue_scheduled() IS 'Called by workers every second: sync.enqueue_due_crons() and, when present, sync.enqueue_timed_triggers().';
+
+------------------------------------------------------------------------------------
+-- Queue maintenance used by sync_worker
+------------------------------------------------------------------------------------
+
+-- Workers alive now: those holding their advisory lock in this database.
+CREATE FUNCTION sync.live_workers() RETURNS SETOF integer
+LANGUAGE sql STABLE AS $$
+    SELECT l.objid::bigint::integer
+    FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.classid = sync.worker_lock_class()::oid
+      AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+$$;
+COMMENT ON FUNCTION sync.live_workers() IS 'Ids of the workers alive now (holding advisory lock (sync.worker_lock_class(), id)).';
+
+-- Put back the running jobs of dead workers. Rows still locked (an executor's
+-- transaction that has not ended yet) are skipped and picked up on a later call.
+CREATE FUNCTION sync.rescue_jobs() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH dead AS (
+        SELECT j.id FROM sync.job j
+        WHERE j.state = 'running'
+          AND (j.worker IS NULL OR j.worker NOT IN (SELECT sync.live_workers()))
+        FOR UPDATE OF j SKIP LOCKED
+    ), upd AS (
+        UPDATE sync.job j
+        SET state = CASE WHEN j.attempts >= greatest(j.max_retries, 1) THEN 'failed' ELSE 'pending' END,
+            error = CASE WHEN j.attempts >= greatest(j.max_retries, 1)
+                         THEN format('worker %s stopped while running this job (try %s of %s); giving up', j.worker, j.attempts, greatest(j.max_retries, 1))
+                         ELSE j.error END,
+            finished_at = CASE WHEN j.attempts >= greatest(j.max_retries, 1) THEN now() END
+        FROM dead WHERE j.id = dead.id
+        RETURNING j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.state, j.worker
+    ), logged AS (
+        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+        SELECT project_id, task_id, trigger_name, id, started_at,
+               CASE state WHEN 'failed' THEN 'error' ELSE 'warning' END,
+               CASE state WHEN 'failed' THEN format('job failed: worker %s stopped while running it too many times', worker)
+                          ELSE format('job interrupted: worker %s stopped while running it; it will run again', worker) END
+        FROM upd
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM upd;
+    IF n > 0 THEN
+        PERFORM pg_notify('sync_job', '');
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.rescue_jobs() IS 'Put the running jobs of dead workers back to pending (failed after too many tries); called by every worker every few seconds.';
+
+-- Give back jobs a worker claimed but did not run (shutdown, lost connection): pending
+-- again, and the claim does not count as a try.
+CREATE FUNCTION sync.release_jobs(ids bigint[], worker_id integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    UPDATE sync.job
+    SET state = 'pending', attempts = greatest(attempts - 1, 0)
+    WHERE id = ANY (ids) AND state = 'running' AND worker = worker_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('sync_job', '');
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.release_jobs(bigint[], integer) IS 'Give claimed jobs back (pending, the try not counted); used by workers on shutdown.';
+
+-- A job the worker had to stop: its executor overran the hard time limit (give_up) or
+-- died while running it (retried unless it had its tries).
+CREATE FUNCTION sync.interrupt_job(job_id bigint, worker_id integer, reason text, give_up boolean)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    j record;
+    fail boolean;
+BEGIN
+    SELECT id, project_id, task_id, trigger_name, started_at, attempts, max_retries INTO j
+    FROM sync.job WHERE id = job_id AND state = 'running' AND worker = worker_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    fail := give_up OR j.attempts >= greatest(j.max_retries, 1);
+    UPDATE sync.job
+    SET state = CASE WHEN fail THEN 'failed' ELSE 'pending' END,
+        error = reason,
+        finished_at = CASE WHEN fail THEN now() END
+    WHERE id = job_id;
+    INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+    VALUES (j.project_id, j.task_id, j.trigger_name, j.id, j.started_at,
+            CASE WHEN fail THEN 'error' ELSE 'warning' END,
+            CASE WHEN fail THEN 'job failed: ' || reason ELSE 'job interrupted: ' || reason || '; it will run again' END);
+    IF NOT fail THEN
+        PERFORM pg_notify('sync_job', '');
+    END IF;
+    RETURN CASE WHEN fail THEN 'failed' ELSE 'pending' END;
+END
+$$;
+COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: failed (hard time limit, or out of tries) or back to pending.';

@@ -1,0 +1,279 @@
+// The executor process (`sync_worker executor`, started by the supervisor): one Python
+// interpreter and two database connections; runs the batches it is sent, one at a time.
+//
+// It dies with its supervisor (PR_SET_PDEATHSIG, and end of stdin). A thread reads the
+// supervisor's messages so that Stop and Recall are seen while a job is running.
+use crate::batch::Executor;
+use crate::config::ExecutorArgs;
+use crate::pg;
+use crate::protocol::{read_frame, write_frame, BatchReport, FromExecutor, ToExecutor};
+use crate::python::Runtime;
+use crate::status::StatusPage;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("cannot set up the executor's pipes: {0}")]
+    Pipes(std::io::Error),
+    #[error("the supervisor (pid {0}) is gone")]
+    Orphan(u32),
+    #[error("cannot map the status page: {0}")]
+    Status(std::io::Error),
+    #[error("DATABASE_URL is not set for the executor")]
+    NoUrl,
+    #[error("cannot start the async runtime: {0}")]
+    Tokio(std::io::Error),
+    #[error(transparent)]
+    Python(#[from] crate::python::RuntimeError),
+    #[error("lost the supervisor's pipe: {0}")]
+    Pipe(std::io::Error),
+}
+
+struct Inbox {
+    batches: VecDeque<(u64, i32, Vec<i64>)>,
+    stop: bool,
+}
+
+type Shared = Arc<(Mutex<Inbox>, Condvar)>;
+type Out = Arc<Mutex<File>>;
+
+pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
+    let (input, output) = take_protocol_fds().map_err(ExecutorError::Pipes)?;
+    die_with_parent(args.parent_pid)?;
+    let status = StatusPage::map(args.status_fd).map_err(ExecutorError::Status)?;
+    let url = std::env::var("DATABASE_URL").map_err(|_| ExecutorError::NoUrl)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ExecutorError::Tokio)?;
+    let runtime = Runtime::new()?;
+
+    let out: Out = Arc::new(Mutex::new(output));
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared: Shared = Arc::new((
+        Mutex::new(Inbox {
+            batches: VecDeque::new(),
+            stop: false,
+        }),
+        Condvar::new(),
+    ));
+    {
+        let (shared, out, stop) = (shared.clone(), out.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("supervisor-pipe".into())
+            .spawn(move || read_messages(input, shared, out, stop))
+            .map_err(ExecutorError::Pipes)?;
+    }
+
+    let name = format!("sync_worker executor {}", args.index);
+    let Some((job, log)) = connect_both(&rt, &url, &name, &stop) else {
+        return finish(&shared, &out);
+    };
+    let mut ex = Executor {
+        rt,
+        runtime,
+        status,
+        job,
+        log,
+        soft_time_limit: args.soft_time_limit,
+        hard_margin: args.hard_time_limit.saturating_sub(args.soft_time_limit),
+        stop: stop.clone(),
+    };
+    send_ready(&ex, &out)?;
+
+    loop {
+        let next = {
+            let (lock, cvar) = &*shared;
+            let mut inbox = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while inbox.batches.is_empty() && !inbox.stop {
+                inbox = cvar.wait(inbox).unwrap_or_else(|e| e.into_inner());
+            }
+            if inbox.stop {
+                None
+            } else {
+                inbox.batches.pop_front()
+            }
+        };
+        let Some((batch, worker, ids)) = next else {
+            return finish(&shared, &out);
+        };
+        if ex.job.is_closed() || ex.log.is_closed() {
+            tracing::warn!(
+                "executor {}: database connection lost; reconnecting",
+                args.index
+            );
+            match connect_both(&ex.rt, &url, &name, &stop) {
+                Some((job, log)) => {
+                    ex.job = job;
+                    ex.log = log;
+                    send_ready(&ex, &out)?;
+                }
+                None => {
+                    send(
+                        &out,
+                        &FromExecutor::Report(BatchReport {
+                            batch,
+                            unstarted: ids,
+                            ..Default::default()
+                        }),
+                    )?;
+                    return finish(&shared, &out);
+                }
+            }
+        }
+        let report = ex.run_batch(batch, worker, ids);
+        send(&out, &FromExecutor::Report(report))?;
+    }
+}
+
+/// After Stop: give back the batches not started, say goodbye.
+fn finish(shared: &Shared, out: &Out) -> Result<(), ExecutorError> {
+    let left: Vec<_> = {
+        let mut inbox = shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        inbox.batches.drain(..).collect()
+    };
+    for (batch, _, ids) in left {
+        send(
+            out,
+            &FromExecutor::Report(BatchReport {
+                batch,
+                unstarted: ids,
+                ..Default::default()
+            }),
+        )?;
+    }
+    send(out, &FromExecutor::Bye)
+}
+
+fn send(out: &Out, msg: &FromExecutor) -> Result<(), ExecutorError> {
+    let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+    write_frame(&mut *w, msg).map_err(ExecutorError::Pipe)
+}
+
+fn send_ready(ex: &Executor, out: &Out) -> Result<(), ExecutorError> {
+    let backend_pid = ex
+        .rt
+        .block_on(ex.job.query_one("SELECT pg_backend_pid()", &[]))
+        .map(|r| r.get::<_, i32>(0))
+        .unwrap_or(0);
+    send(out, &FromExecutor::Ready { backend_pid })
+}
+
+/// Connect the job and log connections, retrying with backoff until it works or a
+/// Stop arrives (None).
+fn connect_both(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    name: &str,
+    stop: &AtomicBool,
+) -> Option<(tokio_postgres::Client, tokio_postgres::Client)> {
+    let mut backoff = pg::Backoff::default();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let attempt = rt.block_on(async {
+            let job = pg::connect(url, name).await?;
+            let log = pg::connect(url, &format!("{name} logs")).await?;
+            // Log lines must never hold a batch for long (see batch.rs).
+            log.batch_execute("SET statement_timeout = '10s'").await?;
+            Ok::<_, tokio_postgres::Error>((job, log))
+        });
+        match attempt {
+            Ok(pair) => return Some(pair),
+            Err(e) => {
+                tracing::debug!("{name}: cannot connect: {}", pg::describe(&e));
+                std::thread::sleep(backoff.next_delay());
+            }
+        }
+    }
+}
+
+/// The supervisor's messages: queue batches, answer Recall for a batch not started,
+/// flag Stop. End of input means the supervisor is gone: exit at once.
+fn read_messages(mut input: File, shared: Shared, out: Out, stop: Arc<AtomicBool>) {
+    loop {
+        let msg = match read_frame::<_, ToExecutor>(&mut input) {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => {
+                // SAFETY: _exit ends the process without running destructors or atexit
+                // handlers, which may be stuck (a job in an endless loop holds the GIL).
+                unsafe { libc::_exit(1) }
+            }
+        };
+        let (lock, cvar) = &*shared;
+        let mut inbox = lock.lock().unwrap_or_else(|e| e.into_inner());
+        match msg {
+            ToExecutor::Batch {
+                batch,
+                worker,
+                jobs,
+            } => {
+                inbox.batches.push_back((batch, worker, jobs));
+            }
+            ToExecutor::Recall { batch } => {
+                if let Some(pos) = inbox.batches.iter().position(|b| b.0 == batch) {
+                    if let Some((batch, _, ids)) = inbox.batches.remove(pos) {
+                        drop(inbox);
+                        let _ = send(
+                            &out,
+                            &FromExecutor::Report(BatchReport {
+                                batch,
+                                unstarted: ids,
+                                ..Default::default()
+                            }),
+                        );
+                        continue;
+                    }
+                }
+            }
+            ToExecutor::Stop => {
+                inbox.stop = true;
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        cvar.notify_all();
+    }
+}
+
+/// Keep the protocol on private copies of stdin/stdout, and point fds 0 and 1 at
+/// /dev/null and stderr: whatever task code prints cannot corrupt the protocol.
+fn take_protocol_fds() -> std::io::Result<(File, File)> {
+    // SAFETY: duplicating descriptors 0 and 1 (open: the supervisor gave us pipes) to
+    // new close-on-exec descriptors; results checked.
+    let (input, output) = unsafe {
+        (
+            libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3),
+            libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3),
+        )
+    };
+    if input < 0 || output < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let devnull = File::open("/dev/null")?;
+    // SAFETY: dup2 onto the standard descriptors from descriptors we hold open.
+    let ok = unsafe {
+        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0) >= 0 && libc::dup2(2, 1) >= 0
+    };
+    if !ok {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: input and output are fresh descriptors owned by nothing else.
+    Ok(unsafe { (File::from_raw_fd(input), File::from_raw_fd(output)) })
+}
+
+/// Be killed when the supervisor dies, even in the middle of a job.
+fn die_with_parent(parent: u32) -> Result<(), ExecutorError> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no memory is involved.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // The parent may have died before the prctl: then we were re-parented.
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return Err(ExecutorError::Orphan(parent));
+    }
+    Ok(())
+}

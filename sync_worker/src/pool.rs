@@ -1,0 +1,154 @@
+// The supervisor's side of its executor processes: start one (from /proc/self/exe),
+// send it messages, turn what it says (and its exit) into events for the main loop.
+use crate::config::Config;
+use crate::protocol::{read_frame_async, write_frame_async, FromExecutor, ToExecutor};
+use crate::status::StatusPage;
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
+use std::process::Stdio;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// A batch sent to an executor and not reported yet.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub batch: u64,
+    pub worker: i32,
+    pub jobs: Vec<i64>,
+}
+
+/// What an executor did, tagged with its slot and generation (a respawned executor
+/// gets a new generation so late events of the old one are ignored).
+#[derive(Debug)]
+pub enum Event {
+    Message(usize, u64, FromExecutor),
+    Closed(usize, u64),
+}
+
+pub struct ExecutorProc {
+    pub generation: u64,
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    tx: mpsc::UnboundedSender<ToExecutor>,
+    pub status: StatusPage,
+    /// PostgreSQL backend of its job connection, once it said Ready.
+    pub backend_pid: Option<i32>,
+    pub ready: bool,
+    pub inflight: VecDeque<Inflight>,
+    /// Average seconds per job, for batch sizing and prefetching.
+    pub job_secs: f64,
+    /// Set when the supervisor killed it: the job it was running and why.
+    pub killed_for: Option<(i64, String)>,
+    /// Killed on purpose without blaming a job (shutdown).
+    pub killed: bool,
+    /// A Recall was sent for its queued batch.
+    pub recalled: bool,
+    pub stopping: bool,
+    pub started: Instant,
+}
+
+impl ExecutorProc {
+    pub fn spawn(
+        cfg: &Config,
+        index: usize,
+        generation: u64,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> std::io::Result<ExecutorProc> {
+        let (status, fd) = StatusPage::create()?;
+        let mut cmd = tokio::process::Command::new("/proc/self/exe");
+        cmd.arg("executor")
+            .arg("--status-fd")
+            .arg(fd.as_raw_fd().to_string())
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .arg("--index")
+            .arg(index.to_string())
+            .arg("--soft-time-limit")
+            .arg(format!("{}s", cfg.soft_time_limit.as_secs_f64()))
+            .arg("--hard-time-limit")
+            .arg(format!("{}s", cfg.hard_time_limit.as_secs_f64()))
+            .env("DATABASE_URL", &cfg.database_url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        // The child has its copy; ours would leak into the next executor.
+        drop(fd);
+        let pid = child.id().unwrap_or(0);
+        let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(std::io::Error::other("executor pipes missing"));
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<ToExecutor>();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if write_frame_async(&mut stdin, &msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                match read_frame_async::<_, FromExecutor>(&mut stdout).await {
+                    Ok(Some(msg)) => {
+                        if events.send(Event::Message(index, generation, msg)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!("executor {index}: bad message: {e}");
+                        break;
+                    }
+                }
+            }
+            let _ = events.send(Event::Closed(index, generation));
+        });
+        Ok(ExecutorProc {
+            generation,
+            child,
+            pid,
+            tx,
+            status,
+            backend_pid: None,
+            ready: false,
+            inflight: VecDeque::new(),
+            job_secs: 0.0,
+            killed_for: None,
+            killed: false,
+            recalled: false,
+            stopping: false,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn send(&self, msg: ToExecutor) {
+        let _ = self.tx.send(msg);
+    }
+
+    pub fn dispatch(&mut self, batch: Inflight) {
+        self.send(ToExecutor::Batch {
+            batch: batch.batch,
+            worker: batch.worker,
+            jobs: batch.jobs.clone(),
+        });
+        self.inflight.push_back(batch);
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    /// Fold a batch's per-job time into the running average.
+    pub fn observe(&mut self, busy_secs: f64, ran: u32) {
+        if ran == 0 {
+            return;
+        }
+        let per_job = busy_secs / ran as f64;
+        self.job_secs = if self.job_secs == 0.0 {
+            per_job
+        } else {
+            0.7 * self.job_secs + 0.3 * per_job
+        };
+    }
+}

@@ -1,0 +1,149 @@
+// Messages between the supervisor and its executor processes, over the executor's
+// stdin/stdout: each frame is a 4-byte little-endian length followed by that much JSON.
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest frame accepted (a batch of ids, a report): anything bigger is a bug.
+const MAX_FRAME: usize = 64 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToExecutor {
+    /// Run these claimed jobs (owned by `worker`) in one transaction.
+    Batch {
+        batch: u64,
+        worker: i32,
+        jobs: Vec<i64>,
+    },
+    /// Give this batch back unstarted if it has not started yet.
+    Recall { batch: u64 },
+    /// Finish the job at hand, give back what has not started, and exit.
+    Stop,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromExecutor {
+    /// Connected and ready; `backend_pid` is the PostgreSQL backend of its job
+    /// connection (the supervisor terminates it if it has to kill the executor).
+    Ready {
+        backend_pid: i32,
+    },
+    Report(BatchReport),
+    /// Exiting after a Stop.
+    Bye,
+}
+
+/// What became of a batch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BatchReport {
+    pub batch: u64,
+    /// Committed: done, failed, cancelled, or pending again for a retry.
+    pub completed: Vec<i64>,
+    /// Not started (the batch ran out of its time slice, was recalled or stopped).
+    pub unstarted: Vec<i64>,
+    /// The connection was lost before the commit was confirmed: still claimed, to be
+    /// run again (a committed job is skipped by the next try).
+    pub lost: Vec<i64>,
+    /// The batch's commit failed with an SQL error (e.g. a deferred constraint of some
+    /// job): to be run again one per transaction to find the culprit.
+    pub split: Vec<i64>,
+    /// Seconds spent in handlers, and how many jobs ran, for batch sizing.
+    pub busy_secs: f64,
+    pub ran: u32,
+}
+
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    let mut buf = Vec::with_capacity(body.len() + 4);
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// `Ok(None)` at a clean end of stream.
+pub fn read_frame<R: Read, T: for<'de> Deserialize<'de>>(r: &mut R) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+pub async fn write_frame_async<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    let mut buf = Vec::with_capacity(body.len() + 4);
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf).await?;
+    w.flush().await
+}
+
+pub async fn read_frame_async<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let msgs = vec![
+            ToExecutor::Batch {
+                batch: 7,
+                worker: 3,
+                jobs: vec![1, 2, 3],
+            },
+            ToExecutor::Recall { batch: 7 },
+            ToExecutor::Stop,
+        ];
+        let mut buf = Vec::new();
+        for m in &msgs {
+            write_frame(&mut buf, m).unwrap();
+        }
+        let mut r = &buf[..];
+        for m in &msgs {
+            let got: ToExecutor = read_frame(&mut r).unwrap().unwrap();
+            assert_eq!(&got, m);
+        }
+        assert!(read_frame::<_, ToExecutor>(&mut r).unwrap().is_none());
+    }
+}

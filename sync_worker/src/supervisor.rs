@@ -1,0 +1,692 @@
+// The supervisor: registers the worker, claims jobs (woken by NOTIFY, polling as a
+// fallback), hands batches to its executor processes, kills a job at its hard time
+// limit, respawns dead executors, reconnects, and stops gracefully on SIGTERM/SIGINT.
+//
+// Everything runs on one thread (a current-thread runtime): executors are spawned from
+// it, so PR_SET_PDEATHSIG (tied to the spawning thread) fires only when the process dies.
+use crate::claim::claim;
+use crate::config::Config;
+use crate::pg::{self, Backoff};
+use crate::pool::{Event, ExecutorProc, Inflight};
+use crate::protocol::{FromExecutor, ToExecutor};
+use crate::registry::{self, RegisterError};
+use crate::status::monotonic_ns;
+use crate::{cron, rescuer, shutdown};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{timeout, Instant};
+use tokio_postgres::Client;
+
+/// A batch is sized so that it takes about this long (from the jobs' average time).
+const BATCH_TARGET: Duration = Duration::from_millis(50);
+/// Below this average job time an executor gets its next batch before it asks.
+const PREFETCH_BELOW: Duration = Duration::from_millis(2);
+/// A queued batch is taken back from an executor whose current job runs this long.
+const RECALL_AFTER: Duration = Duration::from_millis(200);
+const WATCHDOG: Duration = Duration::from_millis(100);
+/// Any single supervisor statement taking longer means the connection is unusable.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+}
+
+struct Queue {
+    client: Arc<Client>,
+    notes: mpsc::UnboundedReceiver<()>,
+    worker: i32,
+}
+
+#[derive(Default)]
+struct Slot {
+    proc: Option<ExecutorProc>,
+    generation: u64,
+    respawn_at: Option<Instant>,
+    failures: u32,
+}
+
+pub struct Supervisor {
+    cfg: Config,
+    queue: Option<Queue>,
+    /// Last worker id, to clean up after a reconnect.
+    last_worker: Option<i32>,
+    reconnect_at: Instant,
+    backoff: Backoff,
+    worker_tx: watch::Sender<Option<i32>>,
+    slots: Vec<Slot>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    /// Claimed by the current worker id, not sent to an executor yet; `true` = run it
+    /// alone in its transaction.
+    ready: VecDeque<(i64, bool)>,
+    /// The queue may hold due jobs (a notification, a poll tick, a full claim).
+    wanted: bool,
+    next_batch: u64,
+    /// Set on the first stop signal: the end of the grace period.
+    stopping: Option<Instant>,
+    forced: bool,
+    /// Claimed jobs to give back before exiting: (worker, job).
+    release: Vec<(i32, i64)>,
+    cleanups: Vec<Cleanup>,
+    completed: u64,
+}
+
+/// After an executor died: end its backend (its row locks go with it), then record what
+/// happened to the job it was running.
+struct Cleanup {
+    backend: Option<i32>,
+    /// (job, worker, reason, give up)
+    interrupt: Option<(i64, i32, String, bool)>,
+}
+
+impl Cleanup {
+    async fn run(self, client: Arc<Client>) {
+        if let Some(pid) = self.backend {
+            let _ = client
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await;
+        }
+        if let Some((job, worker, why, give_up)) = self.interrupt {
+            match client
+                .query_one(
+                    "SELECT sync.interrupt_job($1, $2, $3, $4)",
+                    &[&job, &worker, &why, &give_up],
+                )
+                .await
+            {
+                Ok(row) => {
+                    let state: Option<String> = row.get(0);
+                    if let Some(state) = state {
+                        tracing::warn!("job {job}: {why}; now {state}");
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    "job {job}: could not record that {why}: {}",
+                    pg::describe(&e)
+                ),
+            }
+        }
+    }
+}
+
+pub async fn run(cfg: Config) -> Result<(), WorkerError> {
+    let signals = shutdown::listen().map_err(WorkerError::Signals)?;
+    let (worker_tx, worker_rx) = watch::channel(None);
+    tokio::spawn(rescuer::run(
+        cfg.database_url.clone(),
+        cfg.rescue_interval,
+        worker_rx,
+        signals.clone(),
+    ));
+    tokio::spawn(cron::run(cfg.database_url.clone(), signals.clone()));
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let slots = (0..cfg.executors).map(|_| Slot::default()).collect();
+    let mut sup = Supervisor {
+        cfg,
+        queue: None,
+        last_worker: None,
+        reconnect_at: Instant::now(),
+        backoff: Backoff::default(),
+        worker_tx,
+        slots,
+        events_tx,
+        events_rx,
+        ready: VecDeque::new(),
+        wanted: true,
+        next_batch: 1,
+        stopping: None,
+        forced: false,
+        release: Vec::new(),
+        cleanups: Vec::new(),
+        completed: 0,
+    };
+    sup.main_loop(signals).await
+}
+
+impl Supervisor {
+    async fn main_loop(&mut self, mut signals: watch::Receiver<u32>) -> Result<(), WorkerError> {
+        tracing::info!(
+            "sync_worker {} starting {} executor(s)",
+            env!("CARGO_PKG_VERSION"),
+            self.cfg.executors
+        );
+        for i in 0..self.slots.len() {
+            self.spawn(i);
+        }
+        let mut poll = tokio::time::interval(self.cfg.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watchdog = tokio::time::interval(WATCHDOG);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.stopping.is_some() {
+                if self.slots.iter().all(|s| s.proc.is_none()) {
+                    self.finish().await;
+                    return Ok(());
+                }
+            } else {
+                if self.queue.is_none() && Instant::now() >= self.reconnect_at {
+                    self.connect().await?;
+                }
+                self.respawn_due();
+                self.fill().await;
+            }
+            let reconnect_at = self.reconnect_at;
+            let waiting_db = self.queue.is_none() && self.stopping.is_none();
+            let deadline = self.stopping.filter(|_| !self.forced);
+            let respawn_at = self.slots.iter().filter_map(|s| s.respawn_at).min();
+            tokio::select! {
+                Some(ev) = self.events_rx.recv() => self.on_event(ev).await,
+                note = next_note(self.queue.as_mut()) => match note {
+                    Some(()) => {
+                        if let Some(q) = self.queue.as_mut() {
+                            while q.notes.try_recv().is_ok() {}
+                        }
+                        self.wanted = true;
+                    }
+                    None => self.queue_lost("the connection closed"),
+                },
+                _ = poll.tick() => self.wanted = true,
+                _ = watchdog.tick() => self.watchdog(),
+                changed = signals.changed() => {
+                    if changed.is_ok() {
+                        let n = *signals.borrow();
+                        self.on_signal(n);
+                    }
+                }
+                _ = sleep_until(reconnect_at), if waiting_db => {}
+                _ = sleep_until(respawn_at.unwrap_or_else(Instant::now)), if respawn_at.is_some() && self.stopping.is_none() => {}
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    tracing::warn!("grace period over: stopping the jobs still running; they go back to the queue");
+                    self.force_stop();
+                }
+            }
+        }
+    }
+
+    // ----- database connection -------------------------------------------------------
+
+    async fn connect(&mut self) -> Result<(), WorkerError> {
+        let attempt = async {
+            let (client, notes) =
+                pg::connect_listening(&self.cfg.database_url, "sync_worker").await?;
+            let worker = registry::register(&client).await?;
+            Ok::<_, RegisterError>(Queue {
+                client: Arc::new(client),
+                notes,
+                worker,
+            })
+        };
+        match attempt.await {
+            Ok(q) => {
+                tracing::info!("connected to the database as worker {}", q.worker);
+                if let Some(old) = self.last_worker.replace(q.worker) {
+                    // A backend of the old connection that the server still thinks alive
+                    // would keep the old id's jobs from being rescued: end it.
+                    let client = q.client.clone();
+                    tokio::spawn(async move {
+                        let _ = client
+                            .execute(
+                                "SELECT pg_terminate_backend(pid) FROM pg_locks
+                                 WHERE locktype = 'advisory' AND objsubid = 2
+                                   AND classid = sync.worker_lock_class()::oid AND objid = $1::int::oid",
+                                &[&old],
+                            )
+                            .await;
+                        let _ = registry::stopped(&client, old).await;
+                    });
+                }
+                let _ = self.worker_tx.send(Some(q.worker));
+                self.queue = Some(q);
+                self.backoff.reset();
+                self.wanted = true;
+                Ok(())
+            }
+            Err(RegisterError::NoExtension) => Err(RegisterError::NoExtension.into()),
+            Err(e) => {
+                let delay = self.backoff.next_delay();
+                let why = match &e {
+                    RegisterError::Db(e) => pg::describe(e),
+                    other => other.to_string(),
+                };
+                tracing::warn!(
+                    "cannot reach the database: {why}; retrying in {:.1} s",
+                    delay.as_secs_f64()
+                );
+                self.reconnect_at = Instant::now() + delay;
+                Ok(())
+            }
+        }
+    }
+
+    fn queue_lost(&mut self, why: &str) {
+        if self.queue.take().is_some() {
+            tracing::warn!("lost the database connection ({why}); reconnecting");
+        }
+        let _ = self.worker_tx.send(None);
+        // Still claimed under the old worker id: the rescuers put them back once the
+        // old connection's lock is gone.
+        self.ready.clear();
+        self.reconnect_at = Instant::now();
+    }
+
+    // ----- claiming and dispatching ----------------------------------------------------
+
+    fn wants_work(&self, i: usize) -> bool {
+        let Some(p) = &self.slots[i].proc else {
+            return false;
+        };
+        if !p.ready || p.stopping || p.killed || p.killed_for.is_some() {
+            return false;
+        }
+        let depth = if p.job_secs < PREFETCH_BELOW.as_secs_f64() {
+            2
+        } else {
+            1
+        };
+        p.inflight.len() < depth
+    }
+
+    fn desired(&self, i: usize) -> usize {
+        let max = self.cfg.batch_size;
+        match &self.slots[i].proc {
+            Some(p) if p.job_secs > 0.0 => {
+                ((BATCH_TARGET.as_secs_f64() / p.job_secs) as usize).clamp(1, max)
+            }
+            _ => max,
+        }
+    }
+
+    async fn fill(&mut self) {
+        loop {
+            let wanting: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.wants_work(i))
+                .collect();
+            if wanting.is_empty() {
+                return;
+            }
+            if !self.ready.is_empty() {
+                self.distribute(&wanting);
+                continue;
+            }
+            if !self.wanted {
+                return;
+            }
+            let Some(q) = &self.queue else {
+                return;
+            };
+            let total: usize = wanting.iter().map(|&i| self.desired(i)).sum();
+            let worker = q.worker;
+            match timeout(STATEMENT_TIMEOUT, claim(&q.client, total, worker)).await {
+                Ok(Ok(ids)) => {
+                    if ids.len() < total {
+                        self.wanted = false;
+                    }
+                    if ids.is_empty() {
+                        return;
+                    }
+                    self.ready.extend(ids.into_iter().map(|id| (id, false)));
+                }
+                Ok(Err(e)) => {
+                    if pg::is_connection_error(&e) {
+                        self.queue_lost(&pg::describe(&e));
+                    } else {
+                        tracing::error!("claiming jobs failed: {}", pg::describe(&e));
+                        self.wanted = false;
+                    }
+                    return;
+                }
+                Err(_) => {
+                    self.queue_lost("claiming jobs timed out");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Share the ready jobs between the executors that want work, evenly, each at most
+    /// its batch size; a job marked solo goes alone.
+    fn distribute(&mut self, wanting: &[usize]) {
+        let Some(worker) = self.queue.as_ref().map(|q| q.worker) else {
+            self.ready.clear();
+            return;
+        };
+        for (k, &i) in wanting.iter().enumerate() {
+            if self.ready.is_empty() {
+                break;
+            }
+            let share = self
+                .ready
+                .len()
+                .div_ceil(wanting.len() - k)
+                .clamp(1, self.desired(i));
+            let mut jobs = Vec::with_capacity(share);
+            while jobs.len() < share {
+                match self.ready.front() {
+                    Some(&(id, solo)) => {
+                        if solo && !jobs.is_empty() {
+                            break;
+                        }
+                        jobs.push(id);
+                        self.ready.pop_front();
+                        if solo {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            let batch = self.next_batch;
+            self.next_batch += 1;
+            if let Some(p) = self.slots[i].proc.as_mut() {
+                p.dispatch(Inflight {
+                    batch,
+                    worker,
+                    jobs,
+                });
+            }
+        }
+    }
+
+    /// Jobs of a batch that must run again: back to the front of the ready queue while
+    /// they are ours, to the release list when stopping.
+    fn requeue(&mut self, worker: i32, ids: Vec<i64>, solo: bool) {
+        if ids.is_empty() {
+            return;
+        }
+        if self.stopping.is_some() {
+            self.release.extend(ids.into_iter().map(|id| (worker, id)));
+        } else if self.queue.as_ref().is_some_and(|q| q.worker == worker) {
+            for id in ids.into_iter().rev() {
+                self.ready.push_front((id, solo));
+            }
+        }
+        // Otherwise they belong to a previous connection: the rescuers handle them.
+    }
+
+    // ----- executors -------------------------------------------------------------------
+
+    fn spawn(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.generation += 1;
+        slot.respawn_at = None;
+        match ExecutorProc::spawn(&self.cfg, i, slot.generation, self.events_tx.clone()) {
+            Ok(p) => slot.proc = Some(p),
+            Err(e) => {
+                slot.failures += 1;
+                let delay = respawn_delay(slot.failures);
+                tracing::error!(
+                    "cannot start executor {i}: {e}; retrying in {:.1} s",
+                    delay.as_secs_f64()
+                );
+                slot.respawn_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    fn respawn_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            let due = self.slots[i].proc.is_none()
+                && self.slots[i].respawn_at.is_some_and(|at| at <= now);
+            if due {
+                self.spawn(i);
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Message(i, generation, msg) => {
+                let Some(p) = self.slots[i]
+                    .proc
+                    .as_mut()
+                    .filter(|p| p.generation == generation)
+                else {
+                    return;
+                };
+                match msg {
+                    FromExecutor::Ready { backend_pid } => {
+                        p.ready = true;
+                        p.backend_pid = Some(backend_pid);
+                        if self.stopping.is_some() {
+                            p.send(ToExecutor::Stop);
+                        }
+                        self.slots[i].failures = 0;
+                    }
+                    FromExecutor::Report(r) => {
+                        let Some(pos) = p.inflight.iter().position(|b| b.batch == r.batch) else {
+                            return;
+                        };
+                        let Some(b) = p.inflight.remove(pos) else {
+                            return;
+                        };
+                        p.recalled = false;
+                        p.observe(r.busy_secs, r.ran);
+                        self.completed += r.completed.len() as u64;
+                        self.requeue(b.worker, r.unstarted, false);
+                        self.requeue(b.worker, r.lost, false);
+                        self.requeue(b.worker, r.split, true);
+                    }
+                    FromExecutor::Bye => p.stopping = true,
+                }
+            }
+            Event::Closed(i, generation) => {
+                if self.slots[i]
+                    .proc
+                    .as_ref()
+                    .is_some_and(|p| p.generation == generation)
+                {
+                    self.on_exit(i).await;
+                }
+            }
+        }
+    }
+
+    /// An executor's pipe closed: reap it, decide which job (if any) to blame, put the
+    /// others back, and start a new executor.
+    async fn on_exit(&mut self, i: usize) {
+        let Some(mut p) = self.slots[i].proc.take() else {
+            return;
+        };
+        let status = match timeout(Duration::from_secs(2), p.child.wait()).await {
+            Ok(Ok(s)) => Some(s),
+            _ => {
+                p.kill();
+                p.child.wait().await.ok()
+            }
+        };
+        let clean = p.stopping && status.is_some_and(|s| s.success());
+        let describe = status.map_or_else(|| "unknown status".to_string(), |s| s.to_string());
+        // (job, reason, give up)
+        let mut blame: Option<(i64, String, bool)> = None;
+        if let Some((job, why)) = p.killed_for.take() {
+            blame = Some((job, why, true));
+        } else if !clean && !p.killed {
+            tracing::error!("executor {i} (pid {}) died: {describe}", p.pid);
+            if let Some(cur) = p.status.current() {
+                blame = Some((
+                    cur.job,
+                    format!("the executor process running it died ({describe})"),
+                    false,
+                ));
+            } else if let Some(b) = p.inflight.front().filter(|b| b.jobs.len() == 1) {
+                blame = Some((
+                    b.jobs[0],
+                    format!("the executor process running it died ({describe})"),
+                    false,
+                ));
+            }
+        }
+        let unexplained = !clean && !p.killed && blame.is_none();
+
+        let client = self.queue.as_ref().map(|q| q.client.clone());
+        let backend = p.backend_pid.filter(|_| !clean);
+        let mut interrupt = None;
+        for b in std::mem::take(&mut p.inflight) {
+            let mut others = Vec::with_capacity(b.jobs.len());
+            for job in b.jobs {
+                match &blame {
+                    Some((culprit, why, give_up)) if *culprit == job => {
+                        interrupt = Some((job, b.worker, why.clone(), *give_up));
+                    }
+                    _ => others.push(job),
+                }
+            }
+            // Jobs of a batch that died unexplained run alone next time, so that a
+            // second death points at its job.
+            self.requeue(b.worker, others, unexplained);
+        }
+        let cleanup = Cleanup { backend, interrupt };
+        if self.stopping.is_some() {
+            // finish() runs these before giving jobs back.
+            self.cleanups.push(cleanup);
+        } else if let Some(client) = client {
+            tokio::spawn(cleanup.run(client));
+        }
+        if self.stopping.is_none() {
+            let slot = &mut self.slots[i];
+            let healthy = p.ready && p.started.elapsed() > Duration::from_secs(5);
+            let delay = if healthy || p.killed_for.is_some() || blame.is_some() {
+                Duration::ZERO
+            } else {
+                slot.failures += 1;
+                respawn_delay(slot.failures)
+            };
+            slot.respawn_at = Some(Instant::now() + delay);
+        }
+    }
+
+    /// Hard time limits (kill the executor), and taking queued batches back from an
+    /// executor stuck on a long job.
+    fn watchdog(&mut self) {
+        let now = monotonic_ns();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(p) = slot.proc.as_mut() else {
+                continue;
+            };
+            let Some(cur) = p.status.current() else {
+                continue;
+            };
+            let running = Duration::from_nanos(now.saturating_sub(cur.started_ns));
+            if now > cur.deadline_ns && p.killed_for.is_none() && !p.killed {
+                tracing::error!(
+                    "job {} ran past its hard time limit ({:.1} s): killing executor {i}",
+                    cur.job,
+                    running.as_secs_f64()
+                );
+                p.killed_for = Some((
+                    cur.job,
+                    format!(
+                        "hard time limit exceeded: the job was stopped after {:.1} s",
+                        running.as_secs_f64()
+                    ),
+                ));
+                p.kill();
+            } else if p.inflight.len() > 1 && !p.recalled && running > RECALL_AFTER {
+                if let Some(b) = p.inflight.get(1) {
+                    p.send(ToExecutor::Recall { batch: b.batch });
+                    p.recalled = true;
+                }
+            }
+        }
+    }
+
+    // ----- stopping --------------------------------------------------------------------
+
+    fn on_signal(&mut self, n: u32) {
+        if self.stopping.is_none() {
+            self.stopping = Some(Instant::now() + self.cfg.grace_period);
+            let worker = self.queue.as_ref().map(|q| q.worker);
+            let ready: Vec<i64> = self.ready.drain(..).map(|(id, _)| id).collect();
+            if let Some(w) = worker {
+                self.release.extend(ready.into_iter().map(|id| (w, id)));
+            }
+            for slot in &mut self.slots {
+                slot.respawn_at = None;
+                if let Some(p) = slot.proc.as_mut() {
+                    if p.ready {
+                        p.send(ToExecutor::Stop);
+                    } else {
+                        p.killed = true;
+                        p.kill();
+                    }
+                }
+            }
+        }
+        if n >= 2 || self.cfg.grace_period.is_zero() {
+            self.force_stop();
+        }
+    }
+
+    fn force_stop(&mut self) {
+        self.forced = true;
+        for slot in &mut self.slots {
+            if let Some(p) = slot.proc.as_mut() {
+                p.killed = true;
+                p.kill();
+            }
+        }
+    }
+
+    /// All executors are gone: give back what was claimed and not run, sign off.
+    async fn finish(&mut self) {
+        if self.queue.is_none() && (!self.release.is_empty() || self.last_worker.is_some()) {
+            let _ = timeout(Duration::from_secs(5), self.connect()).await;
+        }
+        let Some(q) = &self.queue else {
+            if !self.release.is_empty() {
+                tracing::warn!(
+                    "could not give back {} claimed job(s): other workers will run them once they notice this one stopped",
+                    self.release.len()
+                );
+            }
+            return;
+        };
+        for cleanup in std::mem::take(&mut self.cleanups) {
+            cleanup.run(q.client.clone()).await;
+        }
+        let mut release = std::mem::take(&mut self.release);
+        release.sort_unstable();
+        let mut given = 0;
+        for chunk in release.chunk_by(|a, b| a.0 == b.0) {
+            let worker = chunk[0].0;
+            let ids: Vec<i64> = chunk.iter().map(|&(_, id)| id).collect();
+            match q
+                .client
+                .query_one("SELECT sync.release_jobs($1, $2)", &[&ids, &worker])
+                .await
+            {
+                Ok(row) => given += row.get::<_, i32>(0),
+                Err(e) => tracing::warn!("could not give back jobs: {}", pg::describe(&e)),
+            }
+        }
+        if given > 0 {
+            tracing::info!("gave back {given} job(s) that had not finished");
+        }
+        if let Some(id) = self.last_worker {
+            let _ = registry::stopped(&q.client, id).await;
+        }
+        tracing::info!("stopped after completing {} job(s)", self.completed);
+    }
+}
+
+async fn next_note(q: Option<&mut Queue>) -> Option<()> {
+    match q {
+        Some(q) => q.notes.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Instant) {
+    tokio::time::sleep_until(at).await
+}
+
+fn respawn_delay(failures: u32) -> Duration {
+    Duration::from_millis(500u64 << failures.min(6)).min(Duration::from_secs(30))
+}

@@ -1,0 +1,263 @@
+// Worker basics with real sync_worker processes: jobs run and complete with start/end
+// log lines, failures keep message and traceback, bad task code fails its job only,
+// RetryableJobError retries on the backoff schedule (moved with the test clock).
+use pg_sync_tests::*;
+use std::time::Duration;
+
+const CODE: &str = r#"
+def work(n):
+    return n * 2
+
+def fail(n):
+    x = 1
+    raise ValueError("bad value %s" % n)
+
+def retry():
+    raise RetryableJobError("not yet")
+"#;
+
+async fn insert_jobs(c: &Client, p: i64, t: i64, handler: &str, n: i64) {
+    c.execute(
+        "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler, args)
+         SELECT $1, $2, 'job', $3, jsonb_build_object('args', jsonb_build_array(g))
+         FROM generate_series(1, $4::bigint) g",
+        &[&p, &t, &handler, &n],
+    )
+    .await
+    .unwrap();
+}
+
+async fn count(c: &Client, sql: &str) -> i64 {
+    scalar(c, sql).await
+}
+
+#[tokio::test]
+async fn jobs_run_complete_and_log_start_and_end() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (p, t) = create_task(&c, "basics", "main", CODE).await;
+    insert_jobs(&c, p, t, "work", 200).await;
+    let _w = WorkerProcess::start(&db.url, &["--executors", "2"]);
+    wait_for("200 jobs done", Duration::from_secs(30), || async {
+        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await == 200
+    })
+    .await;
+    // Each ran once, returned its result, and has a start and an end line.
+    let bad: i64 = count(
+        &c,
+        "SELECT count(*) FROM sync.job WHERE attempts <> 1 OR result <> to_jsonb((args->'args'->>0)::int * 2)
+            OR finished_at IS NULL OR started_at IS NULL OR worker IS NULL OR error IS NOT NULL",
+    )
+    .await;
+    assert_eq!(bad, 0);
+    let lines: i64 = count(
+        &c,
+        "SELECT count(*) FROM sync.log_view l JOIN sync.job j ON j.id = l.job_id
+         WHERE l.project = 'basics' AND l.task = 'main' AND l.job_started_at = j.started_at
+           AND ((l.message LIKE 'job started%' AND l.level = 'info')
+             OR (l.message = 'job done' AND l.level = 'info' AND l.job_state = 'done'))",
+    )
+    .await;
+    assert_eq!(lines, 400);
+}
+
+#[tokio::test]
+async fn failed_job_keeps_message_traceback_and_logs() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (p, t) = create_task(&c, "failing", "main", CODE).await;
+    insert_jobs(&c, p, t, "fail", 1).await;
+    insert_jobs(&c, p, t, "work", 3).await;
+    let _w = WorkerProcess::start(&db.url, &["--executors", "1"]);
+    wait_for("jobs finished", Duration::from_secs(30), || async {
+        count(
+            &c,
+            "SELECT count(*) FROM sync.job WHERE state IN ('done', 'failed')",
+        )
+        .await
+            == 4
+    })
+    .await;
+    let row = c
+        .query_one(
+            "SELECT state, error, attempts FROM sync.job WHERE handler = 'fail'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    let error: String = row.get(1);
+    assert!(error.contains("ValueError: bad value 1"), "{error}");
+    // The traceback points at the user's line (line 7 of the task code).
+    assert!(error.contains("line 7"), "{error}");
+    assert_eq!(row.get::<_, i32>(2), 1, "other errors are not retried");
+    // The failure is in the log (written outside the rolled-back transaction).
+    let logged: i64 = count(
+        &c,
+        "SELECT count(*) FROM sync.log_view WHERE level = 'error' AND job_state = 'failed'
+           AND message LIKE 'job failed:%ValueError: bad value 1%'",
+    )
+    .await;
+    assert_eq!(logged, 1);
+    // The batch-mates of the failed job completed.
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn syntax_error_and_missing_handler_fail_the_job_not_the_worker() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (p, broken) = create_task(&c, "bad_code", "broken", "def work(n)\n    return n\n").await;
+    let good: i64 = c
+        .query_one(
+            "INSERT INTO sync.task (project_id, name, code) VALUES ($1, 'good', $2) RETURNING id",
+            &[&p, &CODE],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    insert_jobs(&c, p, broken, "work", 1).await;
+    c.execute(
+        "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler) VALUES ($1, $2, 'cron', 'handle_cron')",
+        &[&p, &good],
+    )
+    .await
+    .unwrap();
+    let _w = WorkerProcess::start(&db.url, &["--executors", "1"]);
+    wait_for("both failed", Duration::from_secs(30), || async {
+        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'failed'").await == 2
+    })
+    .await;
+    let syntax: String = scalar(&c, "SELECT error FROM sync.job WHERE handler = 'work'").await;
+    assert!(syntax.contains("SyntaxError"), "{syntax}");
+    let missing: String = scalar(
+        &c,
+        "SELECT error FROM sync.job WHERE handler = 'handle_cron'",
+    )
+    .await;
+    assert!(missing.contains("handle_cron"), "{missing}");
+    // The worker is still serving.
+    insert_jobs(&c, p, good, "work", 5).await;
+    wait_for("good jobs done", Duration::from_secs(30), || async {
+        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await == 5
+    })
+    .await;
+}
+
+/// Move the test clock so that `sync.clock()` is `offset` ahead of now().
+async fn set_clock(c: &Client, offset: &str) {
+    c.execute(
+        "INSERT INTO sync.setting (key, value) VALUES ('clock_offset', $1)
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        &[&offset],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn retryable_error_retries_after_5_15_60_180_minutes_then_fails() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (p, t) = create_task(&c, "retries", "main", CODE).await;
+    c.execute(
+        "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler) VALUES ($1, $2, 'job', 'retry')",
+        &[&p, &t],
+    )
+    .await
+    .unwrap();
+    let _w = WorkerProcess::start(&db.url, &["--executors", "1", "--poll-interval", "100ms"]);
+    let mut offset_min = 0i64;
+    for (try_no, delay_min) in [(1, 5i64), (2, 15), (3, 60), (4, 180)] {
+        wait_for(
+            &format!("try {try_no} rescheduled"),
+            Duration::from_secs(30),
+            || async {
+                let row = c
+                    .query_one("SELECT state, attempts FROM sync.job", &[])
+                    .await
+                    .unwrap();
+                row.get::<_, String>(0) == "pending" && row.get::<_, i32>(1) == try_no
+            },
+        )
+        .await;
+        // The next try is due `delay` after the failed one, by the database clock.
+        let wait_secs: f64 = scalar(
+            &c,
+            "SELECT extract(epoch FROM eta - sync.clock())::float8 FROM sync.job",
+        )
+        .await;
+        let delay = (delay_min * 60) as f64;
+        assert!(
+            wait_secs <= delay && wait_secs > delay - 30.0,
+            "try {try_no}: next try in {wait_secs} s, expected about {delay} s"
+        );
+        // Not run before it is due.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let attempts: i32 = scalar(&c, "SELECT attempts FROM sync.job").await;
+        assert_eq!(attempts, try_no);
+        offset_min += delay_min;
+        set_clock(&c, &format!("{offset_min} minutes")).await;
+    }
+    wait_for("given up", Duration::from_secs(30), || async {
+        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'failed'").await == 1
+    })
+    .await;
+    let row = c
+        .query_one("SELECT attempts, error FROM sync.job", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 5, "5 tries in all (max_retries = 5)");
+    let error: String = row.get(1);
+    assert!(
+        error.contains("gave up after 5 tries") && error.contains("not yet"),
+        "{error}"
+    );
+    let retry_lines: i64 = count(
+        &c,
+        "SELECT count(*) FROM sync.log WHERE level = 'warning' AND message LIKE 'job will be retried in %'",
+    )
+    .await;
+    assert_eq!(retry_lines, 4);
+}
+
+#[tokio::test]
+async fn max_retries_is_honoured() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (p, t) = create_task(&c, "retries2", "main", CODE).await;
+    c.execute(
+        "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler, max_retries)
+         VALUES ($1, $2, 'job', 'retry', 2), ($1, $2, 'job', 'retry', 0)",
+        &[&p, &t],
+    )
+    .await
+    .unwrap();
+    let _w = WorkerProcess::start(&db.url, &["--executors", "1", "--poll-interval", "100ms"]);
+    wait_for("first tries", Duration::from_secs(30), || async {
+        count(
+            &c,
+            "SELECT count(*) FROM sync.job WHERE attempts = 1 AND state <> 'running'",
+        )
+        .await
+            == 2
+    })
+    .await;
+    // max_retries 0: no retry at all.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM sync.job WHERE max_retries = 0 AND state = 'failed'"
+        )
+        .await,
+        1
+    );
+    set_clock(&c, "6 minutes").await;
+    wait_for("second try of max_retries 2", Duration::from_secs(30), || async {
+        count(&c, "SELECT count(*) FROM sync.job WHERE max_retries = 2 AND state = 'failed' AND attempts = 2").await == 1
+    })
+    .await;
+}
