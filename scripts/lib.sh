@@ -31,7 +31,7 @@ as_root() {
 
 # Debian packages needed to build pgrx extensions and embed Python.
 ensure_apt_packages() {
-    local pkgs=(postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil pkg-config libssl-dev)
+    local pkgs=(postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil python3-tz pkg-config libssl-dev)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

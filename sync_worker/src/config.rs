@@ -23,6 +23,9 @@ pub enum Command {
     /// Internal: one executor process, started by the worker itself.
     #[command(hide = true)]
     Executor(ExecutorArgs),
+    /// Debugging: run one job now, in its own transaction, and print the outcome.
+    #[command(hide = true)]
+    RunJob(crate::run_job::RunJobArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -110,6 +110,7 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
                 Some((job, log)) => {
                     ex.job = job;
                     ex.log = log;
+                    ex.runtime.connection_changed();
                     send_ready(&ex, &out)?;
                 }
                 None => {

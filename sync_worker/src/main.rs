@@ -11,6 +11,7 @@ mod protocol;
 mod python;
 mod registry;
 mod rescuer;
+mod run_job;
 mod shutdown;
 mod status;
 mod supervisor;
@@ -23,6 +24,7 @@ fn main() {
     init_tracing(cli.worker.log_json);
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run_worker(&cli.worker),
+        Command::RunJob(args) => run_job::main(cli.worker.database_url.as_deref(), &args),
         Command::Executor(args) => {
             let index = args.index;
             match executor::main(args) {

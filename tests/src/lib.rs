@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod python;
+
 pub use tokio_postgres::{Client, Error, Row};
 
 /// Where the private PostgreSQL prefix (with pg_sync installed) lives.

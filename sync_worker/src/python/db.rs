@@ -1,18 +1,429 @@
-// Database access of task code: the executor's connection, inside the batch transaction.
-// (Interim version from the worker branch; the python helper owns and replaces it.)
-use tokio_postgres::Client;
+// The database side of a running job: task SQL inside the executor's open transaction,
+// under a savepoint taken at the first statement and the project's run_as role.
+//
+// Why each step:
+// - The savepoint is lazy so a job that never touches the database costs no round trip.
+// - `SET LOCAL ROLE run_as` runs with the savepoint; project data (secrets) is read
+//   before it, as the worker's own role.
+// - After every task statement `current_user` is checked in the same round trip
+//   (pipelined): SQL can switch roles (`SELECT set_config('role', ...)`), and task code
+//   must never act as the worker's role, which can read secret values.
+// - At the end `RESET ALL` drops settings the task changed (`SET LOCAL search_path`
+//   would otherwise reach the next jobs of the batch, which may belong to other projects).
+use std::collections::HashMap;
+use std::future::Future;
 
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use super::convert::Param;
+
+const SAVEPOINT: &str = "pg_sync_job";
+/// Prepared statements kept per connection; cleared when full (task SQL is mostly static).
+const STATEMENT_CACHE_SIZE: usize = 512;
+
+/// A database error as task code sees it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DbError {
+    /// SQLSTATE when PostgreSQL raised it.
+    pub code: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl DbError {
+    pub fn refused(message: impl Into<String>, hint: impl Into<String>) -> DbError {
+        DbError {
+            code: None,
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> DbError {
+        if let Some(db) = e.as_db_error() {
+            let mut message = db.message().to_string();
+            if let Some(detail) = db.detail() {
+                message.push_str("\nDETAIL: ");
+                message.push_str(detail);
+            }
+            return DbError {
+                code: Some(db.code().code().to_string()),
+                message,
+                hint: db.hint().map(str::to_string),
+            };
+        }
+        // Client-side errors (a parameter that cannot be encoded...): the source says why.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        DbError {
+            code: None,
+            message,
+            hint: None,
+        }
+    }
+}
+
+/// What a task statement returned.
+pub enum Answer {
+    Rows(Vec<Row>, Statement),
+    Count(u64),
+}
+
+/// Per-job state, reset by `start_job`.
+#[derive(Default)]
+struct JobState {
+    /// Role task SQL runs as, or why task code may not use the database.
+    run_as: Option<Result<String, String>>,
+    savepoint: bool,
+    /// Set when task SQL escaped its role: the job must fail whatever the code does next.
+    broken: Option<String>,
+}
+
+/// Prepared statements of one connection. The Runtime keeps them between jobs and lends
+/// them to each job's JobDb (the executor creates a JobDb per job).
+#[derive(Default)]
+pub(crate) struct StatementCache {
+    statements: HashMap<String, Statement>,
+    role_check: Option<Statement>,
+}
+
+/// The executor's connection as one job uses it.
 pub struct JobDb<'a> {
-    pub(crate) client: &'a Client,
-    pub(crate) rt: &'a tokio::runtime::Runtime,
+    client: &'a Client,
+    rt: &'a tokio::runtime::Runtime,
+    cache: StatementCache,
+    job: JobState,
 }
 
 impl<'a> JobDb<'a> {
     pub fn new(client: &'a Client, rt: &'a tokio::runtime::Runtime) -> Self {
-        JobDb { client, rt }
+        JobDb {
+            client,
+            rt,
+            cache: StatementCache::default(),
+            job: JobState::default(),
+        }
     }
 
-    pub(crate) fn batch(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
-        self.rt.block_on(self.client.batch_execute(sql))
+    /// Exchange the statement cache with the Runtime's.
+    pub(crate) fn swap_cache(&mut self, cache: &mut StatementCache) {
+        std::mem::swap(&mut self.cache, cache);
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Reads as the worker's own role, outside the job's savepoint (project data).
+    pub(crate) fn query_as_worker(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
+        let client = self.client;
+        Ok(self.block_on(client.query(sql, params))?)
+    }
+
+    pub(crate) fn start_job(&mut self, run_as: Result<String, String>) {
+        self.job = JobState {
+            run_as: Some(run_as),
+            ..JobState::default()
+        };
+    }
+
+    /// Why the job must fail even if its code caught the error.
+    pub(crate) fn broken(&self) -> Option<&str> {
+        self.job.broken.as_deref()
+    }
+
+    fn ensure_savepoint(&mut self) -> Result<(), DbError> {
+        if self.job.savepoint {
+            return Ok(());
+        }
+        let role = match &self.job.run_as {
+            Some(Ok(role)) => role.clone(),
+            Some(Err(why)) => {
+                return Err(DbError::refused(
+                    why.clone(),
+                    "Set sync.project.run_as to a role that is not a superuser and cannot read secret values, e.g. UPDATE sync.project SET run_as = 'my_sync_role' WHERE name = '...'.",
+                ))
+            }
+            None => {
+                return Err(DbError::refused(
+                    "no job is running",
+                    "Database access is only possible while a job runs.",
+                ))
+            }
+        };
+        let client = self.client;
+        let sql = format!(
+            "SAVEPOINT {SAVEPOINT}; SET LOCAL ROLE {}",
+            quote_ident(&role)
+        );
+        // Marked first: if SET ROLE fails, finish_job must still roll back to the savepoint.
+        self.job.savepoint = true;
+        self.block_on(client.batch_execute(&sql))?;
+        Ok(())
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
+        if let Some(s) = self.cache.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let client = self.client;
+        let stmt = self.block_on(client.prepare(sql))?;
+        if self.cache.statements.len() >= STATEMENT_CACHE_SIZE {
+            self.cache.statements.clear();
+        }
+        self.cache.statements.insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Run one task statement with bound parameters, as the project's run_as role.
+    pub(crate) fn run(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        want_rows: bool,
+    ) -> Result<Answer, DbError> {
+        if let Some(why) = &self.job.broken {
+            return Err(DbError::refused(
+                why.clone(),
+                "The job is stopped; fix the task code.",
+            ));
+        }
+        check_statement(sql)?;
+        self.ensure_savepoint()?;
+        let stmt = self.statement(sql)?;
+        if stmt.params().len() != params.len() {
+            return Err(DbError::refused(
+                format!(
+                    "the statement has {} placeholder(s) but {} argument(s) were given",
+                    stmt.params().len(),
+                    params.len()
+                ),
+                "Pass one argument per $1, $2, ... placeholder.",
+            ));
+        }
+        if self.cache.role_check.is_none() {
+            let client = self.client;
+            let check = self.block_on(client.prepare("SELECT current_user::text"))?;
+            self.cache.role_check = Some(check);
+        }
+        let check = self.cache.role_check.clone().expect("prepared above");
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let client = self.client;
+        // Both go out before either answer is read: one round trip.
+        let (answer, role) = self.block_on(async {
+            if want_rows {
+                let (rows, role) =
+                    tokio::join!(client.query(&stmt, &refs), client.query_one(&check, &[]));
+                (rows.map(|r| Answer::Rows(r, stmt.clone())), role)
+            } else {
+                let (n, role) =
+                    tokio::join!(client.execute(&stmt, &refs), client.query_one(&check, &[]));
+                (n.map(Answer::Count), role)
+            }
+        });
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let e = DbError::from(e);
+                if e.code.as_deref() == Some("26000") {
+                    // Statements of a previous connection: start over.
+                    self.cache = StatementCache::default();
+                } else {
+                    // A changed table can invalidate the cached plan; prepare afresh next time.
+                    self.cache.statements.remove(sql);
+                }
+                return Err(e);
+            }
+        };
+        let expected = match &self.job.run_as {
+            Some(Ok(r)) => r.as_str(),
+            _ => "",
+        };
+        let current: Option<String> = role.ok().and_then(|r| r.try_get(0).ok());
+        if current.as_deref() != Some(expected) {
+            let why = format!(
+                "task SQL changed the database role to {} (it must stay {expected}); the job is stopped and its writes are rolled back",
+                current.as_deref().unwrap_or("an unknown role")
+            );
+            self.job.broken = Some(why.clone());
+            return Err(DbError::refused(
+                why,
+                "Task code runs as the project's run_as role and may not switch roles.",
+            ));
+        }
+        Ok(answer)
+    }
+
+    /// Insert the jobs queued with add_job, as the worker's role, inside the job's
+    /// savepoint (taken here if the job did not touch the database).
+    pub(crate) fn insert_children(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(), DbError> {
+        let client = self.client;
+        if self.job.savepoint {
+            self.block_on(client.batch_execute("RESET ALL; RESET ROLE"))?;
+        } else {
+            self.job.savepoint = true;
+            self.block_on(client.batch_execute(&format!("SAVEPOINT {SAVEPOINT}")))?;
+        }
+        self.block_on(client.execute(sql, params))?;
+        Ok(())
+    }
+
+    /// End the job: keep (success) or roll back its writes, and restore the worker's role
+    /// and settings. An error here means the executor's transaction is unusable.
+    pub(crate) fn finish_job(&mut self, keep: bool) -> Result<(), DbError> {
+        let took = std::mem::take(&mut self.job.savepoint);
+        self.job.run_as = None;
+        if !took {
+            return Ok(());
+        }
+        let sql = if keep {
+            format!("RESET ALL; RESET ROLE; RELEASE SAVEPOINT {SAVEPOINT}")
+        } else {
+            format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}; RESET ROLE")
+        };
+        let client = self.client;
+        self.block_on(client.batch_execute(&sql))?;
+        Ok(())
+    }
+}
+
+/// Quote an SQL identifier (a role name from sync.project.run_as).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Statements task code may not run: transaction control (the executor commits whole
+/// batches), session state that would outlive the job, and role switches.
+fn check_statement(sql: &str) -> Result<(), DbError> {
+    let words = leading_words(sql, 3);
+    let first = words.first().map(String::as_str).unwrap_or("");
+    let second = words.get(1).map(String::as_str).unwrap_or("");
+    let third = words.get(2).map(String::as_str).unwrap_or("");
+    let refused = match first {
+        "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release"
+        | "prepare" => Some("transaction control"),
+        "deallocate" | "discard" | "listen" | "unlisten" | "load" | "declare" | "fetch"
+        | "move" | "close" => Some("session-level statements"),
+        "reset" => Some("RESET"),
+        "set" => {
+            let target = if second == "local" || second == "session" {
+                third
+            } else {
+                second
+            };
+            match target {
+                "role" | "authorization" | "session" | "transaction" | "characteristics" => {
+                    Some("SET ROLE / SESSION AUTHORIZATION / TRANSACTION")
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    match refused {
+        Some(what) => Err(DbError::refused(
+            format!("task code may not run {what} ({} ...)", first.to_uppercase()),
+            "Each job runs inside the worker's transaction under the project's run_as role; raise an exception to roll the job's writes back.",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first `n` words of a statement, lowercased, skipping comments.
+fn leading_words(sql: &str, n: usize) -> Vec<String> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    let mut words = Vec::new();
+    while i < b.len() && words.len() < n {
+        let c = b[i];
+        if c.is_ascii_whitespace() || c == b'(' {
+            i += 1;
+        } else if b[i..].starts_with(b"--") {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if b[i..].starts_with(b"/*") {
+            // Comments nest in PostgreSQL.
+            let mut depth = 0;
+            while i < b.len() {
+                if b[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if b[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            words.push(sql[start..i].to_ascii_lowercase());
+        } else {
+            break;
+        }
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_transaction_control_and_role_switches() {
+        for sql in [
+            "COMMIT",
+            "  /* x /* nested */ */ -- c\n rollback to savepoint x",
+            "set role postgres",
+            "SET LOCAL ROLE x",
+            "set session authorization postgres",
+            "reset role",
+            "RESET ALL",
+            "begin",
+            "Prepare transaction 'x'",
+            "discard all",
+            "listen x",
+        ] {
+            assert!(check_statement(sql).is_err(), "{sql}");
+        }
+        for sql in [
+            "select 1",
+            "SET LOCAL statement_timeout = 1000",
+            "update t set role = 'x'",
+            "with x as (select 1) select * from x",
+            "(select 1)",
+        ] {
+            assert!(check_statement(sql).is_ok(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }

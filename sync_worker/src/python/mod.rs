@@ -1,15 +1,28 @@
-// Embedded Python runtime of an executor process: compiles task code and runs job
-// handlers. The executor calls `Runtime::run`; everything Python stays behind it.
+// Embedded Python runtime of an executor process: prepares each project's code layers
+// once per project version and runs job handlers inside the executor's transaction.
+//
+// Rust keeps the database side (db.rs: savepoint, role, statements; convert.rs: values);
+// the task-code context is an embedded Python package (py/*.py, module `pg_sync`) on top
+// of the primitives in native.rs. The executor only calls `Runtime::run`.
+pub mod convert;
+pub mod db;
+mod native;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use serde_json::Value;
-use std::ffi::CString;
 
-pub mod db;
+use convert::{json_to_py, py_to_json};
+use db::JobDb;
 
-/// What a job needs from Python's point of view.
+/// What the runtime needs to know about a claimed job.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // interim runtime: the python helper's version reads every field
 pub struct JobSpec {
     pub job_id: i64,
     pub project_id: i64,
@@ -23,194 +36,401 @@ pub struct JobSpec {
     pub lang: Option<String>,
     pub attempts: i32,
     pub max_retries: i32,
-    pub started_at: chrono::DateTime<chrono::Utc>,
-    pub soft_time_limit: std::time::Duration,
+    pub started_at: DateTime<Utc>,
+    pub soft_time_limit: Duration,
 }
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// The handler returned; `warning` when it logged a warning.
     Done {
         result: Option<Value>,
         warning: bool,
     },
-    Retry {
-        message: String,
-    },
-    Failed {
-        message: String,
-    },
+    /// RetryableJobError (also when wrapped by other exceptions): schedule another try.
+    Retry { message: String },
+    /// Any other error, or an error logged: message and traceback.
+    Failed { message: String },
 }
 
-/// A line the job logged.
+/// A line for sync.log, written by the executor outside the job's transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
+    /// debug, info, warning or error.
     pub level: String,
+    /// message or data_out.
     pub kind: String,
     pub recipient: Option<String>,
     pub message: String,
-    pub at: chrono::DateTime<chrono::Utc>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("cannot start the embedded Python interpreter: {0}")]
+    #[error("cannot start the embedded Python runtime: {0}")]
     Init(String),
 }
 
+/// Where evaluation-context providers are searched (besides the built-in ones).
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    pub eval_context_path: Vec<PathBuf>,
+}
+
+impl RuntimeOptions {
+    /// From SYNC_EVAL_CONTEXT_PATH (directories separated by ':').
+    pub fn from_env() -> RuntimeOptions {
+        let eval_context_path = std::env::var_os("SYNC_EVAL_CONTEXT_PATH")
+            .map(|v| {
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        RuntimeOptions { eval_context_path }
+    }
+}
+
+/// The embedded package, in load order (a module may import those before it).
+const PACKAGE: &[(&str, &str)] = &[
+    ("pg_sync.errors", include_str!("py/errors.py")),
+    ("pg_sync.sandbox", include_str!("py/sandbox.py")),
+    ("pg_sync.values", include_str!("py/values.py")),
+    ("pg_sync.job", include_str!("py/job.py")),
+    ("pg_sync.records", include_str!("py/records.py")),
+    ("pg_sync.links", include_str!("py/links.py")),
+    ("pg_sync.tools", include_str!("py/tools.py")),
+    ("pg_sync.project", include_str!("py/project.py")),
+    ("pg_sync.runner", include_str!("py/runner.py")),
+];
+
+/// Evaluation-context providers shipped inside the worker.
+const BUILTIN_PROVIDERS: &[(&str, &str)] = &[("example", include_str!("eval_context/example.py"))];
+
+/// A prepared project (its code layers), or why it could not be prepared.
+struct Prepared {
+    version: i64,
+    project: Py<PyAny>,
+    run_as: Result<String, String>,
+}
+
 pub struct Runtime {
-    prelude: Py<PyModule>,
-    code: std::collections::HashMap<i64, (String, String)>,
+    runner: Py<PyModule>,
+    projects: HashMap<i64, Prepared>,
+    statements: db::StatementCache,
 }
 
 impl Runtime {
     pub fn new() -> Result<Runtime, RuntimeError> {
+        Self::with_options(RuntimeOptions::from_env())
+    }
+
+    pub fn with_options(options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
         Python::attach(|py| {
-            let module = PyModule::from_code(
-                py,
-                &CString::new(include_str!("prelude.py"))
-                    .map_err(|e| RuntimeError::Init(e.to_string()))?,
-                c"<pg_sync prelude>",
-                c"_pg_sync",
-            )
-            .map_err(|e| RuntimeError::Init(e.to_string()))?;
+            let runner = load_package(py, &options)
+                .map_err(|e| RuntimeError::Init(format_py_err(py, &e)))?;
             Ok(Runtime {
-                prelude: module.unbind(),
-                code: Default::default(),
+                runner: runner.unbind(),
+                projects: HashMap::new(),
+                statements: db::StatementCache::default(),
             })
         })
     }
 
-    /// Run one job inside the executor's open transaction (savepoint per job).
-    pub fn run(&mut self, job: &JobSpec, db: &mut db::JobDb, logs: &mut Vec<LogLine>) -> Outcome {
-        let _ = logs;
-        let Some(task_id) = job.task_id else {
-            return Outcome::Failed {
-                message: "the job has no task".into(),
-            };
-        };
-        #[allow(clippy::map_entry)] // interim runtime
-        if !self.code.contains_key(&task_id) {
-            match db.rt.block_on(db.client.query_one(
-                "SELECT name, code FROM sync.task WHERE id = $1",
-                &[&task_id],
-            )) {
-                Ok(row) => {
-                    self.code.insert(task_id, (row.get(0), row.get(1)));
-                }
-                Err(e) => {
-                    return Outcome::Failed {
-                        message: e.to_string(),
-                    }
-                }
-            }
-        }
-        let (task_name, code) = self.code[&task_id].clone();
-        if let Err(e) = db.batch("SAVEPOINT job") {
-            return Outcome::Failed {
-                message: e.to_string(),
-            };
-        }
-        let outcome = Python::attach(|py| {
-            let prelude = self.prelude.bind(py);
-            let outcome = (|| -> PyResult<Py<PyAny>> {
-                let context = PyDict::new(py);
-                context.set_item("trigger_name", job.trigger_name.as_deref())?;
-                let (args, kwargs) = handler_args(py, job)?;
-                let filename = format!("<task {}>", task_name);
-                Ok(prelude
-                    .getattr("run")?
-                    .call1((
-                        code.as_str(),
-                        filename,
-                        job.handler.as_str(),
-                        args,
-                        kwargs,
-                        context,
-                    ))?
-                    .unbind())
-            })();
-            match outcome {
-                Ok(value) => Outcome::Done {
-                    result: to_json(py, value.bind(py)),
-                    warning: false,
-                },
-                Err(err) => {
-                    let text = prelude
-                        .getattr("format_exception")
-                        .and_then(|f| f.call1((err.value(py), err.traceback(py))))
-                        .and_then(|t| t.extract::<String>())
-                        .unwrap_or_else(|_| err.to_string());
-                    let retry = prelude
-                        .getattr("RetryableJobError")
-                        .map(|cls| err.value(py).is_instance(&cls).unwrap_or(false))
-                        .unwrap_or(false);
-                    if retry {
-                        Outcome::Retry { message: text }
-                    } else {
-                        Outcome::Failed { message: text }
-                    }
-                }
-            }
-        });
-        let end = if matches!(outcome, Outcome::Done { .. }) {
-            "RELEASE SAVEPOINT job"
-        } else {
-            "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
-        };
-        if let Err(e) = db.batch(end) {
-            return Outcome::Failed {
-                message: e.to_string(),
-            };
-        }
+    /// Runs one job inside the executor's open transaction on `db`. Guarantees: on failure
+    /// the job's own database writes are rolled back (savepoint) and the session role is
+    /// reset; on success they stay in the transaction (the executor commits a whole
+    /// batch). Loads and caches project code per (project_id, project_version).
+    pub fn run(&mut self, job: &JobSpec, db: &mut JobDb, logs: &mut Vec<LogLine>) -> Outcome {
+        db.swap_cache(&mut self.statements);
+        let outcome = self.run_inner(job, db, logs);
+        db.swap_cache(&mut self.statements);
         outcome
     }
-}
 
-fn handler_args<'py>(
-    py: Python<'py>,
-    job: &JobSpec,
-) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
-    let json = py.import("json")?;
-    let loads = |v: &Value| -> PyResult<Bound<'py, PyAny>> {
-        json.getattr("loads")?.call1((v.to_string(),))
-    };
-    let kwargs = PyDict::new(py);
-    let args = match job.handler.as_str() {
-        "handle_db" => {
-            let keys = job
-                .args
-                .get("keys")
-                .cloned()
-                .unwrap_or(Value::Array(vec![]));
-            PyTuple::new(py, [loads(&keys)?])?
-        }
-        "handle_cron" | "handle_button" => PyTuple::empty(py),
-        _ => {
-            let list = loads(job.args.get("args").unwrap_or(&Value::Array(vec![])))?;
-            if let Some(Value::Object(kw)) = job.args.get("kwargs") {
-                for (k, v) in kw {
-                    kwargs.set_item(k, loads(v)?)?;
-                }
-            }
-            PyTuple::new(py, list.cast::<PyList>()?.iter())?
-        }
-    };
-    Ok((args, kwargs))
-}
-
-fn to_json(py: Python<'_>, value: &Bound<'_, PyAny>) -> Option<Value> {
-    if value.is_none() {
-        return None;
+    /// Call after the executor replaced its database connection: prepared statements of
+    /// the old one are dropped (they would fail once otherwise).
+    pub fn connection_changed(&mut self) {
+        self.statements = db::StatementCache::default();
     }
-    let text: String = py
-        .import("json")
-        .ok()?
-        .getattr("dumps")
-        .ok()?
-        .call1((value,))
-        .ok()?
-        .extract()
-        .ok()?;
-    serde_json::from_str(&text).ok()
+
+    fn run_inner(&mut self, job: &JobSpec, db: &mut JobDb, logs: &mut Vec<LogLine>) -> Outcome {
+        Python::attach(|py| {
+            let (project, run_as) = match self.project(py, job, db) {
+                Ok(p) => p,
+                Err(message) => return Outcome::Failed { message },
+            };
+            db.start_job(run_as);
+            let answer = native::with_job_db(db, || self.call_runner(py, &project, job));
+            let mut outcome = match &answer {
+                Ok(a) => {
+                    logs.extend(a.logs.iter().cloned());
+                    a.outcome.clone()
+                }
+                Err(e) => Outcome::Failed {
+                    message: format!("pg_sync runtime error: {}", format_py_err(py, e)),
+                },
+            };
+            if let Some(why) = db.broken() {
+                outcome = Outcome::Failed {
+                    message: why.to_string(),
+                };
+            }
+            let children = answer.as_ref().ok().and_then(|a| a.children.clone());
+            finish(job, db, outcome, children)
+        })
+    }
+
+    /// The prepared project for `job`, loading it when missing or older than the job.
+    fn project(
+        &mut self,
+        py: Python<'_>,
+        job: &JobSpec,
+        db: &mut JobDb,
+    ) -> Result<(Py<PyAny>, Result<String, String>), String> {
+        if let Some(p) = self.projects.get(&job.project_id) {
+            if p.version >= job.project_version {
+                return Ok((p.project.clone_ref(py), p.run_as.clone()));
+            }
+        }
+        let data = load_project(db, job.project_id)
+            .map_err(|e| format!("cannot load project {}: {e}", job.project_id))?;
+        let version = data.get("version").and_then(Value::as_i64).unwrap_or(0);
+        let run_as = match (
+            data.get("run_as").and_then(Value::as_str),
+            data.get("run_as_problem").and_then(Value::as_str),
+        ) {
+            (Some(role), None) => Ok(role.to_string()),
+            (Some(role), Some(problem)) => Err(format!(
+                "project run_as role \"{role}\" {problem}; task code may not use the database as it"
+            )),
+            (None, _) => Err(
+                "the project has no run_as role, so its task code may not use the database"
+                    .to_string(),
+            ),
+        };
+        let project = (|| -> PyResult<Py<PyAny>> {
+            let data = json_to_py(py, &data)?;
+            Ok(self
+                .runner
+                .bind(py)
+                .getattr("prepare")?
+                .call1((data,))?
+                .unbind())
+        })()
+        .map_err(|e| format_py_err(py, &e))?;
+        self.projects.insert(
+            job.project_id,
+            Prepared {
+                version,
+                project: project.clone_ref(py),
+                run_as: run_as.clone(),
+            },
+        );
+        Ok((project, run_as))
+    }
+
+    fn call_runner(
+        &self,
+        py: Python<'_>,
+        project: &Py<PyAny>,
+        job: &JobSpec,
+    ) -> PyResult<RunnerAnswer> {
+        let info = PyDict::new(py);
+        info.set_item("job_id", job.job_id)?;
+        info.set_item("project_id", job.project_id)?;
+        info.set_item("task_id", job.task_id)?;
+        info.set_item("trigger_kind", job.trigger_kind.as_deref())?;
+        info.set_item("trigger_name", job.trigger_name.as_deref())?;
+        info.set_item("handler", &job.handler)?;
+        info.set_item("args", json_to_py(py, &job.args)?)?;
+        info.set_item("user", &job.user_name)?;
+        info.set_item("lang", job.lang.as_deref())?;
+        info.set_item("attempts", job.attempts)?;
+        info.set_item("max_retries", job.max_retries)?;
+        info.set_item("started_at", job.started_at.timestamp_micros() as f64 / 1e6)?;
+        info.set_item("soft_time_limit", job.soft_time_limit.as_secs_f64())?;
+        let ret = self
+            .runner
+            .bind(py)
+            .getattr("run_job")?
+            .call1((project.bind(py), info))?;
+        let ret = ret.cast::<PyTuple>()?;
+        let status: String = ret.get_item(0)?.extract()?;
+        let payload: Option<String> = ret.get_item(1)?.extract()?;
+        let warning: bool = ret.get_item(2)?.extract()?;
+        let mut logs = Vec::new();
+        for line in ret.get_item(3)?.cast::<PyList>()?.iter() {
+            let (level, kind, recipient, message, at): (
+                String,
+                String,
+                Option<String>,
+                String,
+                f64,
+            ) = line.extract()?;
+            logs.push(LogLine {
+                level,
+                kind,
+                recipient,
+                message,
+                at: DateTime::from_timestamp_micros((at * 1e6) as i64).unwrap_or_else(Utc::now),
+            });
+        }
+        let children = ret.get_item(4)?;
+        let children = if children.is_none() {
+            None
+        } else {
+            Some(py_to_json(&children)?)
+        };
+        let outcome = match status.as_str() {
+            "done" => Outcome::Done {
+                result: payload.and_then(|p| serde_json::from_str(&p).ok()),
+                warning,
+            },
+            "retry" => Outcome::Retry {
+                message: payload.unwrap_or_default(),
+            },
+            _ => Outcome::Failed {
+                message: payload.unwrap_or_default(),
+            },
+        };
+        Ok(RunnerAnswer {
+            outcome,
+            logs,
+            children,
+        })
+    }
+}
+
+struct RunnerAnswer {
+    outcome: Outcome,
+    logs: Vec<LogLine>,
+    /// Jobs queued with add_job, inserted only if the job succeeds.
+    children: Option<Value>,
+}
+
+/// Jobs queued with add_job, through sync.add_job (identity_key: no second job).
+const INSERT_CHILDREN: &str = "
+SELECT sync.add_job($1::bigint, $2::bigint, c.handler, coalesce(c.args, '{}'), c.priority,
+         coalesce(c.eta, sync.clock() + pg_catalog.make_interval(secs => c.eta_seconds)),
+         c.max_retries, c.description, c.identity_key, $6::bigint, $5::text::name, $4::text,
+         'job', NULL, $3::text)
+FROM pg_catalog.jsonb_to_recordset($7::jsonb) AS c(handler text, args jsonb, priority integer,
+     eta timestamptz, eta_seconds double precision, max_retries integer, identity_key text,
+     description text)";
+
+/// Insert child jobs, then keep or roll back the job's writes.
+fn finish(job: &JobSpec, db: &mut JobDb, outcome: Outcome, children: Option<Value>) -> Outcome {
+    let mut outcome = outcome;
+    if let (Outcome::Done { .. }, Some(children)) = (&outcome, children) {
+        let inserted = db.insert_children(
+            INSERT_CHILDREN,
+            &[
+                &job.project_id,
+                &job.task_id,
+                &job.trigger_name,
+                &job.lang,
+                &job.user_name,
+                &job.job_id,
+                &children,
+            ],
+        );
+        if let Err(e) = inserted {
+            outcome = Outcome::Failed {
+                message: format!("add_job: cannot queue the jobs: {e}"),
+            };
+        }
+    }
+    let keep = matches!(outcome, Outcome::Done { .. });
+    if let Err(e) = db.finish_job(keep) {
+        let what = if keep { "keeping" } else { "rolling back" };
+        return Outcome::Failed {
+            message: format!("database error while {what} the job's writes: {e}"),
+        };
+    }
+    outcome
+}
+
+const LOAD_PROJECT: &str = "
+SELECT pg_catalog.jsonb_build_object(
+  'id', p.id, 'name', p.name, 'version', p.version,
+  'core_code', p.core_code, 'common_code', p.common_code,
+  'eval_context', pg_catalog.to_jsonb(p.eval_context), 'run_as', p.run_as,
+  'run_as_problem', CASE
+       WHEN p.run_as IS NULL THEN NULL
+       WHEN r.oid IS NULL THEN 'does not exist'
+       WHEN r.rolsuper THEN 'is a superuser'
+       WHEN pg_catalog.has_column_privilege(r.oid, 'sync.project_secret'::regclass, 'value', 'SELECT')
+            THEN 'can read secret values (sync.project_secret.value)'
+       END,
+  'params', coalesce((SELECT pg_catalog.jsonb_object_agg(x.key, x.value)
+                      FROM sync.project_param x WHERE x.project_id = p.id), '{}'),
+  'texts', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(x.key, x.lang, x.value))
+                     FROM sync.project_text x WHERE x.project_id = p.id), '[]'),
+  'secrets', coalesce((SELECT pg_catalog.jsonb_object_agg(x.key, x.value)
+                       FROM sync.project_secret x WHERE x.project_id = p.id), '{}'),
+  'tasks', coalesce((SELECT pg_catalog.jsonb_object_agg(x.id::text,
+                              pg_catalog.jsonb_build_object('name', x.name, 'code', x.code))
+                     FROM sync.task x WHERE x.project_id = p.id), '{}'),
+  'webhooks', coalesce((SELECT pg_catalog.jsonb_object_agg(x.name, x.token)
+                        FROM sync.webhook_trigger x WHERE x.project_id = p.id), '{}'),
+  'base_url', (SELECT s.value FROM sync.setting s WHERE s.key = 'base_url'))
+FROM sync.project p LEFT JOIN pg_catalog.pg_roles r ON r.rolname = p.run_as
+WHERE p.id = $1";
+
+/// Everything a project's code layers need, read as the worker's role.
+fn load_project(db: &mut JobDb, project_id: i64) -> Result<Value, db::DbError> {
+    let rows = db.query_as_worker(LOAD_PROJECT, &[&project_id])?;
+    match rows.first() {
+        Some(row) => Ok(row.try_get::<_, Value>(0).map_err(db::DbError::from)?),
+        None => Err(db::DbError::refused(
+            "the project does not exist",
+            "It may have been deleted after the job was queued.",
+        )),
+    }
+}
+
+/// Load the embedded package into sys.modules and initialise it.
+fn load_package<'py>(py: Python<'py>, options: &RuntimeOptions) -> PyResult<Bound<'py, PyModule>> {
+    let sys = py.import("sys")?;
+    let modules = sys.getattr("modules")?;
+    let package = PyModule::new(py, "pg_sync")?;
+    package.setattr("__path__", PyList::empty(py))?;
+    modules.set_item("pg_sync", &package)?;
+    let native = native::module(py)?;
+    modules.set_item("pg_sync._native", &native)?;
+    package.setattr("_native", &native)?;
+    let mut last = None;
+    for (name, source) in PACKAGE {
+        let short = name.trim_start_matches("pg_sync.");
+        let file = CString::new(format!("<pg_sync/{short}.py>"))?;
+        let code = CString::new(*source)?;
+        let module_name = CString::new(*name)?;
+        let module = PyModule::from_code(py, &code, &file, &module_name)?;
+        package.setattr(short, &module)?;
+        last = Some(module);
+    }
+    let runner = last.expect("the package has modules");
+    let builtin = PyDict::new(py);
+    for (name, source) in BUILTIN_PROVIDERS {
+        builtin.set_item(name, source)?;
+    }
+    let path: Vec<String> = options
+        .eval_context_path
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    runner.getattr("init")?.call1((builtin, path))?;
+    Ok(runner)
+}
+
+/// A Python exception as text with its traceback.
+fn format_py_err(py: Python<'_>, e: &PyErr) -> String {
+    let formatted = py
+        .import("pg_sync.runner")
+        .and_then(|r| r.getattr("format_exception"))
+        .and_then(|f| f.call1((e.value(py),)))
+        .and_then(|t| t.extract::<String>());
+    formatted.unwrap_or_else(|_| e.to_string())
 }

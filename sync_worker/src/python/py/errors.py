@@ -1,0 +1,40 @@
+# Exceptions of the task-code context (module `pg_sync.errors`). Trusted code (providers,
+# core code) may import them from here; task code gets them as context names.
+from pg_sync._native import DatabaseError  # noqa: F401  (re-exported)
+
+
+class Frozen(type):
+    """Metaclass of classes handed to task code: their attributes cannot be replaced,
+    so code of one project cannot change what another project's code sees."""
+
+    def __setattr__(cls, name, value):
+        raise AttributeError("%s is read-only" % cls.__name__)
+
+    def __delattr__(cls, name):
+        raise AttributeError("%s is read-only" % cls.__name__)
+
+
+class UserError(Exception, metaclass=Frozen):
+    """An error meant for the user; fails the job with its message."""
+
+
+class ValidationError(UserError):
+    """Invalid data; fails the job with its message."""
+
+
+class RetryableJobError(Exception, metaclass=Frozen):
+    """Raise to have the job tried again later (after 5 min, 15 min, 60 min, 3 h, then a
+    last try). Also honoured when another exception wraps it (raise ... from err)."""
+
+
+class TimeLimitExceeded(BaseException, metaclass=Frozen):
+    """Raised inside task code when the job's soft time limit passes. A BaseException, so
+    `except Exception:` in task code does not swallow it."""
+
+
+class MissingHandler(Exception, metaclass=Frozen):
+    """The task code does not define the handler the job calls."""
+
+
+class SandboxError(Exception, metaclass=Frozen):
+    """Task or common code uses something restricted execution refuses."""

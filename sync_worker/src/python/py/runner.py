@@ -1,0 +1,203 @@
+# Entry points called from Rust (module `pg_sync.runner`): init, prepare (a project's
+# layers), run_job (one handler call with its soft time limit), format_exception.
+import json as _json
+import linecache as _linecache
+import signal as _signal
+import threading as _threading
+import traceback as _traceback
+
+from pg_sync import errors as _errors
+from pg_sync import job as _job
+from pg_sync import project as _project
+from pg_sync import records as _records
+
+_providers = None
+_use_alarm = False
+_limit = 0.0
+_timer = None
+
+
+def init(builtin_providers, provider_path):
+    """Called once by Runtime::new."""
+    global _providers, _use_alarm
+    _providers = _project.Providers(builtin_providers, provider_path)
+    # SIGALRM is ours in executor processes: it raises TimeLimitExceeded in task code.
+    if _threading.current_thread() is _threading.main_thread():
+        _signal.signal(_signal.SIGALRM, _on_alarm)
+        _use_alarm = True
+
+
+def prepare(data):
+    """Prepare a project's code layers (once per project version)."""
+    return _project.Project(data, _providers)
+
+
+# -- soft time limit ------------------------------------------------------------------
+
+
+def _time_limit_error():
+    return _errors.TimeLimitExceeded("the job ran longer than its soft time limit (%g s) and was stopped" % _limit)
+
+
+def _on_alarm(signum, frame):
+    raise _time_limit_error()
+
+
+def _arm(seconds):
+    global _limit, _timer
+    _limit = seconds
+    if seconds <= 0:
+        return
+    if _use_alarm:
+        _signal.setitimer(_signal.ITIMER_REAL, seconds)
+    else:
+        # Not on the main thread: inject the exception into this thread instead.
+        import ctypes
+
+        ident = _threading.get_ident()
+
+        def fire():
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(_errors.TimeLimitExceeded))
+
+        _timer = _threading.Timer(seconds, fire)
+        _timer.daemon = True
+        _timer.start()
+
+
+def _disarm():
+    global _timer
+    if _use_alarm:
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+    elif _timer is not None:
+        _timer.cancel()
+        _timer = None
+
+
+# -- running a job ----------------------------------------------------------------------
+
+
+def _handler_args(project, info):
+    handler = info["handler"]
+    args = info.get("args") or {}
+    if handler == "handle_db":
+        return (_records.records_for_db_event(project.env, args),), {}
+    if handler in ("handle_cron", "handle_button"):
+        return (), {}
+    if not isinstance(args, dict):
+        return (), {}
+    positional = args.get("args") or []
+    keywords = args.get("kwargs") or {}
+    return tuple(positional), dict(keywords)
+
+
+def _is_retryable(exc):
+    """RetryableJobError itself, or wrapped by other exceptions (raise X from err, or
+    raised while handling it), unless the code dropped it with `raise X from None`."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, _errors.RetryableJobError):
+            return True
+        if exc.__cause__ is not None:
+            exc = exc.__cause__
+        elif not exc.__suppress_context__:
+            exc = exc.__context__
+        else:
+            exc = None
+    return False
+
+
+def run_job(project, info):
+    """Run one job; returns (status, payload, warning, logs, children) where status is
+    done|retry|failed and payload the JSON result or the error text."""
+    state = _job.start(info)
+    _project.set_current(project)
+    status, payload = "done", None
+    try:
+        try:
+            task_id = info.get("task_id")
+            if task_id is None:
+                raise _errors.UserError("the job has no task")
+            code = project.task_code(task_id)
+            g = project.job_globals(info, state.lang)
+            _arm(info.get("soft_time_limit") or 0)
+            try:
+                exec(code, g)
+                handler = info["handler"]
+                fn = g.get(handler)
+                if not callable(fn):
+                    raise _errors.MissingHandler(
+                        "task %s does not define %s(); define it to handle this job" % (project.task_name(task_id), handler)
+                    )
+                args, kwargs = _handler_args(project, info)
+                result = fn(*args, **kwargs)
+            finally:
+                _disarm()
+            if result is not None:
+                payload = _json.dumps(result, default=str)
+        except BaseException as e:  # noqa: B902 - the job's failure, whatever it is
+            status = "retry" if _is_retryable(e) else "failed"
+            payload = format_exception(e, project)
+        if status == "done" and state.error is not None:
+            status, payload = "failed", "the job logged an error: %s" % state.error
+        return status, payload, state.warning, state.logs, state.children
+    finally:
+        _job.stop()
+        _project.set_current(None)
+
+
+# -- error text ---------------------------------------------------------------------------
+
+
+def _frame_lines(tb, project):
+    out = []
+    for fs in _traceback.extract_tb(tb):
+        if fs.filename.startswith("<pg_sync/"):
+            continue
+        out.append('  File "%s", line %s, in %s\n' % (fs.filename, fs.lineno, fs.name))
+        line = None
+        if project is not None and fs.filename in project.sources and fs.lineno:
+            lines = project.sources[fs.filename].splitlines()
+            if 0 < fs.lineno <= len(lines):
+                line = lines[fs.lineno - 1]
+        elif not fs.filename.startswith("<"):
+            line = _linecache.getline(fs.filename, fs.lineno)
+        if line and line.strip():
+            out.append("    %s\n" % line.strip())
+    return out
+
+
+def _format_one(exc, project):
+    parts = []
+    frames = _frame_lines(exc.__traceback__, project)
+    if frames:
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(frames)
+    parts.extend(_traceback.format_exception_only(type(exc), exc))
+    return "".join(parts)
+
+
+def format_exception(exc, project=None):
+    """The error as Python shows it, with the frames of user code only (file names like
+    <task NAME>, <common_code>) and their source lines."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        if exc.__cause__ is not None:
+            exc = exc.__cause__
+        elif not exc.__suppress_context__:
+            exc = exc.__context__
+        else:
+            exc = None
+    out = []
+    for i, e in enumerate(reversed(chain)):
+        if i:
+            cause = e.__cause__ is not None
+            out.append(
+                "\nThe above exception was the direct cause of the following exception:\n\n"
+                if cause
+                else "\nDuring handling of the above exception, another exception occurred:\n\n"
+            )
+        out.append(_format_one(e, project))
+    return "".join(out).rstrip("\n")
