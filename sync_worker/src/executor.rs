@@ -180,8 +180,10 @@ fn connect_both(
         let attempt = rt.block_on(async {
             let job = pg::connect(url, name).await?;
             let log = pg::connect(url, &format!("{name} logs")).await?;
-            // Log lines must never hold a batch for long (see batch.rs).
-            log.batch_execute("SET statement_timeout = '10s'").await?;
+            // Log lines must never hold a batch for long (see batch.rs). They are
+            // written before the batch's synchronous commit, which flushes them too.
+            log.batch_execute("SET statement_timeout = '10s'; SET synchronous_commit = off")
+                .await?;
             Ok::<_, tokio_postgres::Error>((job, log))
         });
         match attempt {
