@@ -111,6 +111,7 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
                     ex.job = job;
                     ex.log = log;
                     ex.runtime.connection_changed();
+                    ex.runtime.connection_changed();
                     send_ready(&ex, &out)?;
                 }
                 None => {

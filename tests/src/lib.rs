@@ -384,6 +384,11 @@ static WORKER_COUNTER: AtomicU32 = AtomicU32::new(0);
 impl WorkerProcess {
     /// Start a worker on `url` with extra command-line arguments.
     pub fn start(url: &str, args: &[&str]) -> WorkerProcess {
+        Self::start_env(url, args, &[])
+    }
+
+    /// Start a worker with extra environment variables too.
+    pub fn start_env(url: &str, args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
         let bin = std::env::var("SYNC_WORKER_BIN")
             .expect("SYNC_WORKER_BIN is not set: run the tests with scripts/test.sh");
         let base = std::env::var("PG_SYNC_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
@@ -402,6 +407,7 @@ impl WorkerProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(out)
             .stderr(err)
             .spawn()

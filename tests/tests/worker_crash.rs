@@ -1,22 +1,16 @@
 // Worker robustness with real processes: kill -9 mid-job, a job that kills its executor,
 // a runaway job at the hard time limit, PostgreSQL restarted mid-run, the database
 // unreachable at start, and SIGTERM with its grace period.
+use pg_sync_tests::python::PyProject;
 use pg_sync_tests::*;
-use std::path::PathBuf;
 use std::time::Duration;
 
-/// A file task code appends to: counts runs, including runs that were rolled back.
-fn marker(name: &str) -> PathBuf {
-    let base = std::env::var("PG_SYNC_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
-    PathBuf::from(base).join(format!("{name}-{}", std::process::id()))
-}
-
-fn marker_lines(path: &PathBuf, prefix: &str) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .count()
+/// A project whose run_as role may write the `effects` table (one row per committed run).
+async fn project_with_effects(name: &str) -> PyProject {
+    let p = PyProject::new(name).await;
+    p.sql("CREATE TABLE effects (n bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+        .await;
+    p
 }
 
 async fn count(c: &Client, sql: &str) -> i64 {
@@ -36,51 +30,71 @@ async fn insert_jobs(c: &Client, p: i64, t: i64, handler: &str, n: i64, priority
 
 #[tokio::test]
 async fn kill9_of_a_worker_mid_job_runs_the_job_again() {
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    let mark = marker("kill9");
-    let _ = std::fs::remove_file(&mark);
-    let code = format!(
-        "import time\nMARK = {:?}\ndef slow(n):\n    open(MARK, 'a').write('start\\n')\n    time.sleep(2)\n    open(MARK, 'a').write('end\\n')\n    return n\n",
-        mark.display().to_string()
-    );
-    let (p, t) = create_task(&c, "kill9", "main", &code).await;
-    insert_jobs(&c, p, t, "slow", 1, 10).await;
-    let mut a = WorkerProcess::start(&db.url, &["--executors", "1"]);
+    let p = project_with_effects("kill9").await;
+    let c = &p.client;
+    let code = "def slow(n):\n    time.sleep(2)\n    db.execute('INSERT INTO effects (n) VALUES ($1)', n)\n    return n\n";
+    let t = p.task("main", code).await;
+    insert_jobs(c, p.id, t, "slow", 1, 10).await;
+    let mut a = WorkerProcess::start(&p.db.url, &["--executors", "1"]);
     wait_for("the job to start", Duration::from_secs(30), || async {
-        marker_lines(&mark, "start") == 1
+        count(c, "SELECT count(*) FROM sync.job WHERE state = 'running'").await == 1
     })
     .await;
+    // Well inside the handler's sleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     a.signal(libc::SIGKILL);
     a.wait_exit(Duration::from_secs(5))
         .await
         .expect("worker A gone");
-    let _b = WorkerProcess::start(&db.url, &["--executors", "1", "--rescue-interval", "200ms"]);
+    let _b = WorkerProcess::start(
+        &p.db.url,
+        &["--executors", "1", "--rescue-interval", "200ms"],
+    );
     wait_for(
         "the job to run again and finish",
         Duration::from_secs(30),
-        || async { count(&c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await == 1 },
+        || async { count(c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await == 1 },
     )
     .await;
-    assert_eq!(count(&c, "SELECT attempts::bigint FROM sync.job").await, 2);
-    assert_eq!(marker_lines(&mark, "start"), 2);
-    // The first run was stopped with its worker (its executor died too): one end only.
-    assert_eq!(marker_lines(&mark, "end"), 1);
+    // Tried twice, its effect committed once: the first run died with its worker (its
+    // executor too, or it would have committed with attempts = 1).
+    assert_eq!(count(c, "SELECT attempts::bigint FROM sync.job").await, 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(c, "SELECT count(*) FROM effects").await, 1);
     let interrupted = count(
-        &c,
+        c,
         "SELECT count(*) FROM sync.log WHERE level = 'warning' AND message LIKE 'job interrupted: worker % stopped while running it%'",
     )
     .await;
     assert_eq!(interrupted, 1);
-    let _ = std::fs::remove_file(&mark);
 }
 
 #[tokio::test]
 async fn a_job_killing_its_executor_does_not_block_the_others() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let code = "import os\ndef poison():\n    os._exit(3)\ndef work(n):\n    return n\n";
-    let (p, t) = create_task(&c, "poison", "main", code).await;
+    // Task code cannot reach os._exit; a trusted evaluation-context provider can.
+    let base = std::env::var("PG_SYNC_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
+    let dir = std::path::PathBuf::from(base).join(format!("providers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("crasher.py"),
+        "import os\n\ndef eval_context(secrets, context):\n    return {'crash': lambda: os._exit(3)}\n",
+    )
+    .unwrap();
+    let (p, t) = create_task(
+        &c,
+        "poison",
+        "main",
+        "def poison():\n    crash()\n\ndef work(n):\n    return n\n",
+    )
+    .await;
+    c.execute(
+        "UPDATE sync.project SET eval_context = '{crasher}' WHERE id = $1",
+        &[&p],
+    )
+    .await
+    .unwrap();
     c.execute(
         "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler, priority, max_retries)
          VALUES ($1, $2, 'job', 'poison', 0, 3)",
@@ -89,7 +103,12 @@ async fn a_job_killing_its_executor_does_not_block_the_others() {
     .await
     .unwrap();
     insert_jobs(&c, p, t, "work", 30, 10).await;
-    let _w = WorkerProcess::start(&db.url, &["--executors", "2"]);
+    let dir_text = dir.display().to_string();
+    let _w = WorkerProcess::start_env(
+        &db.url,
+        &["--executors", "2"],
+        &[("SYNC_EVAL_CONTEXT_PATH", dir_text.as_str())],
+    );
     wait_for(
         "the poison job to fail and the rest to finish",
         Duration::from_secs(60),
@@ -125,14 +144,15 @@ async fn a_job_killing_its_executor_does_not_block_the_others() {
         error.contains("executor process running it died"),
         "{error}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_runaway_job_is_stopped_at_the_hard_limit_and_the_worker_keeps_serving() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    // Swallows every exception, so the soft limit cannot stop it.
-    let code = "def runaway():\n    while True:\n        try:\n            while True:\n                pass\n        except BaseException:\n            pass\n\ndef work(n):\n    return n\n";
+    // Swallows every exception (a bare except catches the soft limit's too).
+    let code = "def runaway():\n    while True:\n        try:\n            while True:\n                pass\n        except:\n            pass\n\ndef work(n):\n    return n\n";
     let (p, t) = create_task(&c, "runaway", "main", code).await;
     // One statement, one batch: the runaway first (priority 0), then its batch-mates.
     c.execute(
@@ -202,7 +222,7 @@ async fn postgres_restarted_mid_run_every_job_completes() {
     let cluster = Cluster::start();
     let db = TestDb::on(&cluster.url("postgres")).await;
     let c = db.connect().await;
-    let code = "import time\ndef work(n):\n    time.sleep(0.002)\n    return n\n";
+    let code = "def work(n):\n    time.sleep(0.002)\n    return n\n";
     let (p, t) = create_task(&c, "restart", "main", code).await;
     insert_jobs(&c, p, t, "work", 3000, 10).await;
     drop(c);
@@ -260,7 +280,7 @@ async fn database_unreachable_at_start_then_jobs_run() {
 async fn sigterm_lets_the_running_job_finish_then_exits_0() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let code = "import time\ndef slow(n):\n    time.sleep(1.5)\n    return n\n";
+    let code = "def slow(n):\n    time.sleep(1.5)\n    return n\n";
     let (p, t) = create_task(&c, "sigterm", "main", code).await;
     insert_jobs(&c, p, t, "slow", 1, 10).await;
     let mut w = WorkerProcess::start(&db.url, &["--executors", "1", "--grace-period", "20s"]);
@@ -293,7 +313,7 @@ async fn sigterm_lets_the_running_job_finish_then_exits_0() {
 async fn sigterm_after_the_grace_period_gives_jobs_back() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let code = "import time\ndef slow(n):\n    time.sleep(60)\n    return n\n";
+    let code = "def slow(n):\n    time.sleep(60)\n    return n\n";
     let (p, t) = create_task(&c, "grace", "main", code).await;
     insert_jobs(&c, p, t, "slow", 3, 10).await;
     let mut w = WorkerProcess::start(&db.url, &["--executors", "1", "--grace-period", "1s"]);

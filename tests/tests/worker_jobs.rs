@@ -261,3 +261,137 @@ async fn max_retries_is_honoured() {
     })
     .await;
 }
+
+const EFFECTS: &str = r#"
+def ok(n):
+    db.execute('INSERT INTO effects (n) VALUES ($1)', n)
+    log('wrote %s' % n)
+    return n
+
+def bad(n):
+    db.execute('INSERT INTO effects (n) VALUES ($1)', n)
+    log('about to fail')
+    raise ValueError('nope')
+
+def warn(n):
+    log('careful', LOG_WARNING)
+    return n
+
+def err(n):
+    db.execute('INSERT INTO effects (n) VALUES ($1)', n)
+    log('went wrong', LOG_ERROR)
+    return n
+
+def parent(n):
+    add_job('ok', priority=0, description='child')(n + 1000)
+    return n
+"#;
+
+#[tokio::test]
+async fn batch_jobs_commit_with_their_completion_and_failures_roll_back_alone() {
+    let p = pg_sync_tests::python::PyProject::new("atomic").await;
+    p.sql("CREATE TABLE effects (n bigint NOT NULL)").await;
+    let c = &p.client;
+    let t = p.task("main", EFFECTS).await;
+    // One statement: these land in the same batch (one executor).
+    c.execute(
+        "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler, args)
+         SELECT $1, $2, 'job', h, jsonb_build_object('args', jsonb_build_array(n))
+         FROM (VALUES ('ok', 1), ('bad', 2), ('ok', 3), ('warn', 4), ('err', 5), ('parent', 6))
+              AS v(h, n)",
+        &[&p.id, &t],
+    )
+    .await
+    .unwrap();
+    let _w = WorkerProcess::start(&p.db.url, &["--executors", "1"]);
+    wait_for(
+        "all jobs and the child finished",
+        Duration::from_secs(30),
+        || async {
+            count(
+                c,
+                "SELECT count(*) FROM sync.job WHERE state IN ('done', 'failed')",
+            )
+            .await
+                == 7
+        },
+    )
+    .await;
+    let states: Vec<(String, String, bool)> = c
+        .query(
+            "SELECT handler, state, warning FROM sync.job WHERE parent_id IS NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expect = [
+        ("ok", "done", false),
+        ("bad", "failed", false),
+        ("ok", "done", false),
+        ("warn", "done", true),
+        ("err", "failed", false),
+        ("parent", "done", false),
+    ];
+    for (got, want) in states.iter().zip(expect) {
+        assert_eq!((got.0.as_str(), got.1.as_str(), got.2), want);
+    }
+    // Writes of the done jobs (and the child) committed; the failed ones' rolled back.
+    let effects: Vec<i64> = c
+        .query("SELECT n FROM effects ORDER BY n", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(effects, vec![1, 3, 1006]);
+    // The child of add_job points to its parent and ran at its priority.
+    let child = c
+        .query_one(
+            "SELECT c.priority, c.description, c.trigger_kind, c.state FROM sync.job c
+             JOIN sync.job p ON p.id = c.parent_id WHERE p.handler = 'parent'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(child.get::<_, i32>(0), 0);
+    assert_eq!(child.get::<_, String>(1), "child");
+    assert_eq!(child.get::<_, String>(2), "job");
+    assert_eq!(child.get::<_, String>(3), "done");
+    // Logs: the failed job's line survived its rollback; warnings and errors show.
+    let lines: Vec<(String, String, String)> = c
+        .query(
+            "SELECT j.handler, l.level, l.message FROM sync.log l JOIN sync.job j ON j.id = l.job_id
+             WHERE l.message NOT LIKE 'job started%' ORDER BY l.id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let has = |h: &str, level: &str, prefix: &str| {
+        lines
+            .iter()
+            .any(|(hh, l, m)| hh == h && l == level && m.starts_with(prefix))
+    };
+    assert!(has("ok", "info", "wrote 1"), "{lines:?}");
+    assert!(has("bad", "info", "about to fail"), "{lines:?}");
+    assert!(has("bad", "error", "job failed:"), "{lines:?}");
+    assert!(has("warn", "warning", "careful"), "{lines:?}");
+    assert!(
+        has("warn", "warning", "job done with warnings"),
+        "{lines:?}"
+    );
+    assert!(has("err", "error", "went wrong"), "{lines:?}");
+    assert!(has("err", "error", "job failed:"), "{lines:?}");
+    // Filter by status through the view.
+    let failed_lines = count(
+        c,
+        "SELECT count(*) FROM sync.log_view WHERE project = 'atomic' AND job_state = 'failed' AND level = 'error'",
+    )
+    .await;
+    assert!(failed_lines >= 3, "{failed_lines}");
+}
