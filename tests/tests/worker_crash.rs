@@ -288,6 +288,9 @@ async fn sigterm_lets_the_running_job_finish_then_exits_0() {
         count(&c, "SELECT count(*) FROM sync.job WHERE state = 'running'").await == 1
     })
     .await;
+    // Claimed is not started yet: let the executor get into the handler's sleep (a
+    // claimed job that has not started when the signal comes is given back).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     w.signal(libc::SIGTERM);
     let status = w
         .wait_exit(Duration::from_secs(20))
