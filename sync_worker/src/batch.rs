@@ -1,8 +1,10 @@
 // One batch in an executor: lock the claimed jobs, run each in the batch transaction,
-// complete them all with one UPDATE, write their log lines, commit (group commit).
+// complete them all and write their log lines in one statement, commit (group commit).
 //
-// The jobs' own writes and their completion commit together; log lines go through a
-// second, autocommit connection before the commit so they survive a rollback.
+// The jobs' own writes, their completion and their log lines commit together. A job
+// that fails is rolled back to its savepoint by the runtime; its log lines are written
+// after that, outside the savepoint, so they survive its rollback. (They are lost only
+// when the whole batch does not commit, and then every job of it runs again.)
 use crate::protocol::BatchReport;
 use crate::python::db::JobDb;
 use crate::python::{JobSpec, LogLine, Outcome, Runtime};
@@ -17,9 +19,9 @@ use tokio_postgres::Client;
 /// slow job does not hold up the jobs queued behind it.
 const TIME_SLICE: Duration = Duration::from_millis(100);
 
-/// The claimed rows this executor still owns, locked for the transaction. FOR NO KEY
-/// UPDATE (not FOR UPDATE) so the foreign-key checks of the log inserts made on the
-/// other connection do not wait for this transaction.
+/// The claimed rows this executor still owns, locked for the transaction (the rescuer
+/// skips locked rows). FOR NO KEY UPDATE, not FOR UPDATE: foreign-key checks of other
+/// transactions (log lines, child jobs) need not wait for the batch.
 const LOCK_SQL: &str = "
 SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
        j.args, j.user_name::text, j.lang, j.attempts, j.max_retries, j.started_at,
@@ -32,17 +34,24 @@ WHERE j.id = ANY ($1) AND j.state = 'running' AND j.worker = $2
 ORDER BY j.priority, j.eta, j.id
 FOR NO KEY UPDATE OF j";
 
-/// Every job of the batch in one statement. A retried job's eta comes from the
-/// database clock so tests can move time instead of sleeping.
+/// Every job of the batch and every log line in one statement. A retried job's eta
+/// comes from the database clock so tests can move time instead of sleeping.
 const COMPLETE_SQL: &str = "
-UPDATE sync.job j
-SET state = u.state, error = u.error, result = u.result, warning = u.warning,
-    eta = CASE WHEN u.state = 'pending' THEN (SELECT sync.clock()) + sync.retry_delay(j.attempts)
-               ELSE j.eta END,
-    finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE clock_timestamp() END
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::boolean[])
-     AS u(id, state, error, result, warning)
-WHERE j.id = u.id";
+WITH done AS (
+    UPDATE sync.job j
+    SET state = u.state, error = u.error, result = u.result, warning = u.warning,
+        eta = CASE WHEN u.state = 'pending'
+                   THEN (SELECT sync.clock()) + sync.retry_delay(j.attempts) ELSE j.eta END,
+        finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE clock_timestamp() END
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::boolean[])
+         AS u(id, state, error, result, warning)
+    WHERE j.id = u.id
+    RETURNING 1
+)
+INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
+                      level, kind, recipient, message)
+SELECT * FROM unnest($6::timestamptz[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[],
+                     $11::timestamptz[], $12::text[], $13::text[], $14::text[], $15::text[])";
 
 const LOG_SQL: &str = "
 INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
@@ -55,9 +64,8 @@ pub struct Executor {
     pub rt: tokio::runtime::Runtime,
     pub runtime: Runtime,
     pub status: StatusPage,
-    /// Job connection (the batch transaction) and log connection (autocommit).
+    /// The connection of the batch transactions (and of the jobs' SQL).
     pub job: Client,
-    pub log: Client,
     pub soft_time_limit: Duration,
     /// hard limit minus soft limit: added to a task's own time_limit.
     pub hard_margin: Duration,
@@ -100,6 +108,22 @@ struct LogRows {
 
 impl LogRows {
     fn push(&mut self, spec: &JobSpec, line: LogLine) {
+        // The table's checks must not fail a whole batch: unknown values fall back.
+        let level = match line.level.as_str() {
+            "debug" | "info" | "warning" | "error" => line.level,
+            _ => "info".into(),
+        };
+        let kind = match line.kind.as_str() {
+            "message" | "data_out" | "data_in" => line.kind,
+            _ => "message".into(),
+        };
+        let line = LogLine {
+            level,
+            kind,
+            recipient: line.recipient.map(|r| r.replace('\0', "")),
+            message: line.message.replace('\0', ""),
+            ..line
+        };
         self.at.push(line.at);
         self.project.push(spec.project_id);
         self.task.push(spec.task_id);
@@ -151,6 +175,7 @@ impl Executor {
             batch,
             ..Default::default()
         };
+        let t_lock = Instant::now();
         let locked = match self.rt.block_on(lock(&self.job, &ids, worker)) {
             Ok(rows) => rows,
             Err(e) => {
@@ -197,10 +222,16 @@ impl Executor {
             report.lost = ids;
             return report;
         }
-        match self
-            .rt
-            .block_on(complete(&self.job, &self.log, &done, &logs))
-        {
+        let t_complete = Instant::now();
+        let completed = self.rt.block_on(complete(&self.job, &done, &logs));
+        tracing::debug!(
+            "batch {batch}: {} jobs; lock {:?}, run {:?}, complete+commit {:?}",
+            ran.len(),
+            started - t_lock,
+            t_complete - started,
+            t_complete.elapsed()
+        );
+        match completed {
             Ok(()) => report.completed = ran,
             Err(BatchError::Lost(e)) => {
                 tracing::warn!("batch {batch}: {e}; its jobs will run again");
@@ -212,9 +243,10 @@ impl Executor {
                 if ran.len() == 1 {
                     // Alone in its transaction: the job itself cannot commit.
                     let job = &jobs[0];
-                    match self.rt.block_on(fail_alone(
-                        &self.job, &self.log, &job.spec, worker, &message,
-                    )) {
+                    match self
+                        .rt
+                        .block_on(fail_alone(&self.job, &job.spec, worker, &message))
+                    {
                         Ok(()) => report.completed = ran,
                         Err(e) => {
                             tracing::warn!("batch {batch}: cannot record a failure: {e}");
@@ -408,77 +440,85 @@ async fn lock(
     r
 }
 
-async fn complete(
-    job: &Client,
-    log: &Client,
-    done: &[Completion],
-    logs: &LogRows,
-) -> Result<(), BatchError> {
+async fn complete(job: &Client, done: &[Completion], logs: &LogRows) -> Result<(), BatchError> {
     let ids: Vec<i64> = done.iter().map(|c| c.id).collect();
     let states: Vec<&str> = done.iter().map(|c| c.state).collect();
-    let errors: Vec<Option<&str>> = done.iter().map(|c| c.error.as_deref()).collect();
+    let errors: Vec<Option<String>> = done
+        .iter()
+        .map(|c| c.error.as_ref().map(|e| e.replace('\0', "")))
+        .collect();
     let results: Vec<Option<&Value>> = done.iter().map(|c| c.result.as_ref()).collect();
     let warnings: Vec<bool> = done.iter().map(|c| c.warning).collect();
-    let update = async {
-        if !ids.is_empty() {
-            job.execute(COMPLETE_SQL, &[&ids, &states, &errors, &results, &warnings])
-                .await?;
-        }
-        Ok::<_, tokio_postgres::Error>(())
-    };
-    let (u, l) = tokio::join!(update, write_logs(log, logs));
-    if let Err(e) = l {
-        // The jobs' outcome matters more than their log lines: go on without them.
-        tracing::warn!(
-            "could not write {} log lines: {}",
-            logs.message.len(),
-            crate::pg::describe(&e)
-        );
+    if !ids.is_empty() || !logs.message.is_empty() {
+        job.execute(
+            COMPLETE_SQL,
+            &[
+                &ids,
+                &states,
+                &errors,
+                &results,
+                &warnings,
+                &logs.at,
+                &logs.project,
+                &logs.task,
+                &logs.trigger,
+                &logs.job,
+                &logs.job_started,
+                &logs.level,
+                &logs.kind,
+                &logs.recipient,
+                &logs.message,
+            ],
+        )
+        .await?;
     }
-    u?;
     job.batch_execute("COMMIT").await?;
     Ok(())
 }
 
-async fn write_logs(log: &Client, rows: &LogRows) -> Result<(), tokio_postgres::Error> {
+async fn write_logs(client: &Client, rows: &LogRows) -> Result<(), tokio_postgres::Error> {
     if rows.message.is_empty() {
         return Ok(());
     }
-    log.execute(
-        LOG_SQL,
-        &[
-            &rows.at,
-            &rows.project,
-            &rows.task,
-            &rows.trigger,
-            &rows.job,
-            &rows.job_started,
-            &rows.level,
-            &rows.kind,
-            &rows.recipient,
-            &rows.message,
-        ],
-    )
-    .await
-    .map(|_| ())
+    client
+        .execute(
+            LOG_SQL,
+            &[
+                &rows.at,
+                &rows.project,
+                &rows.task,
+                &rows.trigger,
+                &rows.job,
+                &rows.job_started,
+                &rows.level,
+                &rows.kind,
+                &rows.recipient,
+                &rows.message,
+            ],
+        )
+        .await
+        .map(|_| ())
 }
 
 /// A job whose batch could not commit even alone: record the failure on its own.
 async fn fail_alone(
     job: &Client,
-    log: &Client,
     spec: &JobSpec,
     worker: i32,
     message: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let message = format!("the job's transaction could not commit: {message}");
-    job.execute(
-        "UPDATE sync.job SET state = 'failed', error = $3, finished_at = clock_timestamp()
-         WHERE id = $1 AND state = 'running' AND worker = $2",
-        &[&spec.job_id, &worker, &message],
-    )
-    .await?;
-    let mut rows = LogRows::default();
-    rows.line(spec, "error", format!("job failed: {message}"));
-    write_logs(log, &rows).await
+    let updated = job
+        .execute(
+            "UPDATE sync.job SET state = 'failed', error = $3, finished_at = clock_timestamp()
+             WHERE id = $1 AND state = 'running' AND worker = $2",
+            &[&spec.job_id, &worker, &message.replace('\0', "")],
+        )
+        .await?;
+    if updated == 1 {
+        let mut rows = LogRows::default();
+        rows.line(spec, "error", format!("job failed: {message}"));
+        write_logs(job, &rows).await?;
+    }
+    Ok(())
 }

@@ -1,5 +1,5 @@
 // The executor process (`sync_worker executor`, started by the supervisor): one Python
-// interpreter and two database connections; runs the batches it is sent, one at a time.
+// interpreter and one database connection; runs the batches it is sent, one at a time.
 //
 // It dies with its supervisor (PR_SET_PDEATHSIG, and end of stdin). A thread reads the
 // supervisor's messages so that Stop and Recall are seen while a job is running.
@@ -70,7 +70,7 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
     }
 
     let name = format!("sync_worker executor {}", args.index);
-    let Some((job, log)) = connect_both(&rt, &url, &name, &stop) else {
+    let Some(job) = connect(&rt, &url, &name, &stop) else {
         return finish(&shared, &out);
     };
     let mut ex = Executor {
@@ -78,7 +78,6 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
         runtime,
         status,
         job,
-        log,
         soft_time_limit: args.soft_time_limit,
         hard_margin: args.hard_time_limit.saturating_sub(args.soft_time_limit),
         stop: stop.clone(),
@@ -101,15 +100,14 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
         let Some((batch, worker, ids)) = next else {
             return finish(&shared, &out);
         };
-        if ex.job.is_closed() || ex.log.is_closed() {
+        if ex.job.is_closed() {
             tracing::warn!(
                 "executor {}: database connection lost; reconnecting",
                 args.index
             );
-            match connect_both(&ex.rt, &url, &name, &stop) {
-                Some((job, log)) => {
+            match connect(&ex.rt, &url, &name, &stop) {
+                Some(job) => {
                     ex.job = job;
-                    ex.log = log;
                     ex.runtime.connection_changed();
                     ex.runtime.connection_changed();
                     send_ready(&ex, &out)?;
@@ -165,30 +163,20 @@ fn send_ready(ex: &Executor, out: &Out) -> Result<(), ExecutorError> {
     send(out, &FromExecutor::Ready { backend_pid })
 }
 
-/// Connect the job and log connections, retrying with backoff until it works or a
-/// Stop arrives (None).
-fn connect_both(
+/// Connect, retrying with backoff until it works or a Stop arrives (None).
+fn connect(
     rt: &tokio::runtime::Runtime,
     url: &str,
     name: &str,
     stop: &AtomicBool,
-) -> Option<(tokio_postgres::Client, tokio_postgres::Client)> {
+) -> Option<tokio_postgres::Client> {
     let mut backoff = pg::Backoff::default();
     loop {
         if stop.load(Ordering::Relaxed) {
             return None;
         }
-        let attempt = rt.block_on(async {
-            let job = pg::connect(url, name).await?;
-            let log = pg::connect(url, &format!("{name} logs")).await?;
-            // Log lines must never hold a batch for long (see batch.rs). They are
-            // written before the batch's synchronous commit, which flushes them too.
-            log.batch_execute("SET statement_timeout = '10s'; SET synchronous_commit = off")
-                .await?;
-            Ok::<_, tokio_postgres::Error>((job, log))
-        });
-        match attempt {
-            Ok(pair) => return Some(pair),
+        match rt.block_on(pg::connect(url, name)) {
+            Ok(client) => return Some(client),
             Err(e) => {
                 tracing::debug!("{name}: cannot connect: {}", pg::describe(&e));
                 std::thread::sleep(backoff.next_delay());
