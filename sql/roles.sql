@@ -77,3 +77,16 @@ GRANT EXECUTE ON FUNCTION sync_run_button(text, text), sync_retry_job(bigint),
 GRANT EXECUTE ON FUNCTION sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.rescue_jobs(),
     sync.release_jobs(bigint[], integer), sync.interrupt_job(bigint, integer, text, boolean)
     TO sync_admin;
+
+-- DB triggers (sql/triggers.sql). The installer functions are SECURITY DEFINER and act
+-- on stored sync.db_trigger rows only; writers of those rows (developers) call them
+-- through the maintenance triggers. enqueue_timed_triggers is for workers.
+GRANT SELECT ON sync.db_trigger_due TO sync_user;
+REVOKE EXECUTE ON FUNCTION sync.dbt_remove(bigint),
+    sync.dbt_probe(sync.db_trigger, text, text, text, text, text),
+    sync.dbt_install(sync.db_trigger), sync.dbt_apply(bigint, boolean),
+    sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint),
+    sync.dbt_drop_all_triggers(), sync.enqueue_timed_triggers() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sync.dbt_apply(bigint, boolean),
+    sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint),
+    sync.enqueue_timed_triggers() TO sync_developer;
