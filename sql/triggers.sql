@@ -342,10 +342,10 @@ BEGIN
         RETURN;
     END IF;
     EXECUTE format(E'SELECT array_agg(s.k), array_agg(s.due) FROM (\n'
-                   'SELECT %s AS k, new.%I::timestamptz + $1 AS due FROM %s AS new\n'
-                   E'WHERE new.%I IS NOT NULL AND (\n%s\n)) s\n'
-                   'WHERE s.due > sync.clock()\n'
-                   '   OR s.k IN (SELECT key FROM sync.db_trigger_due WHERE trigger_id = $2)',
+                   || E'SELECT %s AS k, new.%I::timestamptz + $1 AS due FROM %s AS new\n'
+                   || E'WHERE new.%I IS NOT NULL AND (\n%s\n)) s\n'
+                   || E'WHERE s.due > sync.clock()\n'
+                   || '   OR s.k IN (SELECT key FROM sync.db_trigger_due WHERE trigger_id = $2)',
                    sync.dbt_key_expr(d.table_name, 'new'), d.date_column, d.table_name,
                    d.date_column, coalesce(d.apply_on, 'true'))
         INTO keys, dues USING d.time_offset, d.id;

@@ -294,7 +294,8 @@ const SQL_INSERT_JOBS: &str = "INSERT INTO sync.job
 const SQL_SCHEDULE: &str = "INSERT INTO sync.db_trigger_due AS d (trigger_id, key, due_at, user_name)
      SELECT DISTINCT ON (u.k) $1, u.k::pg_catalog.jsonb, u.t OPERATOR(pg_catalog.+) t.time_offset,
             $2::pg_catalog.name
-     FROM pg_catalog.unnest($3::pg_catalog.text[], $4::pg_catalog.timestamptz[]) WITH ORDINALITY AS u(k, t, n),
+     FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.timestamptz[]))
+               WITH ORDINALITY AS u(k, t, n),
           sync.db_trigger t
      WHERE t.id OPERATOR(pg_catalog.=) $1 AND u.t IS NOT NULL
      ORDER BY u.k, u.n DESC
