@@ -2,23 +2,31 @@
 -- sync_user reads (no secret values); sync_developer writes projects, tasks, triggers,
 -- params, texts and common_code; sync_admin does everything.
 
+-- Roles are shared by all databases of the cluster: CREATE EXTENSION running at the
+-- same time in two databases must not fail on the other's role (unique_violation).
 DO $$
+DECLARE
+    r text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_user') THEN
-        CREATE ROLE sync_user NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_developer') THEN
-        CREATE ROLE sync_developer NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_admin') THEN
-        CREATE ROLE sync_admin NOLOGIN;
-    END IF;
-    IF NOT pg_has_role('sync_developer', 'sync_user', 'MEMBER') THEN
-        GRANT sync_user TO sync_developer;
-    END IF;
-    IF NOT pg_has_role('sync_admin', 'sync_developer', 'MEMBER') THEN
-        GRANT sync_developer TO sync_admin;
-    END IF;
+    FOREACH r IN ARRAY ARRAY['sync_user', 'sync_developer', 'sync_admin'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+            EXCEPTION WHEN unique_violation OR duplicate_object THEN
+                NULL;
+            END;
+        END IF;
+    END LOOP;
+    BEGIN
+        IF NOT pg_has_role('sync_developer', 'sync_user', 'MEMBER') THEN
+            GRANT sync_user TO sync_developer;
+        END IF;
+        IF NOT pg_has_role('sync_admin', 'sync_developer', 'MEMBER') THEN
+            GRANT sync_developer TO sync_admin;
+        END IF;
+    EXCEPTION WHEN unique_violation OR duplicate_object THEN
+        NULL;
+    END;
 END
 $$;
 

@@ -365,15 +365,16 @@ $$;
 CREATE FUNCTION sync.trigger_register_name() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    kind text := TG_ARGV[0];
+    -- Not named `kind`: that is also a column of sync.trigger_name (ambiguous).
+    trg_kind text := TG_ARGV[0];
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        DELETE FROM sync.trigger_name WHERE trigger_name.kind = kind AND trigger_id = OLD.id;
+        DELETE FROM sync.trigger_name WHERE trigger_name.kind = trg_kind AND trigger_id = OLD.id;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         BEGIN
             INSERT INTO sync.trigger_name (project_id, name, kind, trigger_id)
-            VALUES (NEW.project_id, NEW.name, kind, NEW.id);
+            VALUES (NEW.project_id, NEW.name, trg_kind, NEW.id);
         EXCEPTION WHEN unique_violation THEN
             RAISE EXCEPTION 'a trigger named "%" already exists in this project', NEW.name
                 USING ERRCODE = 'unique_violation',

@@ -55,7 +55,11 @@ impl JsonList {
     }
     /// Items `from..to` as the inside of a JSON array.
     fn slice(&self, from: usize, to: usize) -> &str {
-        let start = if from == 0 { 0 } else { self.ends[from - 1] + 1 };
+        let start = if from == 0 {
+            0
+        } else {
+            self.ends[from - 1] + 1
+        };
         &self.text[start..self.ends[to - 1]]
     }
     fn items(&self) -> impl Iterator<Item = &str> {
@@ -166,7 +170,10 @@ unsafe fn trigger_data<'a>(
         if ok {
             let td = &*(ctx as *const pg_sys::TriggerData);
             let is_row = td.tg_event & pg_sys::TRIGGER_EVENT_ROW != 0;
-            if is_row == row_level && !td.tg_trigger.is_null() && td.tg_trigger.as_ref().is_some_and(|t| t.tgnargs >= 1) {
+            if is_row == row_level
+                && !td.tg_trigger.is_null()
+                && td.tg_trigger.as_ref().is_some_and(|t| t.tgnargs >= 1)
+            {
                 return td;
             }
         }
@@ -241,10 +248,17 @@ pub unsafe extern "C-unwind" fn pg_sync_dbt_capture(
     // SAFETY: tg_trigger is the current trigger.
     let args = unsafe { trigger_args(&*td.tg_trigger) };
     let id: i64 = parse_arg(&args, 0, FUNC);
-    let mode = args.get(1).and_then(|m| m.to_bytes().first().copied()).unwrap_or(b'e');
+    let mode = args
+        .get(1)
+        .and_then(|m| m.to_bytes().first().copied())
+        .unwrap_or(b'e');
     let op = td.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
     // The row as it is now (old row for a delete).
-    let slot = if op == pg_sys::TRIGGER_EVENT_UPDATE { td.tg_newslot } else { td.tg_trigslot };
+    let slot = if op == pg_sys::TRIGGER_EVENT_UPDATE {
+        td.tg_newslot
+    } else {
+        td.tg_trigslot
+    };
     // SAFETY: tg_relation is open for the trigger call.
     let pk = unsafe { primary_key(td.tg_relation) };
     let date = if mode == b's' {
@@ -321,14 +335,19 @@ pub unsafe extern "C-unwind" fn pg_sync_dbt_statement_end(
     let Some(frame) = frame else {
         return pg_sys::Datum::from(0);
     };
-    let kind = args.get(1).and_then(|m| m.to_bytes().first().copied()).unwrap_or(b'e');
+    let kind = args
+        .get(1)
+        .and_then(|m| m.to_bytes().first().copied())
+        .unwrap_or(b'e');
     // SAFETY: the role existed when the statement started and still does.
     let user = unsafe {
         let name = pg_sys::GetUserNameFromId(frame.user, true);
         if name.is_null() {
             String::new()
         } else {
-            std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
         }
     };
     if kind == b't' {
@@ -341,7 +360,14 @@ pub unsafe extern "C-unwind" fn pg_sync_dbt_statement_end(
     pg_sys::Datum::from(0)
 }
 
-fn insert_jobs(id: i64, args: &[&std::ffi::CStr], frame: &Frame, table: &str, user: &str, func: &str) {
+fn insert_jobs(
+    id: i64,
+    args: &[&std::ffi::CStr],
+    frame: &Frame,
+    table: &str,
+    user: &str,
+    func: &str,
+) {
     let chunk: usize = parse_arg::<usize>(args, 5, func).max(1);
     let mut jobs: Vec<String> = Vec::new();
     for (event, keys, old) in [
@@ -375,13 +401,30 @@ fn insert_jobs(id: i64, args: &[&std::ffi::CStr], frame: &Frame, table: &str, us
     }
     let project: i64 = parse_arg(args, 2, func);
     let task: i64 = parse_arg(args, 3, func);
-    let name = args.get(4).map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = args
+        .get(4)
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Spi::connect_mut(|client| {
         run_cached(
             client,
             SQL_INSERT_JOBS,
-            &[pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::INT8OID, pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::TEXTARRAYOID],
-            &[project.into(), task.into(), id.into(), name.as_str().into(), user.into(), jobs.into()],
+            &[
+                pg_sys::INT8OID,
+                pg_sys::INT8OID,
+                pg_sys::INT8OID,
+                pg_sys::TEXTOID,
+                pg_sys::TEXTOID,
+                pg_sys::TEXTARRAYOID,
+            ],
+            &[
+                project.into(),
+                task.into(),
+                id.into(),
+                name.as_str().into(),
+                user.into(),
+                jobs.into(),
+            ],
         );
     });
 }
@@ -405,8 +448,18 @@ fn write_schedule(id: i64, frame: &Frame, user: &str) {
             run_cached(
                 client,
                 SQL_SCHEDULE,
-                &[pg_sys::INT8OID, pg_sys::TEXTOID, pg_sys::TEXTARRAYOID, pg_sys::TIMESTAMPTZARRAYOID],
-                &[id.into(), user.into(), keys.into(), frame.dates.clone().into()],
+                &[
+                    pg_sys::INT8OID,
+                    pg_sys::TEXTOID,
+                    pg_sys::TEXTARRAYOID,
+                    pg_sys::TIMESTAMPTZARRAYOID,
+                ],
+                &[
+                    id.into(),
+                    user.into(),
+                    keys.into(),
+                    frame.dates.clone().into(),
+                ],
             );
         }
     });
@@ -437,6 +490,8 @@ fn run_cached(
     };
     PLANS.with(|p| {
         let p = p.borrow();
-        client.update(&p[idx].1, None, args).or_raise("a db trigger query");
+        client
+            .update(&p[idx].1, None, args)
+            .or_raise("a db trigger query");
     });
 }

@@ -91,7 +91,13 @@ unsafe fn load(rel: pg_sys::Relation) -> PrimaryKey {
         let index = pg_sys::index_open(pkindex, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
         let form = &*(*index).rd_index;
         let nkeys = usize::try_from(form.indnkeyatts).unwrap_or(0);
-        let attnums: Vec<i32> = form.indkey.values.as_slice(nkeys).iter().map(|a| i32::from(*a)).collect();
+        let attnums: Vec<i32> = form
+            .indkey
+            .values
+            .as_slice(nkeys)
+            .iter()
+            .map(|a| i32::from(*a))
+            .collect();
         pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
 
         let tupdesc = (*rel).rd_att;
