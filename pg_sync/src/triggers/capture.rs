@@ -305,6 +305,11 @@ const SQL_INSERT_JOBS: &str = "INSERT INTO sync.job
      SELECT $1, $2, 'db', $3, $4, 'handle_db', a::pg_catalog.jsonb, $5::pg_catalog.name
      FROM pg_catalog.unnest($6::pg_catalog.text[]) AS a";
 
+/// The common case of a statement making one job: a plain VALUES plan is cheaper.
+const SQL_INSERT_JOB: &str = "INSERT INTO sync.job
+        (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler, args, user_name)
+     VALUES ($1, $2, 'db', $3, $4, 'handle_db', $6::pg_catalog.text::pg_catalog.jsonb, $5::pg_catalog.name)";
+
 const SQL_SCHEDULE: &str = "INSERT INTO sync.db_trigger_due AS d (trigger_id, key, due_at, user_name)
      SELECT DISTINCT ON (u.k) $1, u.k::pg_catalog.jsonb, u.t OPERATOR(pg_catalog.+) t.time_offset,
             $2::pg_catalog.name
@@ -405,17 +410,27 @@ fn insert_jobs(
         .get(4)
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let (sql, last_type) = if jobs.len() == 1 {
+        (SQL_INSERT_JOB, pg_sys::TEXTOID)
+    } else {
+        (SQL_INSERT_JOBS, pg_sys::TEXTARRAYOID)
+    };
+    let last: pgrx::datum::DatumWithOid = if jobs.len() == 1 {
+        jobs.pop().unwrap_or_default().into()
+    } else {
+        jobs.into()
+    };
     Spi::connect_mut(|client| {
         run_cached(
             client,
-            SQL_INSERT_JOBS,
+            sql,
             &[
                 pg_sys::INT8OID,
                 pg_sys::INT8OID,
                 pg_sys::INT8OID,
                 pg_sys::TEXTOID,
                 pg_sys::TEXTOID,
-                pg_sys::TEXTARRAYOID,
+                last_type,
             ],
             &[
                 project.into(),
@@ -423,7 +438,7 @@ fn insert_jobs(
                 id.into(),
                 name.as_str().into(),
                 user.into(),
-                jobs.into(),
+                last,
             ],
         );
     });

@@ -13,7 +13,7 @@ use crate::error::*;
 // Raise unless `expr` is exactly one SQL expression. The installer splices the
 // expression into CREATE TRIGGER ... WHEN (...) text run with elevated rights, so a
 // value such as `true) EXECUTE FUNCTION f(); DROP TABLE x; --` must never get there.
-/// SQL: `sync.dbt_check_expression(expr text, what text, trigger_name text)`, STRICT.
+// SQL: `sync.dbt_check_expression(expr text, what text, trigger_name text)`, STRICT.
 finfo_v1!(pg_finfo_pg_sync_dbt_check_expression);
 #[unsafe(no_mangle)]
 #[pg_guard]
