@@ -95,6 +95,11 @@ REVOKE EXECUTE ON FUNCTION sync.dbt_remove(bigint),
     sync.dbt_install(sync.db_trigger), sync.dbt_apply(bigint, boolean),
     sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint),
     sync.dbt_drop_all_triggers(), sync.enqueue_timed_triggers() FROM PUBLIC;
+-- Only the installer (superuser) may create triggers calling these: CREATE TRIGGER
+-- checks EXECUTE, firing does not. Otherwise anyone could forge jobs for any project
+-- with a trigger of their own calling the SECURITY DEFINER statement function.
+REVOKE EXECUTE ON FUNCTION sync.dbt_statement_start(), sync.dbt_capture(),
+    sync.dbt_statement_end(), sync.dbt_truncated() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sync.dbt_apply(bigint, boolean),
     sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint),
     sync.enqueue_timed_triggers() TO sync_developer;

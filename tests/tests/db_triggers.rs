@@ -821,6 +821,23 @@ async fn writers_need_no_queue_rights_and_definers_need_the_trigger_privilege() 
         .unwrap();
     let user: String = scalar(&c, "SELECT user_name::text FROM sync.job").await;
     assert_eq!(user, "dbt_app");
+    // Nobody but the installer can aim a trigger at the enqueueing function to forge
+    // jobs for a project.
+    c.batch_execute("GRANT CREATE ON SCHEMA public TO dbt_app")
+        .await
+        .unwrap();
+    app.batch_execute("CREATE TABLE mine (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    for f in [
+        "sync.dbt_statement_end('1', 'e', '1', '1', 'w', '10')",
+        "sync.dbt_capture('1', 'e')",
+    ] {
+        let sql = format!(
+            "CREATE TRIGGER forge AFTER INSERT ON mine FOR EACH STATEMENT EXECUTE FUNCTION {f}"
+        );
+        expect_error(&app, &sql, "42501").await;
+    }
 }
 
 #[tokio::test]

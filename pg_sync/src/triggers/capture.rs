@@ -42,12 +42,11 @@ struct JsonList {
 }
 
 impl JsonList {
-    fn start(&mut self) {
+    fn push(&mut self, item: &str) {
         if !self.ends.is_empty() {
             self.text.push(',');
         }
-    }
-    fn finish(&mut self) {
+        self.text.push_str(item);
         self.ends.push(self.text.len());
     }
     fn len(&self) -> usize {
@@ -153,8 +152,8 @@ fn ensure_callbacks() {
     });
 }
 
-/// The trigger data of a call, or an error if the function was not called by the
-/// trigger manager the way `want` describes.
+/// The trigger data of a call, or an error unless the trigger manager called the
+/// function as a row (`row_level`) or statement trigger with arguments.
 ///
 /// # Safety
 /// `fcinfo` must be the call info PostgreSQL passed to the function.
@@ -268,6 +267,17 @@ pub unsafe extern "C-unwind" fn pg_sync_dbt_capture(
     } else {
         None
     };
+    // Encode before touching the frames: the output functions called here may raise,
+    // and nothing of ours should be mid-update when they do.
+    let mut key = String::new();
+    // SAFETY: slot holds a row of the table pk was loaded for.
+    unsafe { pk.write_key(slot, &mut key) };
+    let old_row = (mode == b'e' && op == pg_sys::TRIGGER_EVENT_DELETE).then(|| {
+        let mut row = String::new();
+        // SAFETY: as above.
+        unsafe { write_row_json(slot, &mut row) };
+        row
+    });
     ensure_callbacks();
     with_top_frame(id, |frame| {
         let list = match (mode, op) {
@@ -277,17 +287,12 @@ pub unsafe extern "C-unwind" fn pg_sync_dbt_capture(
             (_, pg_sys::TRIGGER_EVENT_UPDATE) => &mut frame.updated,
             _ => &mut frame.deleted,
         };
-        list.start();
-        // SAFETY: slot holds a row of the table pk was loaded for.
-        unsafe { pk.write_key(slot, &mut list.text) };
-        list.finish();
+        list.push(&key);
         if mode == b's' {
             frame.dates.push(date);
-        } else if mode == b'e' && op == pg_sys::TRIGGER_EVENT_DELETE {
-            frame.old_rows.start();
-            // SAFETY: as above.
-            unsafe { write_row_json(slot, &mut frame.old_rows.text) };
-            frame.old_rows.finish();
+        }
+        if let Some(row) = &old_row {
+            frame.old_rows.push(row);
         }
     });
     pg_sys::Datum::from(0)
