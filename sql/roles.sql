@@ -101,5 +101,6 @@ REVOKE EXECUTE ON FUNCTION sync.dbt_remove(bigint),
 REVOKE EXECUTE ON FUNCTION sync.dbt_statement_start(), sync.dbt_capture(),
     sync.dbt_statement_end(), sync.dbt_truncated() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sync.dbt_apply(bigint, boolean),
-    sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint),
-    sync.enqueue_timed_triggers() TO sync_developer;
+    sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint)
+    TO sync_developer;
+GRANT EXECUTE ON FUNCTION sync.enqueue_timed_triggers() TO sync_admin;

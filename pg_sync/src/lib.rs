@@ -13,6 +13,10 @@ mod triggers;
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/links.sql", name = "links", requires = ["schema"]);
 extension_sql_file!("../../sql/jobs.sql", name = "jobs", requires = ["schema"]);
-extension_sql_file!("../../sql/triggers.sql", name = "triggers", requires = ["schema"]);
+extension_sql_file!(
+    "../../sql/triggers.sql",
+    name = "triggers",
+    requires = ["schema"]
+);
 // Grants name every function, so they run last.
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);
