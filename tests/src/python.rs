@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use serde_json::Value;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::OnceCell;
 use tokio_postgres::Client;
 
-use crate::{scalar, TestDb};
+use crate::{scalar, wait_for, TestDb, WorkerProcess};
 
 /// The sync_worker binary built by scripts/test.sh.
 pub fn worker_bin() -> PathBuf {
@@ -22,6 +25,9 @@ pub struct PyProject {
     pub client: Client,
     pub id: i64,
     pub role: String,
+    /// A real worker on the test database, started by the first `run`.
+    worker: OnceCell<WorkerProcess>,
+    worker_env: Vec<(String, String)>,
 }
 
 impl PyProject {
@@ -52,7 +58,32 @@ impl PyProject {
             client,
             id,
             role,
+            worker: OnceCell::new(),
+            worker_env: Vec::new(),
         }
+    }
+
+    /// Environment variables for the worker (set before the first `run`).
+    pub fn worker_env(&mut self, key: &str, value: &str) {
+        self.worker_env.push((key.to_string(), value.to_string()));
+    }
+
+    /// The worker process serving this project's database (started on first use).
+    pub async fn worker(&self) -> &WorkerProcess {
+        self.worker
+            .get_or_init(|| async {
+                let env: Vec<(&str, &str)> = self
+                    .worker_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                WorkerProcess::start_env(
+                    &self.db.url,
+                    &["--executors", "1", "--poll-interval", "200ms"],
+                    &env,
+                )
+            })
+            .await
     }
 
     /// Run SQL as the database owner.
@@ -119,11 +150,57 @@ impl PyProject {
     }
 
     /// Run the job now with `sync_worker run-job`; returns its printed report.
-    pub fn run(&self, job_id: i64) -> Value {
+    pub fn run_now(&self, job_id: i64) -> Value {
         run_job(&self.db.url, job_id, &[])
     }
 
-    /// One task with `code`, one job of `handler`, run; the report.
+    /// Let the worker run the job; returns {state, outcome, result, error, warning} once
+    /// it is done, failed, cancelled, or pending again for a retry.
+    pub async fn run(&self, job_id: i64) -> Value {
+        self.worker().await;
+        self.finished(job_id).await
+    }
+
+    /// Wait until the job ran, and report on it.
+    pub async fn finished(&self, job_id: i64) -> Value {
+        let sql = "SELECT state IN ('done', 'failed', 'cancelled') OR (state = 'pending' AND attempts > 0)
+                   FROM sync.job WHERE id = $1";
+        wait_for(
+            &format!("job {job_id}"),
+            Duration::from_secs(30),
+            || async {
+                self.client
+                    .query_one(sql, &[&job_id])
+                    .await
+                    .map(|r| r.get::<_, bool>(0))
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+        let row = self
+            .client
+            .query_one(
+                "SELECT state, result, error, warning FROM sync.job WHERE id = $1",
+                &[&job_id],
+            )
+            .await
+            .expect("read job");
+        let state: String = row.get(0);
+        let outcome = match state.as_str() {
+            "pending" => "retry",
+            s => s,
+        };
+        json!({
+            "job_id": job_id,
+            "state": state,
+            "outcome": outcome,
+            "result": row.get::<_, Option<Value>>(1),
+            "error": row.get::<_, Option<String>>(2),
+            "warning": row.get::<_, bool>(3),
+        })
+    }
+
+    /// One task with `code`, one job of `handler`, run by the worker; the report.
     pub async fn run_code(&self, code: &str, handler: &str, args: Value) -> Value {
         let name = format!(
             "t{}",
@@ -131,7 +208,7 @@ impl PyProject {
         );
         let task = self.task(&name, code).await;
         let job = self.job(task, handler, args).await;
-        self.run(job)
+        self.run(job).await
     }
 
     /// Result of a job that must succeed.

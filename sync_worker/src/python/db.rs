@@ -313,16 +313,28 @@ pub fn quote_ident(name: &str) -> String {
 /// Statements task code may not run: transaction control (the executor commits whole
 /// batches), session state that would outlive the job, and role switches.
 fn check_statement(sql: &str) -> Result<(), DbError> {
-    let words = leading_words(sql, 3);
-    let first = words.first().map(String::as_str).unwrap_or("");
-    let second = words.get(1).map(String::as_str).unwrap_or("");
-    let third = words.get(2).map(String::as_str).unwrap_or("");
+    let words = leading_words(sql, 5);
+    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let (first, second, third) = (word(0), word(1), word(2));
     let refused = match first {
         "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release"
         | "prepare" => Some("transaction control"),
         "deallocate" | "discard" | "listen" | "unlisten" | "load" | "declare" | "fetch"
         | "move" | "close" => Some("session-level statements"),
         "reset" => Some("RESET"),
+        // Code that runs many statements in one (it could switch roles and back unseen).
+        "do" => Some("DO blocks"),
+        "create" => {
+            let kind = if second == "or" && third == "replace" {
+                word(3)
+            } else {
+                second
+            };
+            match kind {
+                "function" | "procedure" => Some("CREATE FUNCTION / PROCEDURE"),
+                _ => None,
+            }
+        }
         "set" => {
             let target = if second == "local" || second == "session" {
                 third
@@ -408,6 +420,9 @@ mod tests {
             "Prepare transaction 'x'",
             "discard all",
             "listen x",
+            "DO $$ BEGIN END $$",
+            "create or replace function f() returns int language sql as 'select 1'",
+            "CREATE PROCEDURE p() LANGUAGE sql AS ''",
         ] {
             assert!(check_statement(sql).is_err(), "{sql}");
         }
@@ -417,6 +432,7 @@ mod tests {
             "update t set role = 'x'",
             "with x as (select 1) select * from x",
             "(select 1)",
+            "create table t (id int)",
         ] {
             assert!(check_statement(sql).is_ok(), "{sql}");
         }

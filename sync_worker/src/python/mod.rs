@@ -427,6 +427,10 @@ fn load_package<'py>(py: Python<'py>, options: &RuntimeOptions) -> PyResult<Boun
 
 /// A Python exception as text with its traceback.
 fn format_py_err(py: Python<'_>, e: &PyErr) -> String {
+    // The traceback travels beside the exception until Python code catches it.
+    if let Some(tb) = e.traceback(py) {
+        let _ = e.value(py).setattr("__traceback__", tb);
+    }
     let formatted = py
         .import("pg_sync.runner")
         .and_then(|r| r.getattr("format_exception"))

@@ -9,7 +9,7 @@ use super::convert::{param_from_py, pg_to_py, Param, PgValue};
 use super::db::{Answer, DbError, JobDb};
 
 pyo3::create_exception!(
-    _native,
+    builtins,
     DatabaseError,
     pyo3::exceptions::PyException,
     "An error reported by PostgreSQL (or refused before reaching it); `.code` is the SQLSTATE."

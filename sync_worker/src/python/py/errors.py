@@ -3,6 +3,10 @@
 from pg_sync._native import DatabaseError  # noqa: F401  (re-exported)
 
 
+# Error messages read "UserError: ..." rather than "pg_sync.errors.UserError: ...".
+_SHORT = "builtins"
+
+
 class Frozen(type):
     """Metaclass of classes handed to task code: their attributes cannot be replaced,
     so code of one project cannot change what another project's code sees."""
@@ -17,24 +21,36 @@ class Frozen(type):
 class UserError(Exception, metaclass=Frozen):
     """An error meant for the user; fails the job with its message."""
 
+    __module__ = _SHORT
+
 
 class ValidationError(UserError):
     """Invalid data; fails the job with its message."""
+
+    __module__ = _SHORT
 
 
 class RetryableJobError(Exception, metaclass=Frozen):
     """Raise to have the job tried again later (after 5 min, 15 min, 60 min, 3 h, then a
     last try). Also honoured when another exception wraps it (raise ... from err)."""
 
+    __module__ = _SHORT
+
 
 class TimeLimitExceeded(BaseException, metaclass=Frozen):
     """Raised inside task code when the job's soft time limit passes. A BaseException, so
     `except Exception:` in task code does not swallow it."""
 
+    __module__ = _SHORT
+
 
 class MissingHandler(Exception, metaclass=Frozen):
     """The task code does not define the handler the job calls."""
 
+    __module__ = _SHORT
+
 
 class SandboxError(Exception, metaclass=Frozen):
     """Task or common code uses something restricted execution refuses."""
+
+    __module__ = _SHORT
