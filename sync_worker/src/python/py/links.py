@@ -122,7 +122,7 @@ class Links:
             raise ValueError("these links point to rows of several tables: %s" % ", ".join(sorted(systems)))
         from pg_sync.project import current_env
 
-        model = current_env()[systems.pop()]
+        model = current_env()._system(systems.pop())
         composite = len(model._pk) > 1
         keys = [_records.parse_key_text(ref, composite) for ref in refs]
         if not composite:

@@ -2,6 +2,9 @@
 # $1.. placeholders and Row results) and `env[table]` (browse/search/create, records
 # with column attributes, write, unlink, links). Identifiers are quoted here; values are
 # always bound parameters.
+import decimal as _decimal
+import uuid as _uuid
+
 from pg_sync import _native
 from pg_sync.errors import UserError
 
@@ -201,6 +204,26 @@ WHERE c.oid = pg_catalog.to_regclass($1)
 """
 
 
+_INT_TYPES = ("smallint", "integer", "bigint", "oid")
+
+
+def _coerce(value, pg_type):
+    """A key value given as text (or another type) as the Python type of its column."""
+    try:
+        if pg_type in _INT_TYPES and isinstance(value, (str, float)) and not isinstance(value, bool):
+            return int(value)
+        if pg_type == "uuid" and isinstance(value, str):
+            return _uuid.UUID(value)
+        if pg_type == "numeric" or pg_type.startswith("numeric("):
+            if isinstance(value, (str, int)):
+                return _decimal.Decimal(value)
+        if (pg_type == "text" or pg_type.startswith(("character", "name"))) and not isinstance(value, str):
+            return str(value)
+    except (ValueError, ArithmeticError):
+        raise ValueError("%r is not a valid %s key" % (value, pg_type)) from None
+    return value
+
+
 class Environment:
     """`env`: env["schema.table"] (or a name found on the search path) is a Model."""
 
@@ -214,12 +237,27 @@ class Environment:
         if model is None:
             if not isinstance(table, str) or not table:
                 raise TypeError("env[...] takes a table name such as 'public.partner'")
-            rows = query(_TABLE_SQL, table)
-            if not rows:
-                raise UserError("env[%r]: no such table (or not visible to the project's run_as role)" % table)
-            r = rows[0]
-            model = Model(r.oid, r.schema, r.name, tuple(r.pk), tuple(r.pk_types))
-            self._models[table] = model
+            model = self._load(table, table)
+        return model
+
+    def _system(self, system):
+        """The model of a system name '<schema>.<table>' (as links and db jobs name
+        tables: unquoted, case kept)."""
+        model = self._models.get(("system", system))
+        if model is None:
+            schema, _, name = system.partition(".")
+            quoted = "%s.%s" % (quote_ident(schema), quote_ident(name)) if name else quote_ident(schema)
+            model = self._load(quoted, system)
+            self._models[("system", system)] = model
+        return model
+
+    def _load(self, regclass_text, shown):
+        rows = query(_TABLE_SQL, regclass_text)
+        if not rows:
+            raise UserError("env[%r]: no such table (or not visible to the project's run_as role)" % shown)
+        r = rows[0]
+        model = Model(r.oid, r.schema, r.name, tuple(r.pk), tuple(r.pk_types))
+        self._models[shown] = model
         return model
 
     @property
@@ -270,8 +308,8 @@ class Model:
         if len(self._pk) == 1:
             return "t.%s = ANY ($%d)" % (quote_ident(self._pk[0]), first_param)
         cols = ", ".join("t." + quote_ident(c) for c in self._pk)
-        arrays = ", ".join("$%d::%s[]" % (first_param + i, ty) for i, ty in enumerate(self._pk_types))
-        return "(%s) IN (SELECT * FROM pg_catalog.unnest(%s))" % (cols, arrays)
+        arrays = ", ".join("pg_catalog.unnest($%d::%s[])" % (first_param + i, ty) for i, ty in enumerate(self._pk_types))
+        return "(%s) IN (SELECT * FROM ROWS FROM (%s))" % (cols, arrays)
 
     def _key_args(self, keys):
         if len(self._pk) == 1:
@@ -279,6 +317,7 @@ class Model:
         return tuple([k[i] for k in keys] for i in range(len(self._pk)))
 
     def _normalize_key(self, key):
+        """A key as rows carry it (ids often arrive as text: links, JSON)."""
         if isinstance(key, Records):
             return key.id
         if len(self._pk) > 1:
@@ -286,8 +325,8 @@ class Model:
                 key = parse_key_text(key, True)
             if not isinstance(key, (tuple, list)) or len(key) != len(self._pk):
                 raise ValueError("%s has a %d-column primary key (%s): give each id as a tuple" % (self._system, len(self._pk), ", ".join(self._pk)))
-            return tuple(key)
-        return key
+            return tuple(_coerce(v, t) for v, t in zip(key, self._pk_types))
+        return _coerce(key, self._pk_types[0])
 
     def browse(self, ids):
         """Records for primary key values (one value, or a list); rows are read on first use."""
@@ -526,7 +565,7 @@ def records_for_db_event(env, args):
     table = args.get("table")
     if not table:
         raise UserError("the job has no table in its args")
-    model = env[table]
+    model = env._system(table)
     keys = [tuple(k) if isinstance(k, list) else k for k in (args.get("keys") or [])]
     if args.get("event") == "delete":
         return model._images(keys, args.get("old"))
