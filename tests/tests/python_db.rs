@@ -393,3 +393,49 @@ def handle_db(records):
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn savepoints_let_task_code_recover_from_database_errors() {
+    let p = PyProject::new("db").await;
+    p.sql("CREATE TABLE u (k text PRIMARY KEY)").await;
+    let code = r#"
+def handle_cron():
+    db.execute("INSERT INTO u VALUES ('a')")
+    try:
+        with db.savepoint():
+            db.execute("INSERT INTO u VALUES ('b')")
+            db.execute("INSERT INTO u VALUES ('a')")
+    except DatabaseError as e:
+        caught = e.code
+    with db.savepoint():
+        db.execute("INSERT INTO u VALUES ('c')")
+    return caught
+"#;
+    assert_eq!(p.result(code, "handle_cron").await, json!("23505"));
+    let keys: String = p
+        .scalar("SELECT string_agg(k, ',' ORDER BY k) FROM u")
+        .await;
+    assert_eq!(keys, "a,c");
+    // Catching the error without a savepoint: the job cannot keep its writes.
+    let err = p
+        .error(
+            "def handle_cron():\n    db.execute(\"INSERT INTO u VALUES ('d')\")\n    try:\n        db.execute(\"INSERT INTO u VALUES ('a')\")\n    except DatabaseError:\n        pass\n    return 1\n",
+            "handle_cron",
+        )
+        .await;
+    assert!(
+        err.contains("aborted its transaction") && err.contains("db.savepoint()"),
+        "{err}"
+    );
+    let n: i64 = p.scalar("SELECT count(*) FROM u WHERE k = 'd'").await;
+    assert_eq!(n, 0);
+    // The worker's batch goes on: the next job commits.
+    assert_eq!(
+        p.result(
+            "def handle_cron():\n    return db.execute(\"INSERT INTO u VALUES ('e')\")\n",
+            "handle_cron"
+        )
+        .await,
+        json!(1)
+    );
+}

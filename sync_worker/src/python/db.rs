@@ -86,6 +86,19 @@ struct JobState {
     savepoint: bool,
     /// Set when task SQL escaped its role: the job must fail whatever the code does next.
     broken: Option<String>,
+    /// Open `db.savepoint()` blocks.
+    depth: u32,
+    /// A statement failed on the server at this savepoint depth: the transaction is
+    /// aborted until a rollback to a savepoint at or below it.
+    aborted: Option<(u32, String)>,
+}
+
+/// What `db.savepoint()` does on entering and leaving its block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SavepointOp {
+    Begin,
+    Release,
+    Rollback,
 }
 
 /// Prepared statements of one connection. The Runtime keeps them between jobs and lends
@@ -143,6 +156,63 @@ impl<'a> JobDb<'a> {
     /// Why the job must fail even if its code caught the error.
     pub(crate) fn broken(&self) -> Option<&str> {
         self.job.broken.as_deref()
+    }
+
+    /// The database error the job's code caught without rolling back to a savepoint: its
+    /// transaction is aborted, so its writes cannot be kept.
+    pub(crate) fn aborted(&self) -> Option<&str> {
+        self.job.aborted.as_ref().map(|(_, m)| m.as_str())
+    }
+
+    /// `with db.savepoint():` blocks in task code (nested savepoints in the job's one).
+    pub(crate) fn savepoint(&mut self, op: SavepointOp) -> Result<(), DbError> {
+        if let Some(why) = &self.job.broken {
+            return Err(DbError::refused(
+                why.clone(),
+                "The job is stopped; fix the task code.",
+            ));
+        }
+        let client = self.client;
+        match op {
+            SavepointOp::Begin => {
+                self.ensure_savepoint()?;
+                let depth = self.job.depth + 1;
+                self.block_on(client.batch_execute(&format!("SAVEPOINT pg_sync_sp_{depth}")))
+                    .map_err(|e| self.note_error(e.into()))?;
+                self.job.depth = depth;
+            }
+            SavepointOp::Release | SavepointOp::Rollback => {
+                let depth = self.job.depth;
+                if depth == 0 {
+                    return Err(DbError::refused(
+                        "no savepoint is open",
+                        "Use `with db.savepoint():`.",
+                    ));
+                }
+                self.job.depth = depth - 1;
+                let sql = if op == SavepointOp::Release {
+                    format!("RELEASE SAVEPOINT pg_sync_sp_{depth}")
+                } else {
+                    format!("ROLLBACK TO SAVEPOINT pg_sync_sp_{depth}; RELEASE SAVEPOINT pg_sync_sp_{depth}")
+                };
+                self.block_on(client.batch_execute(&sql))
+                    .map_err(|e| self.note_error(e.into()))?;
+                if op == SavepointOp::Rollback
+                    && matches!(self.job.aborted, Some((at, _)) if at >= depth)
+                {
+                    self.job.aborted = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Remember a server-side error: it aborted the transaction.
+    fn note_error(&mut self, e: DbError) -> DbError {
+        if e.code.is_some() && self.job.aborted.is_none() {
+            self.job.aborted = Some((self.job.depth, e.message.clone()));
+        }
+        e
     }
 
     fn ensure_savepoint(&mut self) -> Result<(), DbError> {
@@ -203,7 +273,7 @@ impl<'a> JobDb<'a> {
         }
         check_statement(sql)?;
         self.ensure_savepoint()?;
-        let stmt = self.statement(sql)?;
+        let stmt = self.statement(sql).map_err(|e| self.note_error(e))?;
         if stmt.params().len() != params.len() {
             return Err(DbError::refused(
                 format!(
@@ -246,7 +316,7 @@ impl<'a> JobDb<'a> {
                     // A changed table can invalidate the cached plan; prepare afresh next time.
                     self.cache.statements.remove(sql);
                 }
-                return Err(e);
+                return Err(self.note_error(e));
             }
         };
         let expected = match &self.job.run_as {
@@ -294,13 +364,21 @@ impl<'a> JobDb<'a> {
         if !took {
             return Ok(());
         }
-        let sql = if keep {
-            format!("RESET ALL; RESET ROLE; RELEASE SAVEPOINT {SAVEPOINT}")
-        } else {
-            format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}; RESET ROLE")
-        };
+        let rollback =
+            format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}; RELEASE SAVEPOINT {SAVEPOINT}; RESET ROLE");
         let client = self.client;
-        self.block_on(client.batch_execute(&sql))?;
+        if keep {
+            let kept = self.block_on(client.batch_execute(&format!(
+                "RESET ALL; RESET ROLE; RELEASE SAVEPOINT {SAVEPOINT}"
+            )));
+            if let Err(e) = kept {
+                // Leave the executor's transaction usable for the rest of the batch.
+                let _ = self.block_on(client.batch_execute(&rollback));
+                return Err(e.into());
+            }
+            return Ok(());
+        }
+        self.block_on(client.batch_execute(&rollback))?;
         Ok(())
     }
 }

@@ -176,6 +176,12 @@ impl Runtime {
                 outcome = Outcome::Failed {
                     message: why.to_string(),
                 };
+            } else if let (Some(error), Outcome::Done { .. }) = (db.aborted(), &outcome) {
+                outcome = Outcome::Failed {
+                    message: format!(
+                        "the job went on after a database error, which aborted its transaction: {error}\nLet the error propagate, or catch it around `with db.savepoint():` to roll back just that part."
+                    ),
+                };
             }
             let children = answer.as_ref().ok().and_then(|a| a.children.clone());
             finish(job, db, outcome, children)
@@ -344,7 +350,11 @@ fn finish(job: &JobSpec, db: &mut JobDb, outcome: Outcome, children: Option<Valu
     }
     let keep = matches!(outcome, Outcome::Done { .. });
     if let Err(e) = db.finish_job(keep) {
-        let what = if keep { "keeping" } else { "rolling back" };
+        let what = if keep {
+            "keeping (so they were rolled back)"
+        } else {
+            "rolling back"
+        };
         return Outcome::Failed {
             message: format!("database error while {what} the job's writes: {e}"),
         };

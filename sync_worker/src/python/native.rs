@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use super::convert::{param_from_py, pg_to_py, Param, PgValue};
-use super::db::{Answer, DbError, JobDb};
+use super::db::{Answer, DbError, JobDb, SavepointOp};
 
 pyo3::create_exception!(
     builtins,
@@ -115,11 +115,23 @@ fn query<'py>(
     PyTuple::new(py, [names.into_any(), out.into_any()])
 }
 
+/// `savepoint(op)`: 0 opens a savepoint, 1 releases it, 2 rolls back to it.
+#[pyfunction]
+fn savepoint(py: Python<'_>, op: u8) -> PyResult<()> {
+    let op = match op {
+        0 => SavepointOp::Begin,
+        1 => SavepointOp::Release,
+        _ => SavepointOp::Rollback,
+    };
+    active_db(|db| db.savepoint(op))?.map_err(|e| to_py_err(py, e))
+}
+
 /// The native module, registered as `pg_sync._native`.
 pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     let m = PyModule::new(py, "pg_sync._native")?;
     m.add_function(wrap_pyfunction!(execute, &m)?)?;
     m.add_function(wrap_pyfunction!(query, &m)?)?;
+    m.add_function(wrap_pyfunction!(savepoint, &m)?)?;
     m.add("DatabaseError", py.get_type::<DatabaseError>())?;
     Ok(m)
 }

@@ -96,6 +96,18 @@ def execute(sql, *args):
     return _native.execute(sql, _args(args))
 
 
+class Savepoint:
+    __slots__ = ()
+
+    def __enter__(self):
+        _native.savepoint(0)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        _native.savepoint(1 if exc_type is None else 2)
+        return False
+
+
 class Database:
     """`db`: SQL in the job's transaction, as the project's run_as role."""
 
@@ -113,6 +125,11 @@ class Database:
         """Run a query; return its first Row, or None."""
         rows = query(sql, *args)
         return rows[0] if rows else None
+
+    def savepoint(self):
+        """`with db.savepoint():` — if the block raises (a database error included), its
+        writes are rolled back and the job's transaction stays usable."""
+        return Savepoint()
 
     def __repr__(self):
         return "<db>"

@@ -232,10 +232,22 @@ _SAFE_BUILTIN_NAMES = """
 """.split()
 
 
+# C code of the standard library imports helpers through the caller's builtins (e.g.
+# datetime.strftime imports time). Restricted code cannot name __import__ itself.
+_INTERNAL_IMPORTS = frozenset(("time", "_strptime", "datetime", "_datetime", "calendar", "locale", "codecs", "unicodedata"))
+
+
+def _internal_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if level == 0 and (name in _INTERNAL_IMPORTS or name.startswith("encodings")):
+        return _builtins.__import__(name, globals, locals, fromlist, level)
+    raise ImportError("import of %r is not allowed in task code" % name)
+
+
 def safe_builtins():
     """A fresh builtins dict for restricted code."""
     b = {name: _builtins.__dict__[name] for name in _SAFE_BUILTIN_NAMES}
     b["getattr"] = safe_getattr
     b["hasattr"] = safe_hasattr
     b["__pg_sync_attr__"] = _checked_attr
+    b["__import__"] = _internal_import
     return b

@@ -1,0 +1,386 @@
+// The names of the task-code context (DESIGN.md section 5), through real worker
+// processes: params, texts (job language), webhooks, trigger_name, user, log levels,
+// log_transmission, add_job, libraries, tools, exceptions and MAGIC.
+use pg_sync_tests::python::PyProject;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn params_texts_and_webhooks() {
+    let p = PyProject::new("context").await;
+    p.sql(&format!(
+        "INSERT INTO sync.project_param (project_id, key, value, initial_value) VALUES
+           ({id}, 'api_url', NULL, 'https://api.example.com'), ({id}, 'limit', '10', NULL);
+         INSERT INTO sync.project_text (project_id, key, lang, value) VALUES
+           ({id}, 'greeting', 'en_US', 'Hello'), ({id}, 'greeting', 'fr_FR', 'Bonjour'),
+           ({id}, 'bye', 'en_US', 'Bye');
+         INSERT INTO sync.setting (key, value) VALUES ('base_url', 'https://sync.example.com/');",
+        id = p.id
+    ))
+    .await;
+    let task = p
+        .task(
+            "ctx",
+            r#"
+def handle_cron():
+    try:
+        params.nope
+    except AttributeError as e:
+        missing = str(e)
+    return {
+        'param': params.api_url, 'key': params['limit'], 'get': params.get('nope', 'd'),
+        'missing': missing,
+        'text': texts.greeting, 'fallback': texts.bye, 'lang': get_lang(),
+        'webhook': webhooks.incoming,
+    }
+"#,
+        )
+        .await;
+    p.sql(&format!(
+        "INSERT INTO sync.webhook_trigger (task_id, name, token) VALUES ({task}, 'incoming', 'tok123tok123tok123')"
+    ))
+    .await;
+    let fr = p
+        .job_with(task, "handle_cron", Value::Null, "lang", "'fr_FR'")
+        .await;
+    let en = p.job(task, "handle_cron", Value::Null).await;
+    let report = p.run(fr).await;
+    assert_eq!(
+        report["result"],
+        json!({
+            "param": "https://api.example.com", "key": "10", "get": "d",
+            "missing": "params has no 'nope' (known: api_url, limit)",
+            "text": "Bonjour", "fallback": "Bye", "lang": "fr_FR",
+            "webhook": "https://sync.example.com/sync/webhook/tok123tok123tok123",
+        }),
+        "{report}"
+    );
+    let report = p.finished(en).await;
+    assert_eq!(report["result"]["text"], json!("Hello"), "{report}");
+    assert_eq!(report["result"]["lang"], json!("en_US"), "{report}");
+}
+
+#[tokio::test]
+async fn trigger_name_user_and_magic() {
+    let p = PyProject::new("context").await;
+    p.set(
+        "common_code",
+        "def who():\n    return [trigger_name, user]\n",
+    )
+    .await;
+    let task = p
+        .task(
+            "t",
+            r#"
+def handle_button():
+    return {
+        'trigger_name': trigger_name, 'user': user, 'common': who(),
+        'magic': [MAGIC.trigger_name, MAGIC.user, MAGIC.who(), MAGIC.env is env,
+                  MAGIC.log is log, MAGIC.handle_button is handle_button],
+    }
+"#,
+        )
+        .await;
+    let a = p
+        .job_with(
+            task,
+            "handle_button",
+            Value::Null,
+            "trigger_name, user_name",
+            "'go', 'alice'",
+        )
+        .await;
+    let report = p.run(a).await;
+    assert_eq!(
+        report["result"],
+        json!({"trigger_name": "go", "user": "alice", "common": ["go", "alice"],
+               "magic": ["go", "alice", ["go", "alice"], true, true, true]}),
+        "{report}"
+    );
+    // Per-job values change with the job, the prepared layers notwithstanding.
+    let b = p
+        .job_with(
+            task,
+            "handle_button",
+            Value::Null,
+            "trigger_name, user_name",
+            "'stop', 'bob'",
+        )
+        .await;
+    let report = p.run(b).await;
+    assert_eq!(
+        report["result"]["common"],
+        json!(["stop", "bob"]),
+        "{report}"
+    );
+    let err = p
+        .error("def handle_cron():\n    return MAGIC.nope\n", "handle_cron")
+        .await;
+    assert!(err.contains("MAGIC has no 'nope'"), "{err}");
+}
+
+#[tokio::test]
+async fn log_levels_and_transmissions() {
+    let p = PyProject::new("context").await;
+    let task = p
+        .task(
+            "t",
+            r#"
+def handle_cron():
+    log('debug line', LOG_DEBUG)
+    log('info line')
+    log_transmission('https://api.example.com/orders', '{"id": 1}')
+    return 'ok'
+
+def warn():
+    log('careful', LOG_WARNING)
+    return 'warned'
+
+def fail():
+    db.execute('CREATE TABLE IF NOT EXISTS written (x int)')
+    log('bad', level=LOG_ERROR)
+    return 'returned'
+
+def bad_level():
+    log('x', 'loud')
+"#,
+        )
+        .await;
+    let job = p.job(task, "handle_cron", Value::Null).await;
+    let report = p.run(job).await;
+    assert_eq!(report["state"], "done", "{report}");
+    assert_eq!(report["warning"], json!(false));
+    let logs = p.logs(job).await;
+    let want = [
+        ("debug", "message", None, "debug line"),
+        ("info", "message", None, "info line"),
+        (
+            "info",
+            "data_out",
+            Some("https://api.example.com/orders"),
+            "{\"id\": 1}",
+        ),
+    ];
+    for (level, kind, recipient, message) in want {
+        assert!(
+            logs.iter().any(|l| l.0 == level
+                && l.1 == kind
+                && l.2.as_deref() == recipient
+                && l.3 == message),
+            "missing {level} {kind} {message}: {logs:?}"
+        );
+    }
+    let job = p.job(task, "warn", Value::Null).await;
+    let report = p.run(job).await;
+    assert_eq!(report["state"], "done", "{report}");
+    assert_eq!(report["warning"], json!(true), "{report}");
+    let job = p.job(task, "fail", Value::Null).await;
+    let report = p.run(job).await;
+    assert_eq!(report["state"], "failed", "{report}");
+    assert!(report["error"].as_str().unwrap_or("").contains("bad"));
+    let written: i64 = p
+        .scalar("SELECT count(*) FROM pg_class WHERE relname = 'written'")
+        .await;
+    assert_eq!(written, 0, "a job that logged an error is rolled back");
+    let job = p.job(task, "bad_level", Value::Null).await;
+    let report = p.run(job).await;
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("log level must be one of"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn add_job_queues_child_jobs() {
+    let p = PyProject::new("context").await;
+    let task = p
+        .task(
+            "t",
+            r#"
+def handle_cron():
+    add_job('child', priority=3, eta=3600, max_retries=2, description='later', identity_key='k1')(1, x=2)
+    add_job('child', identity_key='k1')(99)
+    add_job(child)('now', x=datetime.date(2024, 1, 2))
+    return 'parent'
+
+def child(a, x=None):
+    return [a, x, trigger_name]
+
+def failing_parent():
+    add_job('child')('never')
+    raise UserError('no children then')
+
+def bad():
+    add_job('child', colour='red')
+"#,
+        )
+        .await;
+    let parent = p
+        .job_with(
+            task,
+            "handle_cron",
+            Value::Null,
+            "trigger_name, lang",
+            "'nightly', 'de_DE'",
+        )
+        .await;
+    assert_eq!(p.run(parent).await["result"], json!("parent"));
+    let rows = p
+        .client
+        .query(
+            "SELECT handler, args, priority, max_retries, description, identity_key, trigger_kind,
+                    trigger_name, lang, task_id, round(extract(epoch FROM eta - now()) / 60)::int, id
+             FROM sync.job WHERE parent_id = $1 ORDER BY id",
+            &[&parent],
+        )
+        .await
+        .expect("children");
+    assert_eq!(rows.len(), 2, "identity_key k1 queued only once");
+    let first = &rows[0];
+    assert_eq!(first.get::<_, String>(0), "child");
+    assert_eq!(
+        first.get::<_, Value>(1),
+        json!({"args": [1], "kwargs": {"x": 2}})
+    );
+    assert_eq!(first.get::<_, i32>(2), 3);
+    assert_eq!(first.get::<_, i32>(3), 2);
+    assert_eq!(first.get::<_, Option<String>>(4).as_deref(), Some("later"));
+    assert_eq!(first.get::<_, Option<String>>(5).as_deref(), Some("k1"));
+    assert_eq!(first.get::<_, Option<String>>(6).as_deref(), Some("job"));
+    assert_eq!(
+        first.get::<_, Option<String>>(7).as_deref(),
+        Some("nightly")
+    );
+    assert_eq!(first.get::<_, Option<String>>(8).as_deref(), Some("de_DE"));
+    assert_eq!(first.get::<_, Option<i64>>(9), Some(task));
+    let minutes: i32 = first.get(10);
+    assert!(
+        (59..=61).contains(&minutes),
+        "eta in an hour, got {minutes} min"
+    );
+    // The second child (no eta) runs now, with its arguments.
+    let second: i64 = rows[1].get(11);
+    assert_eq!(
+        rows[1].get::<_, Value>(1),
+        json!({"args": ["now"], "kwargs": {"x": "2024-01-02"}})
+    );
+    let report = p.finished(second).await;
+    assert_eq!(
+        report["result"],
+        json!(["now", "2024-01-02", "nightly"]),
+        "{report}"
+    );
+
+    let failing = p.job(task, "failing_parent", Value::Null).await;
+    assert_eq!(p.run(failing).await["state"], "failed");
+    let n: i64 = p
+        .scalar(&format!(
+            "SELECT count(*) FROM sync.job WHERE parent_id = {failing}"
+        ))
+        .await;
+    assert_eq!(n, 0, "a failed job queues no children");
+    let bad = p.job(task, "bad", Value::Null).await;
+    let report = p.run(bad).await;
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown option 'colour'"),
+        "{report}"
+    );
+}
+
+/// A one-shot HTTP server answering `body`; returns its URL.
+async fn http_once(body: &'static [u8]) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        if let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body).await;
+        }
+    });
+    format!("http://{addr}/image.png")
+}
+
+#[tokio::test]
+async fn libraries_and_tools() {
+    let p = PyProject::new("context").await;
+    let url = http_once(b"\x89PNG-bytes").await;
+    let code = format!(
+        r#"
+def handle_cron():
+    d = datetime.datetime(2024, 1, 31, 12, 0, tzinfo=datetime.timezone.utc)
+    return {{
+        'json': json.loads(json.dumps({{'a': [1, 2]}})),
+        'time': time.time() > 1700000000,
+        'strftime': d.strftime(DEFAULT_SERVER_DATETIME_FORMAT),
+        'timedelta': str(d + datetime.timedelta(days=1)),
+        'dateutil_parse': dateutil.parser.parse('2024-03-04T05:06:07Z').isoformat(),
+        'relativedelta': str((d + dateutil.relativedelta.relativedelta(months=1)).date()),
+        'timezone': str(timezone('Europe/Paris').localize(datetime.datetime(2024, 7, 1)).utcoffset()),
+        'b64': [b64encode(b'hi').decode(), b64decode('aGk=').decode()],
+        'url2base64': b64decode(url2base64('{url}')).decode('latin-1'),
+        'html': html2plaintext('<p>Hello <b>World</b></p><ul><li>one</li></ul><a href="https://x.org">site</a>'),
+        'type2str': [type2str(1), type2str('s')],
+        'get_lang': get_lang(),
+        'hidden_module_part': hasattr(json, 'codecs'),
+    }}
+"#
+    );
+    let result = p.result(&code, "handle_cron").await;
+    assert_eq!(
+        result,
+        json!({
+            "json": {"a": [1, 2]},
+            "time": true,
+            "strftime": "2024-01-31 12:00:00",
+            "timedelta": "2024-02-01 12:00:00+00:00",
+            "dateutil_parse": "2024-03-04T05:06:07+00:00",
+            "relativedelta": "2024-02-29",
+            "timezone": "2:00:00",
+            "b64": ["aGk=", "hi"],
+            "url2base64": "\u{89}PNG-bytes",
+            "html": "Hello World\n\n* one\n\nsite [1]\n\n[1] https://x.org",
+            "type2str": ["<class 'int'>", "<class 'str'>"],
+            "get_lang": "en_US",
+            "hidden_module_part": false,
+        })
+    );
+}
+
+#[tokio::test]
+async fn exceptions_fail_jobs_with_their_message() {
+    let p = PyProject::new("context").await;
+    for (raise, kind) in [
+        ("UserError('wrong input')", "UserError: wrong input"),
+        ("ValidationError('bad data')", "ValidationError: bad data"),
+        ("OSError('disk')", "OSError: disk"),
+    ] {
+        let err = p
+            .error(
+                &format!("def handle_cron():\n    raise {raise}\n"),
+                "handle_cron",
+            )
+            .await;
+        assert!(err.contains(kind), "{err}");
+    }
+    let result = p
+        .result(
+            "def handle_cron():\n    try:\n        raise ValidationError('x')\n    except UserError as e:\n        return [str(e), isinstance(e, UserError)]\n",
+            "handle_cron",
+        )
+        .await;
+    assert_eq!(result, json!(["x", true]));
+}
