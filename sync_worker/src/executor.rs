@@ -109,7 +109,6 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
                 Some(job) => {
                     ex.job = job;
                     ex.runtime.connection_changed();
-                    ex.runtime.connection_changed();
                     send_ready(&ex, &out)?;
                 }
                 None => {
