@@ -407,3 +407,65 @@ async fn inactive_task_jobs_are_cancelled_with_a_reason() {
     let error: String = scalar(&c, "SELECT error FROM sync.job").await;
     assert_eq!(error, "task main is inactive; the job was not run");
 }
+
+#[tokio::test]
+async fn workers_call_enqueue_timed_triggers_when_it_exists() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    // Without it (or before it is installed) only crons are scheduled.
+    let n: i32 = scalar(&c, "SELECT sync.enqueue_scheduled()").await;
+    assert_eq!(n, 0);
+    // Stand-in for the db triggers' timed events: counts its calls.
+    c.batch_execute(
+        "CREATE TABLE timed_calls (at timestamptz NOT NULL DEFAULT clock_timestamp());
+         CREATE OR REPLACE FUNCTION sync.enqueue_timed_triggers() RETURNS integer
+         LANGUAGE sql AS $$ INSERT INTO timed_calls DEFAULT VALUES RETURNING 2 $$;",
+    )
+    .await
+    .unwrap();
+    let n: i32 = scalar(&c, "SELECT sync.enqueue_scheduled()").await;
+    assert_eq!(n, 2);
+    let _w = WorkerProcess::start(&db.url, &["--executors", "1"]);
+    wait_for("the worker to call it twice more", Duration::from_secs(10), || async {
+        count(&c, "SELECT count(*) FROM timed_calls").await >= 3
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn soft_time_limit_raises_in_python_and_task_time_limit_overrides_it() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (p, t) = create_task(&c, "soft", "main", "def spin():\n    while True:\n        pass\n").await;
+    c.execute("UPDATE sync.task SET time_limit = '1 second' WHERE id = $1", &[&t])
+        .await
+        .unwrap();
+    c.execute(
+        "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler) VALUES ($1, $2, 'job', 'spin')",
+        &[&p, &t],
+    )
+    .await
+    .unwrap();
+    // Worker limits are long: the task's 1 s applies (hard: 1 s + (60 - 50) s).
+    let w = WorkerProcess::start(
+        &db.url,
+        &["--executors", "1", "--soft-time-limit", "50s", "--hard-time-limit", "60s"],
+    );
+    wait_for("the job stopped at its soft limit", Duration::from_secs(20), || async {
+        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'failed'").await == 1
+    })
+    .await;
+    let row = c
+        .query_one(
+            "SELECT error, extract(epoch FROM finished_at - started_at)::float8 FROM sync.job",
+            &[],
+        )
+        .await
+        .unwrap();
+    let error: String = row.get(0);
+    assert!(error.contains("soft time limit"), "{error}");
+    let took: f64 = row.get(1);
+    assert!((1.0..8.0).contains(&took), "stopped after {took} s");
+    // The executor was not killed for it.
+    assert!(!w.output().contains("hard time limit"), "{}", w.output());
+}
