@@ -42,7 +42,8 @@ async fn wait_drained(c: &Client) {
     loop {
         let busy: bool = scalar(
             c,
-            "SELECT EXISTS (SELECT 1 FROM sync.job WHERE state IN ('pending', 'running'))",
+            "SELECT EXISTS (SELECT 1 FROM sync.job WHERE state = 'pending')
+                 OR EXISTS (SELECT 1 FROM sync.job WHERE state = 'running')",
         )
         .await;
         if !busy {
@@ -56,6 +57,15 @@ async fn wait_drained(c: &Client) {
 async fn drain_secs(c: &Client, committed_at: chrono::DateTime<chrono::Utc>) -> f64 {
     let last: chrono::DateTime<chrono::Utc> =
         scalar(c, "SELECT max(finished_at) FROM sync.job").await;
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        let first: chrono::DateTime<chrono::Utc> =
+            scalar(c, "SELECT min(started_at) FROM sync.job").await;
+        eprintln!(
+            "commit -> first start {:?}, first start -> last end {:?}",
+            first - committed_at,
+            last - first
+        );
+    }
     (last - committed_at).num_microseconds().unwrap_or(0) as f64 / 1e6
 }
 
@@ -116,8 +126,8 @@ async fn start_workers(url: &str, c: &Client, p: i64, t: i64, n: usize) -> Vec<W
 async fn throughput(c: &Client, p: i64, t: i64) -> f64 {
     reset(c).await;
     insert_jobs(c, p, t).await;
-    let committed_at: chrono::DateTime<chrono::Utc> =
-        scalar(c, "SELECT max(created_at) FROM sync.job").await;
+    // The insert has committed (created_at is its start, seconds earlier for 100,000 rows).
+    let committed_at: chrono::DateTime<chrono::Utc> = scalar(c, "SELECT clock_timestamp()").await;
     wait_drained(c).await;
     let done: i64 = scalar(c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await;
     if done != JOBS {

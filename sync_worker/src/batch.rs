@@ -180,7 +180,11 @@ impl Executor {
             Ok(rows) => rows,
             Err(e) => {
                 let _ = self.rt.block_on(self.job.batch_execute("ROLLBACK"));
-                tracing::warn!("could not lock batch {batch}: {e}");
+                tracing::warn!("could not lock batch {batch}: {}", crate::pg::describe(&e));
+                if !crate::pg::is_connection_error(&e) {
+                    // Not expected: do not let the batch bounce back at full speed.
+                    std::thread::sleep(Duration::from_secs(1));
+                }
                 report.lost = ids;
                 return report;
             }

@@ -40,7 +40,7 @@ pub struct WorkerArgs {
     pub executors: Option<u16>,
 
     /// Most jobs an executor runs in one database transaction (one commit per batch).
-    #[arg(long, env = "SYNC_WORKER_BATCH_SIZE", default_value_t = 100,
+    #[arg(long, env = "SYNC_WORKER_BATCH_SIZE", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
 

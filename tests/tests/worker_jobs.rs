@@ -395,3 +395,64 @@ async fn batch_jobs_commit_with_their_completion_and_failures_roll_back_alone() 
     .await;
     assert!(failed_lines >= 3, "{failed_lines}");
 }
+
+#[tokio::test]
+async fn deleting_a_project_task_or_job_cleans_up_its_log_lines() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (p, t) = create_task(&c, "cleanup", "main", CODE).await;
+    let (p2, t2) = create_task(&c, "cleanup2", "main", CODE).await;
+    insert_jobs(&c, p, t, "work", 3).await;
+    insert_jobs(&c, p2, t2, "work", 3).await;
+    let _w = WorkerProcess::start(&db.url, &["--executors", "1"]);
+    wait_for("jobs done", Duration::from_secs(30), || async {
+        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await == 6
+    })
+    .await;
+    assert_eq!(count(&c, "SELECT count(*) FROM sync.log").await, 12);
+    // A job: its lines go.
+    c.batch_execute("DELETE FROM sync.job WHERE id = (SELECT min(id) FROM sync.job)")
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM sync.log").await, 10);
+    // A task: its lines stay, without the task (jobs go with the task).
+    c.execute(
+        "INSERT INTO sync.log (project_id, task_id, message) VALUES ($1, $2, 'kept')",
+        &[&p2, &t2],
+    )
+    .await
+    .unwrap();
+    c.execute("DELETE FROM sync.task WHERE id = $1", &[&t2])
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM sync.log WHERE message = 'kept' AND task_id IS NULL"
+        )
+        .await,
+        1
+    );
+    // A project: all its lines go.
+    c.execute("DELETE FROM sync.project WHERE id = $1", &[&p])
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &c,
+            &format!("SELECT count(*) FROM sync.log WHERE project_id = {p}")
+        )
+        .await,
+        0
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM sync.log").await, 1);
+    // A developer may delete a project without rights on sync.log.
+    let dev = db.connect_as("worker_test_dev2").await;
+    c.batch_execute("GRANT sync_developer TO worker_test_dev2")
+        .await
+        .unwrap();
+    dev.execute("DELETE FROM sync.project WHERE id = $1", &[&p2])
+        .await
+        .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM sync.log").await, 0);
+}

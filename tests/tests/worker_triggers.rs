@@ -426,9 +426,11 @@ async fn workers_call_enqueue_timed_triggers_when_it_exists() {
     let n: i32 = scalar(&c, "SELECT sync.enqueue_scheduled()").await;
     assert_eq!(n, 2);
     let _w = WorkerProcess::start(&db.url, &["--executors", "1"]);
-    wait_for("the worker to call it twice more", Duration::from_secs(10), || async {
-        count(&c, "SELECT count(*) FROM timed_calls").await >= 3
-    })
+    wait_for(
+        "the worker to call it twice more",
+        Duration::from_secs(10),
+        || async { count(&c, "SELECT count(*) FROM timed_calls").await >= 3 },
+    )
     .await;
 }
 
@@ -436,10 +438,19 @@ async fn workers_call_enqueue_timed_triggers_when_it_exists() {
 async fn soft_time_limit_raises_in_python_and_task_time_limit_overrides_it() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let (p, t) = create_task(&c, "soft", "main", "def spin():\n    while True:\n        pass\n").await;
-    c.execute("UPDATE sync.task SET time_limit = '1 second' WHERE id = $1", &[&t])
-        .await
-        .unwrap();
+    let (p, t) = create_task(
+        &c,
+        "soft",
+        "main",
+        "def spin():\n    while True:\n        pass\n",
+    )
+    .await;
+    c.execute(
+        "UPDATE sync.task SET time_limit = '1 second' WHERE id = $1",
+        &[&t],
+    )
+    .await
+    .unwrap();
     c.execute(
         "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler) VALUES ($1, $2, 'job', 'spin')",
         &[&p, &t],
@@ -449,11 +460,20 @@ async fn soft_time_limit_raises_in_python_and_task_time_limit_overrides_it() {
     // Worker limits are long: the task's 1 s applies (hard: 1 s + (60 - 50) s).
     let w = WorkerProcess::start(
         &db.url,
-        &["--executors", "1", "--soft-time-limit", "50s", "--hard-time-limit", "60s"],
+        &[
+            "--executors",
+            "1",
+            "--soft-time-limit",
+            "50s",
+            "--hard-time-limit",
+            "60s",
+        ],
     );
-    wait_for("the job stopped at its soft limit", Duration::from_secs(20), || async {
-        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'failed'").await == 1
-    })
+    wait_for(
+        "the job stopped at its soft limit",
+        Duration::from_secs(20),
+        || async { count(&c, "SELECT count(*) FROM sync.job WHERE state = 'failed'").await == 1 },
+    )
     .await;
     let row = c
         .query_one(
