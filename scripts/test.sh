@@ -27,4 +27,8 @@ export PG_SYNC_TEST_URL="postgres://postgres@127.0.0.1:$port/postgres"
 
 log "running the tests"
 cd "$PG_SYNC_ROOT"
+if [ "$#" -eq 0 ]; then
+    # Unit tests of the worker (value conversion, statement checks): no database needed.
+    cargo test --release -p sync_worker --bins
+fi
 cargo test --release -p pg_sync_tests "$@" -- --test-threads="${PG_SYNC_TEST_THREADS:-4}"

@@ -128,7 +128,7 @@ async fn log_levels_and_transmissions() {
             r#"
 def handle_cron():
     log('debug line', LOG_DEBUG)
-    log('info line')
+    log('info line', LOG_INFO)
     log_transmission('https://api.example.com/orders', '{"id": 1}')
     return 'ok'
 
