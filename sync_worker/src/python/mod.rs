@@ -4,6 +4,10 @@
 // Rust keeps the database side (db.rs: savepoint, role, statements; convert.rs: values);
 // the task-code context is an embedded Python package (py/*.py, module `pg_sync`) on top
 // of the primitives in native.rs. The executor only calls `Runtime::run`.
+//
+// Webhooks (later) fit the same path: `run_webhook` will reuse `project()` and the
+// runner's `run_job` with handler `handle_webhook` and an httprequest argument, and map
+// the return value to a response instead of an Outcome.
 pub mod convert;
 pub mod db;
 mod native;
