@@ -39,7 +39,7 @@ GRANT USAGE ON SCHEMA sync TO sync_user;
 -- sync_user: read everything but secret values.
 GRANT SELECT ON sync.setting, sync.project, sync.project_param, sync.project_text, sync.task,
     sync.trigger_name, sync.cron_trigger, sync.db_trigger, sync.button_trigger, sync.link,
-    sync.link_system, sync.worker, sync.job, sync.log, sync.log_view TO sync_user;
+    sync.worker, sync.job, sync.log, sync.log_view TO sync_user;
 GRANT SELECT (id, project_id, key) ON sync.project_secret TO sync_user;
 GRANT SELECT (id, task_id, project_id, name, active, content_type, token) ON sync.webhook_trigger TO sync_user;
 
@@ -68,7 +68,6 @@ GRANT EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestampt
     sync_set_link(text, regclass, text, text, timestamptz, boolean),
     sync_set_link(text, jsonb, timestamptz, boolean),
     sync_update_links(bigint[], timestamptz), sync_unlink(bigint[]) TO sync_developer;
-GRANT EXECUTE ON FUNCTION sync.install_link_cleanup(regclass, text) TO sync_developer;
 
 -- Job functions (sql/jobs.sql): developers press buttons, retry and cancel jobs, and
 -- task code enqueues jobs; the queue maintenance is for workers (owner / sync_admin).

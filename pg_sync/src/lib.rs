@@ -4,6 +4,7 @@ use pgrx::prelude::*;
 
 mod error;
 mod links;
+mod plans;
 mod tables;
 mod triggers;
 

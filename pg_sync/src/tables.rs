@@ -10,6 +10,7 @@ use pgrx::pgrx_sql_entity_graph::metadata::{
 use pgrx::prelude::*;
 
 use crate::error::*;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 
 /// A `regclass` argument. Unlike `PgRelation` it does not open the relation, so a
 /// dropped table gives our own clear error instead of an internal one.
@@ -67,6 +68,13 @@ unsafe impl SqlTranslatable for Regclass {
 pub struct TableInfo {
     /// `<schema>.<table>`, the `system` of its rows in links.
     pub system: String,
+    /// Schema name, unquoted.
+    pub schema: String,
+    pub oid: pg_sys::Oid,
+    /// Owner of the table: link checks on its rows run as this role.
+    pub owner: pg_sys::Oid,
+    /// Attribute numbers of the primary key columns, in key order.
+    pub pk_attnums: Vec<i16>,
     /// Quoted, schema-qualified name for use in SQL text.
     pub quoted: String,
     /// Primary key columns in key order: (quoted column name, formatted type).
@@ -122,6 +130,9 @@ fn ensure_callback() {
     });
 }
 
+/// Why a table cannot be used: SQLSTATE, message and hint for `raise`.
+pub struct Unusable(PgSqlErrorCode, String, String);
+
 /// Look a table up, raising a clear error when it does not exist, is not a table or
 /// has no primary key.
 pub fn table_info(rel: Option<Regclass>, what: &str) -> TableInfo {
@@ -132,21 +143,34 @@ pub fn table_info(rel: Option<Regclass>, what: &str) -> TableInfo {
             "Pass the local table as 'schema.table'::regclass.",
         )
     };
-    ensure_callback();
-    if let Some(info) = CACHE.with(|c| c.borrow().get(&oid).cloned()) {
-        return info;
+    match lookup(oid, what) {
+        Ok(info) => info,
+        Err(Unusable(code, message, hint)) => raise(code, message, hint),
     }
-    let info = load(oid, what);
-    CACHE.with(|c| c.borrow_mut().insert(oid, info.clone()));
-    info
 }
 
-fn load(oid: pg_sys::Oid, what: &str) -> TableInfo {
+/// Same as `table_info` for code that must not fail (triggers): None when the table
+/// cannot be used.
+pub fn table_info_quiet(oid: pg_sys::Oid) -> Option<TableInfo> {
+    lookup(oid, "").ok()
+}
+
+fn lookup(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
+    ensure_callback();
+    if let Some(info) = CACHE.with(|c| c.borrow().get(&oid).cloned()) {
+        return Ok(info);
+    }
+    let info = load(oid, what)?;
+    CACHE.with(|c| c.borrow_mut().insert(oid, info.clone()));
+    Ok(info)
+}
+
+fn load(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
     let found = Spi::connect(|client| {
         let rows = client
             .select(
                 "SELECT n.nspname::text, c.relname::text, c.relkind::text,
-                        quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+                        quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relowner
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE c.oid = $1",
                 None,
@@ -159,11 +183,15 @@ fn load(oid: pg_sys::Oid, what: &str) -> TableInfo {
             let rel: String = row.get(2).or_raise("table lookup").unwrap_or_default();
             let kind: String = row.get(3).or_raise("table lookup").unwrap_or_default();
             let quoted: String = row.get(4).or_raise("table lookup").unwrap_or_default();
-            head = Some((nsp, rel, kind, quoted));
+            let owner: pg_sys::Oid = row
+                .get(5)
+                .or_raise("table lookup")
+                .unwrap_or(pg_sys::InvalidOid);
+            head = Some((nsp, rel, kind, quoted, owner));
         }
         let pk_rows = client
             .select(
-                "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod)
+                "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnum
                  FROM pg_index i
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
                  WHERE i.indrelid = $1 AND i.indisprimary
@@ -182,36 +210,48 @@ fn load(oid: pg_sys::Oid, what: &str) -> TableInfo {
                 .get(2)
                 .or_raise("primary key lookup")
                 .unwrap_or_default();
-            pk.push((col, ty));
+            let attnum: i16 = row
+                .get(3)
+                .or_raise("primary key lookup")
+                .unwrap_or_default();
+            pk.push((col, ty, attnum));
         }
         head.map(|h| (h, pk))
     });
-    let Some(((nsp, rel, kind, quoted), pk)) = found else {
-        raise(
+    let Some(((nsp, rel, kind, quoted, owner), pk)) = found else {
+        return Err(Unusable(
             ERRCODE_UNDEFINED_TABLE,
             format!(
                 "{what}: table with oid {} does not exist (was it dropped?)",
                 oid.to_u32()
             ),
-            "Pass an existing table as 'schema.table'::regclass.",
-        )
+            "Pass an existing table as 'schema.table'::regclass.".into(),
+        ));
     };
     let system = format!("{nsp}.{rel}");
-    if !matches!(kind.as_str(), "r" | "p" | "f") {
-        raise(
+    if !matches!(kind.as_str(), "r" | "p") {
+        return Err(Unusable(
             ERRCODE_WRONG_OBJECT_TYPE,
             format!("{what}: \"{system}\" is not a table"),
-            "Links and db triggers work on tables with a primary key.",
-        )
+            "Links and db triggers work on tables with a primary key.".into(),
+        ));
     }
     if pk.is_empty() {
-        raise(
+        return Err(Unusable(
             ERRCODE_INVALID_TABLE_DEFINITION,
             format!("{what}: table \"{system}\" has no primary key"),
             format!("Add one (ALTER TABLE {quoted} ADD PRIMARY KEY (...)); pg_sync identifies rows by their primary key."),
-        )
+        ));
     }
-    TableInfo { system, quoted, pk }
+    Ok(TableInfo {
+        system,
+        schema: nsp,
+        oid,
+        owner,
+        pk_attnums: pk.iter().map(|p| p.2).collect(),
+        quoted,
+        pk: pk.into_iter().map(|(c, t, _)| (c, t)).collect(),
+    })
 }
 
 /// Split a record literal such as `(1,"a b")` into its fields (None for NULL).
