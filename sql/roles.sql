@@ -36,30 +36,36 @@ ALTER FUNCTION sync.bump_project_version() SECURITY DEFINER SET search_path = pg
 
 GRANT USAGE ON SCHEMA sync TO sync_user;
 
--- sync_user: read everything but secret values.
-GRANT SELECT ON sync.setting, sync.project, sync.project_param, sync.project_text, sync.task,
-    sync.trigger_name, sync.cron_trigger, sync.db_trigger, sync.button_trigger, sync.link,
-    sync.worker, sync.job, sync.log, sync.log_view TO sync_user;
+-- sync_user: read everything but secret values. Tables added by later files are
+-- readable too; a table with secrets revokes SELECT below and grants its other columns.
+GRANT SELECT ON ALL TABLES IN SCHEMA sync TO sync_user;
+REVOKE SELECT ON sync.project_secret, sync.webhook_trigger FROM sync_user;
 GRANT SELECT (id, project_id, key) ON sync.project_secret TO sync_user;
 GRANT SELECT (id, task_id, project_id, name, active, content_type, token) ON sync.webhook_trigger TO sync_user;
 
--- sync_developer: projects without core_code / run_as, tasks, triggers, params, texts;
--- links and jobs (task code and buttons); never secrets.
-GRANT INSERT (name, active, common_code, eval_context),
-      UPDATE (name, active, common_code, eval_context), DELETE
+-- sync_developer: projects (not core_code, run_as or eval_context: those decide what
+-- code sees secrets and under which role it runs), tasks, triggers (not the run_as of
+-- cron triggers nor webhook signing secrets), params, texts, links; jobs (task code
+-- and buttons); never secrets.
+GRANT INSERT (name, active, common_code),
+      UPDATE (name, active, common_code), DELETE
     ON sync.project TO sync_developer;
 GRANT INSERT, UPDATE, DELETE ON sync.project_param, sync.project_text, sync.task,
-    sync.cron_trigger, sync.db_trigger, sync.button_trigger, sync.link TO sync_developer;
+    sync.db_trigger, sync.button_trigger, sync.link TO sync_developer;
+GRANT INSERT (task_id, project_id, name, active, "interval", next_run_at, calls_left),
+      UPDATE (task_id, project_id, name, active, "interval", next_run_at, calls_left), DELETE
+    ON sync.cron_trigger TO sync_developer;
 GRANT INSERT (task_id, project_id, name, active, content_type, token),
       UPDATE (task_id, project_id, name, active, content_type, token), DELETE
     ON sync.webhook_trigger TO sync_developer;
 GRANT INSERT, UPDATE ON sync.job TO sync_developer;
 
--- sync_admin: everything, including secrets, core_code and run_as.
+-- sync_admin: everything, including secrets, core_code, run_as and eval_context.
 GRANT ALL ON ALL TABLES IN SCHEMA sync TO sync_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA sync TO sync_admin;
 
--- Functions that write: not for PUBLIC.
+-- Link functions that write: developers (and admins) only. The others are open to
+-- PUBLIC but read sync.link as the caller, so they need sync_user.
 REVOKE EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestamptz, boolean),
     sync_set_link(text, regclass, text, text, timestamptz, boolean),
     sync_set_link(text, jsonb, timestamptz, boolean),

@@ -18,28 +18,52 @@ thread_local! {
     static PLANS: RefCell<HashMap<String, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
 }
 
-/// Run `sql` through a kept plan. Every statement runs as a writing one: SPI then takes
-/// a fresh snapshot for it, so in READ COMMITTED it sees what others committed while
-/// we waited for a lock.
+fn ensure_plan(client: &SpiClient<'_>, sql: &str, types: &[pg_sys::Oid], writes: bool) {
+    if PLANS.with(|p| p.borrow().contains_key(sql)) {
+        return;
+    }
+    let oids: Vec<PgOid> = types.iter().map(|o| PgOid::from(*o)).collect();
+    let plan = if writes {
+        client.prepare_mut(sql, &oids)
+    } else {
+        client.prepare(sql, &oids)
+    }
+    .or_raise("preparing a query")
+    .keep();
+    PLANS.with(|p| p.borrow_mut().insert(sql.to_string(), plan));
+}
+
+/// Run the writing statement `sql` (or one that must see the latest commits) through
+/// a kept plan. SPI takes a fresh snapshot for it, so in READ COMMITTED it sees what
+/// others committed while we waited for a lock.
 pub fn run<'conn>(
     client: &mut SpiClient<'conn>,
     sql: &str,
     types: &[pg_sys::Oid],
     args: &[DatumWithOid],
 ) -> SpiTupleTable<'conn> {
-    let cached = PLANS.with(|p| p.borrow().contains_key(sql));
-    if !cached {
-        let oids: Vec<PgOid> = types.iter().map(|o| PgOid::from(*o)).collect();
-        let plan = client
-            .prepare_mut(sql, &oids)
-            .or_raise("preparing a query")
-            .keep();
-        PLANS.with(|p| p.borrow_mut().insert(sql.to_string(), plan));
-    }
+    ensure_plan(client, sql, types, true);
     PLANS.with(|p| {
         let plans = p.borrow();
-        let plan = plans.get(sql).expect("inserted above");
+        let plan = plans.get(sql).expect("prepared above");
         client.update(plan, None, args).or_raise("a query")
+    })
+}
+
+/// Run the read-only statement `sql` through a kept plan, on the calling statement's
+/// snapshot. It never assigns a transaction id, so it works in read-only
+/// transactions, on standbys and in parallel workers.
+pub fn query<'conn>(
+    client: &SpiClient<'conn>,
+    sql: &str,
+    types: &[pg_sys::Oid],
+    args: &[DatumWithOid],
+) -> SpiTupleTable<'conn> {
+    ensure_plan(client, sql, types, false);
+    PLANS.with(|p| {
+        let plans = p.borrow();
+        let plan = plans.get(sql).expect("prepared above");
+        client.select(plan, None, args).or_raise("a query")
     })
 }
 

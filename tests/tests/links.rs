@@ -1600,3 +1600,44 @@ async fn cleanup_triggers_do_not_get_in_the_way() {
         ]
     );
 }
+
+#[tokio::test]
+async fn searches_run_in_read_only_transactions_and_parallel_workers() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    app_tables(&c).await;
+    set(&c, "sync_set_link('p', 'partner'::regclass, 1, 'A')").await;
+    set(
+        &c,
+        "sync_set_link('card', '{\"github\": \"1\", \"trello\": \"x\"}'::jsonb)",
+    )
+    .await;
+    let reads = [
+        "SELECT count(*) FROM sync_search_links('p', 'partner'::regclass)",
+        "SELECT count(*) FROM sync_search_links('p', 'partner'::regclass, ARRAY[1])",
+        "SELECT count(*) FROM sync_search_links('card', '{\"github\": \"1\", \"trello\": null}'::jsonb)",
+        "SELECT count(*) FROM (SELECT sync_get_link('p', 'A')) x",
+        "SELECT count(*) FROM (SELECT sync_get_link('card', '{\"github\": 1, \"trello\": \"x\"}'::jsonb)) x",
+    ];
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    for sql in reads {
+        assert_eq!(scalar::<i64>(&c, sql).await, 1, "{sql}");
+    }
+    c.batch_execute("COMMIT").await.unwrap();
+    // Parallel-safe functions may run in a parallel worker, which cannot assign a
+    // transaction id: reading links must not need one.
+    c.batch_execute("SET force_parallel_mode = on; SET parallel_setup_cost = 0")
+        .await
+        .unwrap();
+    let plan: Vec<String> = c
+        .query(&format!("EXPLAIN (COSTS OFF) {}", reads[0]), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan.iter().any(|l| l.contains("Gather")), "{plan:?}");
+    for sql in reads {
+        assert_eq!(scalar::<i64>(&c, sql).await, 1, "{sql}");
+    }
+}

@@ -144,8 +144,8 @@ fn sync_set_link_refs(
 // ---------------------------------------------------------------------------------
 
 fn search(sql: &str, types: &[pg_sys::Oid], args: &[DatumWithOid]) -> Vec<Link> {
-    Spi::connect_mut(|client| {
-        let table = plans::run(client, sql, types, args);
+    Spi::connect(|client| {
+        let table = plans::query(client, sql, types, args);
         let mut out = Vec::with_capacity(table.len());
         for row in table {
             if let Some(link) = row.get::<Link>(1).or_raise("reading a link") {
