@@ -400,26 +400,62 @@ async fn sync_admin_does_everything() {
 }
 
 #[tokio::test]
-async fn create_extension_in_several_databases_at_once() {
-    // Roles belong to the cluster: on a fresh cluster, concurrent CREATE EXTENSION in
-    // several databases all try to create them.
+async fn create_extension_in_two_databases_at_once() {
+    // Roles belong to the cluster. On a fresh cluster, database a creates them in an
+    // open transaction; database b's CREATE EXTENSION waits for it and, once a
+    // commits, must find them instead of failing on a duplicate role.
     let cluster = Cluster::start();
-    let url = cluster.url("postgres");
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { TestDb::on(&url).await })
-        })
-        .collect();
-    let mut dbs = Vec::new();
-    for t in tasks {
-        dbs.push(t.await.expect("CREATE EXTENSION in parallel databases"));
+    let admin = connect(&cluster.url("postgres")).await;
+    for name in ["a", "b"] {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
     }
-    let c = dbs[0].connect().await;
+    let a = connect(&cluster.url("a")).await;
+    let b = connect(&cluster.url("b")).await;
+    a.batch_execute("BEGIN; CREATE EXTENSION pg_sync")
+        .await
+        .unwrap();
+    let pid: i32 = scalar(&b, "SELECT pg_backend_pid()").await;
+    let second = tokio::spawn(async move {
+        let r = b.batch_execute("CREATE EXTENSION pg_sync").await;
+        (b, r)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: bool = admin
+            .query_one(
+                "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database b never waited for a"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    a.batch_execute("COMMIT").await.unwrap();
+    let (b, r) = second.await.unwrap();
+    if let Err(e) = r {
+        panic!("CREATE EXTENSION in b: {:?}", sqlstate(&e));
+    }
     let n: i64 = scalar(
-        &c,
+        &b,
         "SELECT count(*) FROM pg_roles WHERE rolname IN ('sync_user', 'sync_developer', 'sync_admin')",
     )
     .await;
     assert_eq!(n, 3);
+    let member: bool = scalar(
+        &b,
+        "SELECT pg_has_role('sync_admin', 'sync_user', 'MEMBER')",
+    )
+    .await;
+    assert!(member);
 }
