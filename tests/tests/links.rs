@@ -1641,3 +1641,52 @@ async fn searches_run_in_read_only_transactions_and_parallel_workers() {
         assert_eq!(scalar::<i64>(&c, sql).await, 1, "{sql}");
     }
 }
+
+#[tokio::test]
+async fn readme_links_examples_run() {
+    // The SQL blocks of README's "Links" section, in order; a statement commented
+    // `-- ERROR <sqlstate>` must fail with that SQLSTATE.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme.find("\n## Links").expect("a Links section");
+    let section = &readme[start..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+    let mut statements = Vec::new();
+    for block in section.split("```sql\n").skip(1) {
+        let block = &block[..block.find("```").expect("closed block")];
+        let mut current = String::new();
+        for line in block.lines() {
+            current.push_str(line);
+            current.push('\n');
+            if line.trim_end().ends_with(';') || line.contains(";  --") || line.contains("; --") {
+                statements.push(std::mem::take(&mut current));
+            }
+        }
+        assert!(
+            current.trim().is_empty(),
+            "unterminated statement: {current}"
+        );
+    }
+    assert!(statements.len() > 20, "{statements:?}");
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    for sql in &statements {
+        match sql.split("-- ERROR ").nth(1) {
+            Some(code) => {
+                expect_error(&c, sql, &code.trim()[..5]).await;
+            }
+            None => {
+                if let Err(e) = c.batch_execute(sql).await {
+                    panic!("README example failed: {sql}{:?}", sqlstate(&e));
+                }
+            }
+        }
+    }
+    // The examples leave: Ada linked twice (many2many), Bob's link deleted with him.
+    let left: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM sync_search_links('partner', 'partner'::regclass)",
+    )
+    .await;
+    assert_eq!(left, 2);
+}
