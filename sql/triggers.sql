@@ -27,6 +27,7 @@ CREATE TABLE sync.db_trigger_due (
 );
 CREATE INDEX db_trigger_due_at ON sync.db_trigger_due (due_at);
 COMMENT ON TABLE sync.db_trigger_due IS 'Schedule of timed db triggers: one entry per row waiting for date_column + time_offset; maintained by the installed triggers, consumed by sync.enqueue_timed_triggers().';
+COMMENT ON COLUMN sync.db_trigger_due.trigger_id IS 'The timed db trigger (deleted with it).';
 COMMENT ON COLUMN sync.db_trigger_due.key IS 'Primary key of the row, in the job args format (JSON scalar, or array for a composite key).';
 COMMENT ON COLUMN sync.db_trigger_due.due_at IS 'When the row is due: its date_column + time_offset.';
 COMMENT ON COLUMN sync.db_trigger_due.user_name IS 'Role that last set the row''s date; recorded as the user of the job.';

@@ -172,6 +172,8 @@ async fn sync_developer_edits_projects_tasks_triggers_params_texts_and_links() {
     c.batch_execute(
         "CREATE TABLE watched (id int PRIMARY KEY, state text);
          GRANT SELECT ON partner TO sync_developer;
+         -- Watching a table with a db trigger needs the TRIGGER privilege on it.
+         GRANT TRIGGER ON watched TO sync_developer;
          SET ROLE sync_developer",
     )
     .await
