@@ -20,3 +20,13 @@ COMMENT ON FUNCTION sync.links_on_drop() IS 'pg_sync: deletes the links of the r
 -- No tag filter: tables also go with DROP SCHEMA, DROP OWNED, DROP EXTENSION, ...
 CREATE EVENT TRIGGER pg_sync_links_drop ON sql_drop
     EXECUTE FUNCTION sync.links_on_drop();
+
+-- What sync_search_links(relation, refs) filters on, as checked by sync.refs_filter.
+CREATE TYPE sync.refs_filter AS (
+    relation text,
+    system1  text,
+    system2  text,
+    refs1    text[],
+    refs2    text[]
+);
+COMMENT ON TYPE sync.refs_filter IS 'A checked refs search: the two systems sorted, their refs (NULL = any).';

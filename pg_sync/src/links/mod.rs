@@ -226,6 +226,27 @@ mod sync {
     ) -> SetOfIterator<'static, pgrx::composite_type!('static, "sync.link")> {
         SetOfIterator::new(search_local(relation, tbl, ids))
     }
+
+    /// The checked filter of a refs search: systems sorted, refs as text arrays
+    /// (NULL = no filter on that system).
+    #[pg_extern(immutable, parallel_safe, requires = ["links"])]
+    fn refs_filter(
+        relation: Option<&str>,
+        refs: Option<JsonB>,
+    ) -> pgrx::composite_type!('static, "sync.refs_filter") {
+        const FUNC: &str = "sync_search_links";
+        let relation = refs::relation(relation, FUNC);
+        let [(s1, v1), (s2, v2)] = refs::two_systems(&refs, FUNC);
+        let f1 = refs::filter(v1, &s1, FUNC);
+        let f2 = refs::filter(v2, &s2, FUNC);
+        let mut row = built(PgHeapTuple::new_composite_type("sync.refs_filter"));
+        for (name, value) in [("relation", relation), ("system1", s1), ("system2", s2)] {
+            built(row.set_by_name(name, value));
+        }
+        built(row.set_by_name("refs1", f1));
+        built(row.set_by_name("refs2", f2));
+        row
+    }
 }
 
 extension_sql!(
@@ -281,20 +302,56 @@ fn search_refs(relation: &str, refs: &Option<JsonB>, func: &str) -> Vec<Link> {
     search(sql, &types[..args.len()], &args)
 }
 
-/// Links between two systems; each ref may be a scalar, an array or null (no filter).
-#[pg_extern(name = "sync_search_links", stable, parallel_safe)]
-fn sync_search_links_refs(
-    relation: Option<&str>,
-    refs: Option<JsonB>,
-) -> SetOfIterator<'static, pgrx::composite_type!('static, "sync.link")> {
-    const FUNC: &str = "sync_search_links";
-    let relation = refs::relation(relation, FUNC);
-    SetOfIterator::new(search_refs(&relation, &refs, FUNC))
-}
+// sync_search_links(relation, refs) is an SQL function (below) that PostgreSQL inlines
+// into the calling query: with refs known when the query is planned, refs_filter runs
+// once at planning and the search is the very plan of a hand-written SELECT; with refs
+// as a parameter, it runs once per call and the refs still drive index scans.
+extension_sql!(
+    r#"
+CREATE FUNCTION sync_search_links(relation text, refs jsonb)
+RETURNS SETOF sync.link LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    WITH p AS MATERIALIZED (SELECT sync.refs_filter(relation, refs) AS f)
+    SELECT l.*
+    FROM p CROSS JOIN LATERAL (
+        SELECT * FROM sync.link l
+        WHERE (p.f).refs1 IS NOT NULL
+          AND l.relation = (p.f).relation AND l.system1 = (p.f).system1
+          AND l.ref1 = ANY ((p.f).refs1) AND l.system2 = (p.f).system2
+          AND ((p.f).refs2 IS NULL OR l.ref2 = ANY ((p.f).refs2))
+        UNION ALL
+        SELECT * FROM sync.link l
+        WHERE (p.f).refs1 IS NULL AND (p.f).refs2 IS NOT NULL
+          AND l.relation = (p.f).relation AND l.system2 = (p.f).system2
+          AND l.ref2 = ANY ((p.f).refs2) AND l.system1 = (p.f).system1
+        UNION ALL
+        SELECT * FROM sync.link l
+        WHERE (p.f).refs1 IS NULL AND (p.f).refs2 IS NULL
+          AND l.relation = (p.f).relation AND l.system1 = (p.f).system1
+          AND l.system2 = (p.f).system2
+    ) l
+    ORDER BY l.id
+$$;
+COMMENT ON FUNCTION sync_search_links(text, jsonb) IS 'Links between the two systems named in refs; each ref is a scalar, an array or null (no filter); by link id.';
+"#,
+    name = "search_refs_links",
+    requires = [sync::refs_filter]
+);
 
 // ---------------------------------------------------------------------------------
 // sync_get_link
 // ---------------------------------------------------------------------------------
+
+/// A composite value we build ourselves: failing is a bug, not bad input.
+fn built<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| {
+        raise(
+            ERRCODE_INTERNAL_ERROR,
+            format!("pg_sync: building a value failed: {e}"),
+            "This is a bug in pg_sync; please report it.",
+        )
+    })
+}
 
 fn at_most_one(mut links: Vec<Link>, func: &str, what: String) -> Option<Link> {
     if links.len() > 1 {
