@@ -10,6 +10,13 @@
 // SERIALIZABLE the conflicting row is invisible to our snapshot and PostgreSQL raises
 // a serialization failure (40001) instead. No lock is held per linked key, so one
 // transaction may link any number of records.
+//
+// The indexes are per side: a record whose system sits on side 1 of some links of a
+// relation and on side 2 of others (linked both to a system that sorts before and to
+// one that sorts after it) is checked by the lookup only, not under races. Local links
+// (always against '__external__') and relations between one pair of systems are not
+// concerned. A racing many2many link against a plain one ends as if the plain one came
+// first, which the rule allows.
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
