@@ -109,3 +109,10 @@ GRANT EXECUTE ON FUNCTION sync.dbt_apply(bigint, boolean),
     sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint)
     TO sync_developer;
 GRANT EXECUTE ON FUNCTION sync.enqueue_timed_triggers() TO sync_admin;
+
+-- Webhooks (sql/webhooks.sql): whoever may read tokens may build URLs; recording calls
+-- that died is for workers.
+REVOKE EXECUTE ON FUNCTION sync_webhook_url(text, text),
+    sync.webhook_call_failed(text, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sync_webhook_url(text, text) TO sync_user;
+GRANT EXECUTE ON FUNCTION sync.webhook_call_failed(text, integer, text) TO sync_admin;

@@ -281,9 +281,13 @@ CREATE TABLE sync.worker (
     version    text NOT NULL,
     started_at timestamptz NOT NULL DEFAULT now(),
     last_seen  timestamptz NOT NULL DEFAULT now(),
-    stopped_at timestamptz
+    stopped_at timestamptz,
+    webhook_listen text,
+    admin_listen   text
 );
 COMMENT ON TABLE sync.worker IS 'Workers that ever started. A live worker holds advisory lock (sync.worker_lock_class(), id) on its control connection.';
+COMMENT ON COLUMN sync.worker.webhook_listen IS 'Address its webhook server listens on (NULL = off).';
+COMMENT ON COLUMN sync.worker.admin_listen IS 'Address its admin HTTP API listens on (NULL = off).';
 
 CREATE FUNCTION sync.worker_lock_class() RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1937337955 $$; -- 'sync' as int4
@@ -344,14 +348,19 @@ COMMENT ON COLUMN sync.job.result IS 'Return value of the handler (JSON).';
 COMMENT ON COLUMN sync.job.parent_id IS 'Job whose code created this one with add_job.';
 
 -- One NOTIFY per statement that enqueues jobs, never one per row.
+-- Only inserts of pending jobs wake workers: webhook calls insert their (running) job
+-- rows as they run, and must not send every worker to an empty claim.
 CREATE FUNCTION sync.notify_new_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('sync_job', '');
+    IF EXISTS (SELECT 1 FROM new_jobs WHERE state = 'pending') THEN
+        PERFORM pg_notify('sync_job', '');
+    END IF;
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER job_notify AFTER INSERT ON sync.job
+    REFERENCING NEW TABLE AS new_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION sync.notify_new_jobs();
 
 CREATE TABLE sync.log (

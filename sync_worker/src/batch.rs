@@ -5,7 +5,7 @@
 // that fails is rolled back to its savepoint by the runtime; its log lines are written
 // after that, outside the savepoint, so they survive its rollback. (They are lost only
 // when the whole batch does not commit, and then every job of it runs again.)
-use crate::protocol::BatchReport;
+use crate::protocol::{BatchReport, JobOutcome};
 use crate::python::db::JobDb;
 use crate::python::{JobSpec, LogLine, Outcome, Runtime};
 use crate::status::StatusPage;
@@ -70,6 +70,8 @@ pub struct Executor {
     /// hard limit minus soft limit: added to a task's own time_limit.
     pub hard_margin: Duration,
     pub stop: std::sync::Arc<AtomicBool>,
+    /// Minimum time per job (throttle_ms).
+    pub throttle: Duration,
 }
 
 /// One job as locked, with what the worker needs besides the JobSpec.
@@ -83,17 +85,17 @@ struct Locked {
 }
 
 /// How one job ended, in the columns of sync.job.
-struct Completion {
-    id: i64,
-    state: &'static str,
-    error: Option<String>,
-    result: Option<Value>,
-    warning: bool,
+pub(crate) struct Completion {
+    pub id: i64,
+    pub state: &'static str,
+    pub error: Option<String>,
+    pub result: Option<Value>,
+    pub warning: bool,
 }
 
 /// Rows for sync.log, column by column.
 #[derive(Default)]
-struct LogRows {
+pub(crate) struct LogRows {
     at: Vec<DateTime<Utc>>,
     project: Vec<i64>,
     task: Vec<Option<i64>>,
@@ -107,7 +109,7 @@ struct LogRows {
 }
 
 impl LogRows {
-    fn push(&mut self, spec: &JobSpec, line: LogLine) {
+    pub fn push(&mut self, spec: &JobSpec, line: LogLine) {
         // The table's checks must not fail a whole batch: unknown values fall back.
         let level = match line.level.as_str() {
             "debug" | "info" | "warning" | "error" => line.level,
@@ -136,7 +138,7 @@ impl LogRows {
         self.message.push(line.message);
     }
 
-    fn line(&mut self, spec: &JobSpec, level: &str, message: String) {
+    pub fn line(&mut self, spec: &JobSpec, level: &str, message: String) {
         self.push(
             spec,
             LogLine {
@@ -151,7 +153,7 @@ impl LogRows {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum BatchError {
+pub(crate) enum BatchError {
     #[error("database connection lost: {0}")]
     Lost(tokio_postgres::Error),
     #[error("{0}")]
@@ -198,6 +200,7 @@ impl Executor {
         let mut done: Vec<Completion> = Vec::with_capacity(jobs.len());
         let mut logs = LogRows::default();
         let mut ran = Vec::with_capacity(jobs.len());
+        let mut outcomes = Vec::with_capacity(jobs.len());
         let mut busy = Duration::ZERO;
         for (i, job) in jobs.iter().enumerate() {
             let cut = i > 0 && started.elapsed() > TIME_SLICE;
@@ -208,8 +211,39 @@ impl Executor {
                 break;
             }
             let t0 = Instant::now();
-            let completion = self.run_job(job, &mut logs);
-            busy += t0.elapsed();
+            let completion = {
+                let _span = tracing::info_span!(
+                    "job",
+                    job = job.spec.job_id,
+                    project = %job.project,
+                    task = job.task.as_deref().unwrap_or("-"),
+                    trigger = job.spec.trigger_name.as_deref().unwrap_or("-"),
+                )
+                .entered();
+                let c = self.run_job(job, &mut logs);
+                match c.state {
+                    "failed" => tracing::warn!(
+                        "job failed: {}",
+                        c.error
+                            .as_deref()
+                            .and_then(|e| e.lines().last())
+                            .unwrap_or("")
+                    ),
+                    "pending" => tracing::info!("job will be retried"),
+                    state => tracing::debug!("job {state}"),
+                }
+                c
+            };
+            let spent = t0.elapsed();
+            if spent < self.throttle {
+                std::thread::sleep(self.throttle - spent);
+            }
+            busy += spent;
+            outcomes.push(JobOutcome {
+                project: job.project.clone(),
+                state: completion.state.to_string(),
+                secs: spent.as_secs_f64(),
+            });
             ran.push(job.spec.job_id);
             done.push(completion);
             if self.job.is_closed() {
@@ -236,7 +270,10 @@ impl Executor {
             t_complete.elapsed()
         );
         match completed {
-            Ok(()) => report.completed = ran,
+            Ok(()) => {
+                report.completed = ran;
+                report.outcomes = outcomes;
+            }
             Err(BatchError::Lost(e)) => {
                 tracing::warn!("batch {batch}: {e}; its jobs will run again");
                 report.lost = ran;
@@ -444,7 +481,11 @@ async fn lock(
     r
 }
 
-async fn complete(job: &Client, done: &[Completion], logs: &LogRows) -> Result<(), BatchError> {
+pub(crate) async fn complete(
+    job: &Client,
+    done: &[Completion],
+    logs: &LogRows,
+) -> Result<(), BatchError> {
     let ids: Vec<i64> = done.iter().map(|c| c.id).collect();
     let states: Vec<&str> = done.iter().map(|c| c.state).collect();
     let errors: Vec<Option<String>> = done

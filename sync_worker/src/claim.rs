@@ -18,16 +18,17 @@ SET state = 'running', worker = $2, attempts = j.attempts + 1, started_at = now(
     finished_at = NULL
 FROM c
 WHERE j.id = c.id
-RETURNING j.id";
+RETURNING j.id, j.project_id";
 
-/// Claim up to `n` jobs for worker `worker`, highest priority first.
+/// Claim up to `n` jobs for worker `worker`, highest priority first: (job, project) by
+/// job id.
 pub async fn claim(
     client: &Client,
     n: usize,
     worker: i32,
-) -> Result<Vec<i64>, tokio_postgres::Error> {
+) -> Result<Vec<(i64, i64)>, tokio_postgres::Error> {
     let rows = client.query(CLAIM_SQL, &[&(n as i64), &worker]).await?;
-    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let mut ids: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     ids.sort_unstable();
     Ok(ids)
 }

@@ -6,7 +6,9 @@
 use crate::batch::Executor;
 use crate::config::ExecutorArgs;
 use crate::pg;
-use crate::protocol::{read_frame, write_frame, BatchReport, FromExecutor, ToExecutor};
+use crate::protocol::{
+    read_frame, write_frame, BatchReport, FromExecutor, ToExecutor, WebhookCall, WebhookReply,
+};
 use crate::python::Runtime;
 use crate::status::StatusPage;
 use std::collections::VecDeque;
@@ -33,8 +35,15 @@ pub enum ExecutorError {
     Pipe(std::io::Error),
 }
 
+enum Work {
+    /// (batch, worker, job ids)
+    Jobs(u64, i32, Vec<i64>),
+    /// (batch, worker, calls)
+    Webhooks(u64, i32, Vec<WebhookCall>),
+}
+
 struct Inbox {
-    batches: VecDeque<(u64, i32, Vec<i64>)>,
+    batches: VecDeque<Work>,
     stop: bool,
 }
 
@@ -81,6 +90,7 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
         soft_time_limit: args.soft_time_limit,
         hard_margin: args.hard_time_limit.saturating_sub(args.soft_time_limit),
         stop: stop.clone(),
+        throttle: args.throttle,
     };
     send_ready(&ex, &out)?;
 
@@ -97,7 +107,7 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
                 inbox.batches.pop_front()
             }
         };
-        let Some((batch, worker, ids)) = next else {
+        let Some(work) = next else {
             return finish(&shared, &out);
         };
         if ex.job.is_closed() {
@@ -112,20 +122,42 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
                     send_ready(&ex, &out)?;
                 }
                 None => {
-                    send(
-                        &out,
-                        &FromExecutor::Report(BatchReport {
-                            batch,
-                            unstarted: ids,
-                            ..Default::default()
-                        }),
-                    )?;
+                    send(&out, &give_back(work))?;
                     return finish(&shared, &out);
                 }
             }
         }
-        let report = ex.run_batch(batch, worker, ids);
-        send(&out, &FromExecutor::Report(report))?;
+        match work {
+            Work::Jobs(batch, worker, ids) => {
+                let report = ex.run_batch(batch, worker, ids);
+                send(&out, &FromExecutor::Report(report))?;
+            }
+            Work::Webhooks(batch, worker, calls) => {
+                let replies = ex.run_webhooks(worker, &calls);
+                send(&out, &FromExecutor::WebhookReplies { batch, replies })?;
+            }
+        }
+    }
+}
+
+/// What to tell the supervisor about work that will not run here: jobs go back to the
+/// queue, webhook calls are answered 503 (the sender may try again).
+fn give_back(work: Work) -> FromExecutor {
+    match work {
+        Work::Jobs(batch, _, ids) => FromExecutor::Report(BatchReport {
+            batch,
+            unstarted: ids,
+            ..Default::default()
+        }),
+        Work::Webhooks(batch, _, calls) => FromExecutor::WebhookReplies {
+            batch,
+            replies: calls
+                .iter()
+                .map(|c| {
+                    WebhookReply::error(c.id, 503, "the worker is stopping; send the request again")
+                })
+                .collect(),
+        },
     }
 }
 
@@ -135,15 +167,8 @@ fn finish(shared: &Shared, out: &Out) -> Result<(), ExecutorError> {
         let mut inbox = shared.0.lock().unwrap_or_else(|e| e.into_inner());
         inbox.batches.drain(..).collect()
     };
-    for (batch, _, ids) in left {
-        send(
-            out,
-            &FromExecutor::Report(BatchReport {
-                batch,
-                unstarted: ids,
-                ..Default::default()
-            }),
-        )?;
+    for work in left {
+        send(out, &give_back(work))?;
     }
     send(out, &FromExecutor::Bye)
 }
@@ -177,7 +202,7 @@ fn connect(
         match rt.block_on(pg::connect(url, name)) {
             Ok(client) => return Some(client),
             Err(e) => {
-                tracing::debug!("{name}: cannot connect: {}", pg::describe(&e));
+                tracing::debug!("{name}: cannot connect: {e}");
                 std::thread::sleep(backoff.next_delay());
             }
         }
@@ -204,11 +229,24 @@ fn read_messages(mut input: File, shared: Shared, out: Out, stop: Arc<AtomicBool
                 worker,
                 jobs,
             } => {
-                inbox.batches.push_back((batch, worker, jobs));
+                inbox.batches.push_back(Work::Jobs(batch, worker, jobs));
+            }
+            ToExecutor::Webhooks {
+                batch,
+                worker,
+                calls,
+            } => {
+                inbox
+                    .batches
+                    .push_back(Work::Webhooks(batch, worker, calls));
             }
             ToExecutor::Recall { batch } => {
-                if let Some(pos) = inbox.batches.iter().position(|b| b.0 == batch) {
-                    if let Some((batch, _, ids)) = inbox.batches.remove(pos) {
+                let pos = inbox
+                    .batches
+                    .iter()
+                    .position(|b| matches!(b, Work::Jobs(id, _, _) if *id == batch));
+                if let Some(pos) = pos {
+                    if let Some(Work::Jobs(batch, _, ids)) = inbox.batches.remove(pos) {
                         drop(inbox);
                         let _ = send(
                             &out,

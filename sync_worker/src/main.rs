@@ -1,10 +1,12 @@
-// sync_worker entry point: parses the command line and runs the supervisor (default) or,
-// when started by the supervisor itself, one executor process.
+// sync_worker entry point: parses the settings and runs the supervisor (default), one
+// executor process (when started by the supervisor itself), or a command.
 mod batch;
 mod claim;
 mod config;
 mod cron;
 mod executor;
+mod http;
+mod metrics;
 mod pg;
 mod pool;
 mod protocol;
@@ -13,19 +15,27 @@ mod registry;
 mod rescuer;
 mod run_job;
 mod shutdown;
+mod startup;
+mod state;
 mod status;
 mod supervisor;
+mod version;
+mod webhook_batch;
 
 use clap::Parser;
-use config::{Cli, Command, Config};
+use config::{Cli, Command, Config, LogFormat};
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing(cli.worker.log_json);
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run_worker(&cli.worker),
-        Command::RunJob(args) => run_job::main(cli.worker.database_url.as_deref(), &args),
+        Command::RunJob(args) => {
+            init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
+            run_job::main(cli.worker.database_url.as_deref(), &args)
+        }
         Command::Executor(args) => {
+            init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
+            pg::set_default_ca_file(cli.worker.database_ca_file.clone());
             let index = args.index;
             match executor::main(args) {
                 Ok(()) => 0,
@@ -39,6 +49,15 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The log format of a command that reads no config file.
+fn log_format(args: &config::WorkerArgs) -> LogFormat {
+    if args.log_json {
+        LogFormat::Json
+    } else {
+        args.log_format.unwrap_or(LogFormat::Text)
+    }
+}
+
 fn run_worker(args: &config::WorkerArgs) -> i32 {
     let cfg = match Config::from_args(args) {
         Ok(cfg) => cfg,
@@ -47,6 +66,8 @@ fn run_worker(args: &config::WorkerArgs) -> i32 {
             return 2;
         }
     };
+    init_tracing(cfg.log_format, cfg.log_level.as_deref());
+    pg::set_default_ca_file(cfg.database_ca_file.clone());
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -57,24 +78,89 @@ fn run_worker(args: &config::WorkerArgs) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(supervisor::run(cfg)) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{e}");
-            1
+    rt.block_on(async {
+        let prepared = match prepare(&cfg, args.check).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("sync_worker: {e}");
+                return 2;
+            }
+        };
+        let Some((listeners, facts)) = prepared else {
+            return 0;
+        };
+        match supervisor::run(cfg, listeners, facts).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("{e}");
+                1
+            }
         }
-    }
+    })
 }
 
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The startup checks; `None` after a successful `--check`.
+async fn prepare(
+    cfg: &Config,
+    check_only: bool,
+) -> Result<Option<(startup::Listeners, startup::DbFacts)>, startup::StartupError> {
+    startup::check_environment(cfg)?;
+    let listeners = startup::bind(cfg)?;
+    let client = startup::connect(cfg).await?;
+    let facts = startup::check_database(&client, cfg, check_only).await?;
+    startup::report_drift(facts.drift_ms, cfg.max_time_drift);
+    if !check_only {
+        return Ok(Some((listeners, facts)));
+    }
+    let addr = |l: &Option<std::net::TcpListener>| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or("off".to_string(), |a| a.to_string())
+    };
+    println!("sync_worker {}: configuration OK", version::LONG);
+    if let Some(file) = &cfg.file {
+        println!("  config file        {}", file.display());
+    }
+    println!("  environment        {}", cfg.environment.as_str());
+    println!(
+        "  database           reachable, pg_sync {}",
+        facts.extension_version
+    );
+    println!(
+        "  clock drift        {:.0} ms (max {} ms)",
+        facts.drift_ms,
+        cfg.max_time_drift.as_millis()
+    );
+    println!(
+        "  executors          {} for jobs, {} for webhooks",
+        cfg.executors, cfg.webhook_executors
+    );
+    println!("  webhook_listen     {}", addr(&listeners.webhook));
+    println!("  admin_listen       {}", addr(&listeners.admin));
+    println!(
+        "  base_url           {}",
+        facts.base_url.as_deref().unwrap_or("(not set)")
+    );
+    println!("  webhook triggers   {} active", facts.webhook_triggers);
+    Ok(None)
+}
+
+fn init_tracing(format: LogFormat, level: Option<&str>) {
+    let filter = level
+        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.init(),
     }
 }

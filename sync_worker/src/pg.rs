@@ -1,12 +1,141 @@
-// PostgreSQL connections of the worker: connect (optionally receiving NOTIFY), retry
-// with backoff, and tell a lost connection apart from a statement that failed.
+// PostgreSQL connections of the worker: connect (TLS as libpq's sslmode says, optionally
+// receiving NOTIFY), retry with backoff, and tell a lost connection from a failed statement.
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use postgres_openssl::MakeTlsConnector;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{AsyncMessage, Client};
+
+/// libpq's sslmode, which tokio-postgres only knows in part (no verify-ca/verify-full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    Disable,
+    /// TLS when the server offers it, certificate not checked (libpq's default).
+    Prefer,
+    /// TLS always, certificate not checked.
+    Require,
+    /// TLS, certificate signed by a trusted CA.
+    VerifyCa,
+    /// TLS, trusted certificate issued for the host connected to.
+    VerifyFull,
+}
+
+/// A database URL taken apart: what tokio-postgres understands, and the TLS policy.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub config: tokio_postgres::Config,
+    pub tls: Tls,
+    pub root_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("{0}")]
+    Parse(#[from] tokio_postgres::Error),
+    #[error("sslmode `{0}` is not one of disable, allow, prefer, require, verify-ca, verify-full")]
+    SslMode(String),
+}
+
+/// The CA file given by the worker's `database_ca_file` setting (used when the URL has
+/// no sslrootcert).
+static DEFAULT_CA: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+pub fn set_default_ca_file(path: Option<PathBuf>) {
+    let _ = DEFAULT_CA.set(path);
+}
+
+/// Parse a URL (`postgres://...?sslmode=verify-full&sslrootcert=/ca.pem`) or a key=value
+/// string, taking out the TLS options tokio-postgres does not understand.
+pub fn parse_url(url: &str) -> Result<Target, UrlError> {
+    let mut sslmode = None;
+    let mut root_cert = None;
+    let rest = if let Some((base, query)) = url
+        .split_once('?')
+        .filter(|_| url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        let mut kept = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "sslmode" => sslmode = Some(v.into_owned()),
+                "sslrootcert" => root_cert = Some(PathBuf::from(v.as_ref())),
+                _ => {
+                    kept.append_pair(&k, &v);
+                }
+            }
+        }
+        let kept = kept.finish();
+        if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{kept}")
+        }
+    } else if url.contains('=') && !url.contains("://") {
+        let mut kept = Vec::new();
+        for part in url.split_whitespace() {
+            match part.split_once('=') {
+                Some(("sslmode", v)) => sslmode = Some(v.trim_matches('\'').to_string()),
+                Some(("sslrootcert", v)) => root_cert = Some(PathBuf::from(v.trim_matches('\''))),
+                _ => kept.push(part),
+            }
+        }
+        kept.join(" ")
+    } else {
+        url.to_string()
+    };
+    let mut config: tokio_postgres::Config = rest.parse()?;
+    let tls = match sslmode.as_deref() {
+        None | Some("prefer") | Some("allow") => Tls::Prefer,
+        Some("disable") => Tls::Disable,
+        Some("require") => Tls::Require,
+        Some("verify-ca") => Tls::VerifyCa,
+        Some("verify-full") => Tls::VerifyFull,
+        Some(other) => return Err(UrlError::SslMode(other.to_string())),
+    };
+    config.ssl_mode(match tls {
+        Tls::Disable => SslMode::Disable,
+        Tls::Prefer => SslMode::Prefer,
+        _ => SslMode::Require,
+    });
+    Ok(Target {
+        config,
+        tls,
+        root_cert,
+    })
+}
+
+/// A connector doing what `tls` asks: like libpq, prefer and require encrypt without
+/// checking the certificate; verify-ca and verify-full check it.
+fn connector(target: &Target) -> Result<MakeTlsConnector, openssl::error::ErrorStack> {
+    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+    match target.tls {
+        Tls::VerifyCa | Tls::VerifyFull => {
+            let ca = target
+                .root_cert
+                .clone()
+                .or_else(|| DEFAULT_CA.get().cloned().flatten());
+            if let Some(ca) = ca {
+                builder.set_ca_file(ca)?;
+            }
+            builder.set_verify(SslVerifyMode::PEER);
+        }
+        _ => builder.set_verify(SslVerifyMode::NONE),
+    }
+    let mut make = MakeTlsConnector::new(builder.build());
+    if target.tls != Tls::VerifyFull {
+        make.set_callback(|config, _| {
+            config.set_verify_hostname(false);
+            Ok(())
+        });
+    }
+    Ok(make)
+}
 
 /// Connect and drive the connection in the background. `application_name` shows the
 /// connection's role in pg_stat_activity.
-pub async fn connect(url: &str, application_name: &str) -> Result<Client, tokio_postgres::Error> {
+pub async fn connect(url: &str, application_name: &str) -> Result<Client, ConnectError> {
     let (client, _) = connect_inner(url, application_name, false).await?;
     Ok(client)
 }
@@ -16,23 +145,49 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, tokio_
 pub async fn connect_listening(
     url: &str,
     application_name: &str,
-) -> Result<(Client, mpsc::UnboundedReceiver<()>), tokio_postgres::Error> {
+) -> Result<(Client, mpsc::UnboundedReceiver<()>), ConnectError> {
     let (client, rx) = connect_inner(url, application_name, true).await?;
     Ok((client, rx.unwrap_or_else(|| mpsc::unbounded_channel().1)))
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Url(#[from] UrlError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] openssl::error::ErrorStack),
+    #[error("{}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+}
+
+impl ConnectError {
+    /// True when trying again cannot help: a bad URL, TLS set-up, wrong password,
+    /// unknown database or role.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ConnectError::Url(_) | ConnectError::Tls(_) => true,
+            ConnectError::Db(e) => e.as_db_error().is_some_and(|db| {
+                matches!(db.code().code(), "28000" | "28P01" | "3D000" | "42501")
+            }),
+        }
+    }
 }
 
 async fn connect_inner(
     url: &str,
     application_name: &str,
     listen: bool,
-) -> Result<(Client, Option<mpsc::UnboundedReceiver<()>>), tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = url.parse()?;
+) -> Result<(Client, Option<mpsc::UnboundedReceiver<()>>), ConnectError> {
+    let target = parse_url(url)?;
+    let mut config = target.config.clone();
     config.application_name(application_name);
     // Notice a dead server or network within a minute even while idle.
     config.keepalives(true);
     config.keepalives_idle(Duration::from_secs(20));
     config.connect_timeout(Duration::from_secs(10));
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let tls = connector(&target)?;
+    let (client, mut connection) = config.connect(tls).await?;
     let (tx, rx) = if listen {
         let (tx, rx) = mpsc::unbounded_channel();
         (Some(tx), Some(rx))
@@ -163,7 +318,7 @@ impl Reconnect {
                 }
                 Err(e) => {
                     let delay = self.backoff.next_delay();
-                    tracing::debug!("{}: cannot connect: {}", self.name, describe(&e));
+                    tracing::debug!("{}: cannot connect: {e}", self.name);
                     self.retry_at = Some(tokio::time::Instant::now() + delay);
                     return None;
                 }

@@ -45,16 +45,26 @@ pub struct ExecutorProc {
     pub recalled: bool,
     pub stopping: bool,
     pub started: Instant,
+    /// Webhook executors: batches of calls sent and not answered yet.
+    pub hook_batches: VecDeque<(u64, Vec<u64>)>,
 }
 
 impl ExecutorProc {
+    /// Start executor `index`; a webhook executor (`webhooks`) runs webhook calls with
+    /// the webhook time limits instead of jobs.
     pub fn spawn(
         cfg: &Config,
         index: usize,
+        webhooks: bool,
         generation: u64,
         events: mpsc::UnboundedSender<Event>,
     ) -> std::io::Result<ExecutorProc> {
         let (status, fd) = StatusPage::create()?;
+        let (soft, hard) = if webhooks {
+            (cfg.webhook_time_limit, cfg.webhook_hard_limit())
+        } else {
+            (cfg.soft_time_limit, cfg.hard_time_limit)
+        };
         let mut cmd = tokio::process::Command::new("/proc/self/exe");
         cmd.arg("executor")
             .arg("--status-fd")
@@ -64,14 +74,37 @@ impl ExecutorProc {
             .arg("--index")
             .arg(index.to_string())
             .arg("--soft-time-limit")
-            .arg(format!("{}s", cfg.soft_time_limit.as_secs_f64()))
+            .arg(format!("{}s", soft.as_secs_f64()))
             .arg("--hard-time-limit")
-            .arg(format!("{}s", cfg.hard_time_limit.as_secs_f64()))
+            .arg(format!("{}s", hard.as_secs_f64()))
+            .arg("--throttle")
+            .arg(format!("{}s", cfg.throttle.as_secs_f64()))
             .env("DATABASE_URL", &cfg.database_url)
+            .env(
+                "SYNC_WORKER_LOG_FORMAT",
+                match cfg.log_format {
+                    crate::config::LogFormat::Json => "json",
+                    crate::config::LogFormat::Text => "text",
+                },
+            )
+            .env_remove("SYNC_WORKER_LOG_JSON")
+            .env_remove("SYNC_WORKER_CONFIG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        if webhooks {
+            cmd.arg("--webhooks");
+        }
+        if let Some(level) = &cfg.log_level {
+            cmd.env("SYNC_WORKER_LOG_LEVEL", level);
+        }
+        if let Some(path) = &cfg.eval_context_path {
+            cmd.env("SYNC_EVAL_CONTEXT_PATH", path);
+        }
+        if let Some(ca) = &cfg.database_ca_file {
+            cmd.env("SYNC_WORKER_DATABASE_CA_FILE", ca);
+        }
         let mut child = cmd.spawn()?;
         // The child has its copy; ours would leak into the next executor.
         drop(fd);
@@ -119,6 +152,7 @@ impl ExecutorProc {
             recalled: false,
             stopping: false,
             started: Instant::now(),
+            hook_batches: VecDeque::new(),
         })
     }
 

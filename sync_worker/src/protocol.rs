@@ -20,6 +20,13 @@ pub enum ToExecutor {
     Recall { batch: u64 },
     /// Finish the job at hand, give back what has not started, and exit.
     Stop,
+    /// Webhook executors only: run these calls' handlers now (for worker `worker`, whose
+    /// id their job rows carry) and answer each.
+    Webhooks {
+        batch: u64,
+        worker: i32,
+        calls: Vec<WebhookCall>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,8 +38,85 @@ pub enum FromExecutor {
         backend_pid: i32,
     },
     Report(BatchReport),
+    /// The answers to a Webhooks batch, sent once its transaction committed.
+    WebhookReplies {
+        batch: u64,
+        replies: Vec<WebhookReply>,
+    },
     /// Exiting after a Stop.
     Bye,
+}
+
+/// One webhook request, as received by the supervisor's HTTP server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WebhookCall {
+    /// Unique within the supervisor; what the status page shows while it runs.
+    pub id: u64,
+    pub token: String,
+    pub method: String,
+    pub path: String,
+    /// The raw query string (without `?`).
+    pub query: String,
+    /// Header names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub remote_addr: String,
+    #[serde(with = "base64_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// The response to one webhook call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WebhookReply {
+    pub id: u64,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "base64_bytes")]
+    pub body: Vec<u8>,
+    /// The job row recording the call, if one was written.
+    pub job_id: Option<i64>,
+    /// Project of the trigger, for metrics and log lines.
+    pub project: Option<String>,
+}
+
+impl WebhookReply {
+    /// A JSON error answer that reveals nothing about the trigger.
+    pub fn error(id: u64, status: u16, message: &str) -> WebhookReply {
+        WebhookReply {
+            id,
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default(),
+            job_id: None,
+            project: None,
+        }
+    }
+}
+
+/// Bodies travel as base64 text in the JSON frames (a JSON array of numbers would be
+/// four times as long).
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// How one job try ended, for the metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobOutcome {
+    pub project: String,
+    /// done, failed, pending (to be retried) or cancelled.
+    pub state: String,
+    pub secs: f64,
 }
 
 /// What became of a batch.
@@ -52,6 +136,8 @@ pub struct BatchReport {
     /// Seconds spent in handlers, and how many jobs ran, for batch sizing.
     pub busy_secs: f64,
     pub ran: u32,
+    /// One per committed job, for the metrics.
+    pub outcomes: Vec<JobOutcome>,
 }
 
 pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
@@ -134,6 +220,20 @@ mod tests {
             },
             ToExecutor::Recall { batch: 7 },
             ToExecutor::Stop,
+            ToExecutor::Webhooks {
+                batch: 8,
+                worker: 3,
+                calls: vec![WebhookCall {
+                    id: 1,
+                    token: "t".into(),
+                    method: "POST".into(),
+                    path: "/sync/webhook/t".into(),
+                    query: "a=1".into(),
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    remote_addr: "127.0.0.1:5555".into(),
+                    body: vec![0, 159, 146, 150, b'{'],
+                }],
+            },
         ];
         let mut buf = Vec::new();
         for m in &msgs {

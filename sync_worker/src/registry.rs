@@ -10,10 +10,17 @@ pub enum RegisterError {
     LockTaken(i32),
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Connect(#[from] crate::pg::ConnectError),
 }
 
-/// Register a new worker id on `client`, take its lock and LISTEN for new jobs.
-pub async fn register(client: &Client) -> Result<i32, RegisterError> {
+/// Register a new worker id on `client` (with where its HTTP servers listen), take its
+/// lock and LISTEN for new jobs.
+pub async fn register(
+    client: &Client,
+    webhook: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<i32, RegisterError> {
     let has_job: bool = client
         .query_one("SELECT to_regclass('sync.job') IS NOT NULL", &[])
         .await?
@@ -23,11 +30,14 @@ pub async fn register(client: &Client) -> Result<i32, RegisterError> {
     }
     let id: i32 = client
         .query_one(
-            "INSERT INTO sync.worker (hostname, pid, version) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO sync.worker (hostname, pid, version, webhook_listen, admin_listen)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
             &[
                 &hostname(),
                 &(std::process::id() as i32),
                 &env!("CARGO_PKG_VERSION"),
+                &webhook.map(|a| a.to_string()),
+                &admin.map(|a| a.to_string()),
             ],
         )
         .await?

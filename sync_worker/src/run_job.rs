@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use tokio_postgres::NoTls;
 
 use crate::python::db::JobDb;
 use crate::python::{JobSpec, LogLine, Outcome, Runtime, RuntimeError};
@@ -30,6 +29,8 @@ pub enum RunJobError {
         what: &'static str,
         source: tokio_postgres::Error,
     },
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
     #[error("job {0} does not exist")]
     NoJob(i64),
     #[error(transparent)]
@@ -67,12 +68,9 @@ fn run(database_url: Option<&str>, args: &RunJobArgs) -> Result<(), RunJobError>
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (client, conn) = rt
-        .block_on(tokio_postgres::connect(url, NoTls))
-        .map_err(db("cannot connect to the database"))?;
-    rt.spawn(async move {
-        let _ = conn.await;
-    });
+    let client = rt
+        .block_on(crate::pg::connect(url, "sync_worker run-job"))
+        .map_err(|e| RunJobError::Connect(e.to_string()))?;
     let mut runtime = Runtime::new()?;
 
     rt.block_on(client.batch_execute("BEGIN"))

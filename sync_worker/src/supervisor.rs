@@ -1,6 +1,7 @@
 // The supervisor: registers the worker, claims jobs (woken by NOTIFY, polling as a
-// fallback), hands batches to its executor processes, kills a job at its hard time
-// limit, respawns dead executors, reconnects, and stops gracefully on SIGTERM/SIGINT.
+// fallback), hands batches to its executor processes and webhook calls to its webhook
+// executors, kills a job at its hard time limit, respawns dead executors, reconnects,
+// and stops gracefully on SIGTERM/SIGINT.
 //
 // Everything runs on one thread (a current-thread runtime): executors are spawned from
 // it, so PR_SET_PDEATHSIG (tied to the spawning thread) fires only when the process dies.
@@ -8,14 +9,16 @@ use crate::claim::claim;
 use crate::config::Config;
 use crate::pg::{self, Backoff};
 use crate::pool::{Event, ExecutorProc, Inflight};
-use crate::protocol::{FromExecutor, ToExecutor};
+use crate::protocol::{FromExecutor, ToExecutor, WebhookCall, WebhookReply};
 use crate::registry::{self, RegisterError};
+use crate::startup::{DbFacts, Listeners};
+use crate::state::{Shared, State, SupervisorCommand};
 use crate::status::monotonic_ns;
-use crate::{cron, rescuer, shutdown};
-use std::collections::VecDeque;
+use crate::{cron, http, rescuer, shutdown};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{timeout, Instant};
 use tokio_postgres::Client;
 
@@ -28,6 +31,10 @@ const RECALL_AFTER: Duration = Duration::from_millis(200);
 const WATCHDOG: Duration = Duration::from_millis(100);
 /// Any single supervisor statement taking longer means the connection is unusable.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most webhook calls in one webhook executor transaction.
+const WEBHOOK_BATCH: usize = 64;
+/// Project names (for metrics) are read again this often, to follow renames.
+const PROJECT_NAMES_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -35,6 +42,14 @@ pub enum WorkerError {
     Register(#[from] RegisterError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+}
+
+/// A webhook call waiting for, or running in, a webhook executor.
+struct PendingCall {
+    reply: oneshot::Sender<WebhookReply>,
+    token: String,
 }
 
 struct Queue {
@@ -75,6 +90,14 @@ pub struct Supervisor {
     release: Vec<(i32, i64)>,
     cleanups: Vec<Cleanup>,
     completed: u64,
+    state: Shared,
+    commands: mpsc::UnboundedReceiver<SupervisorCommand>,
+    /// Webhook calls not yet sent to a webhook executor.
+    hook_queue: VecDeque<WebhookCall>,
+    /// Every webhook call not answered yet, by call id.
+    hook_calls: HashMap<u64, PendingCall>,
+    project_names: HashMap<i64, String>,
+    names_read_at: Instant,
 }
 
 /// After an executor died: end its backend (its row locks go with it), then record what
@@ -83,6 +106,9 @@ struct Cleanup {
     backend: Option<i32>,
     /// (job, worker, reason, give up)
     interrupt: Option<(i64, i32, String, bool)>,
+    /// Webhook calls whose transaction died with the executor: (token, worker, reason),
+    /// recorded as failed job rows.
+    webhook_failures: Vec<(String, i32, String)>,
 }
 
 impl Cleanup {
@@ -112,11 +138,38 @@ impl Cleanup {
                 ),
             }
         }
+        for (token, worker, why) in self.webhook_failures {
+            if let Err(e) = client
+                .query_one(
+                    "SELECT sync.webhook_call_failed($1, $2, $3)",
+                    &[&token, &worker, &why],
+                )
+                .await
+            {
+                tracing::warn!(
+                    "could not record a failed webhook call ({why}): {}",
+                    pg::describe(&e)
+                );
+            }
+        }
     }
 }
 
-pub async fn run(cfg: Config) -> Result<(), WorkerError> {
+pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<(), WorkerError> {
     let signals = shutdown::listen().map_err(WorkerError::Signals)?;
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let addr = |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let state = State::new(
+        cfg.clone(),
+        commands_tx,
+        addr(&listeners.webhook),
+        addr(&listeners.admin),
+    );
+    state.set_scheduler(|s| {
+        s.drift_ms = Some(facts.drift_ms);
+        s.drift_measured_at = Some(chrono::Utc::now());
+    });
+    http::serve(listeners, state.clone(), signals.clone())?;
     let (worker_tx, worker_rx) = watch::channel(None);
     tokio::spawn(rescuer::run(
         cfg.database_url.clone(),
@@ -124,9 +177,11 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
         worker_rx,
         signals.clone(),
     ));
-    tokio::spawn(cron::run(cfg.database_url.clone(), signals.clone()));
+    tokio::spawn(cron::run(state.clone(), signals.clone()));
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let slots = (0..cfg.executors).map(|_| Slot::default()).collect();
+    let slots = (0..cfg.executors + cfg.webhook_executors)
+        .map(|_| Slot::default())
+        .collect();
     let mut sup = Supervisor {
         cfg,
         queue: None,
@@ -145,6 +200,12 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
         release: Vec::new(),
         cleanups: Vec::new(),
         completed: 0,
+        state,
+        commands,
+        hook_queue: VecDeque::new(),
+        hook_calls: HashMap::new(),
+        project_names: HashMap::new(),
+        names_read_at: Instant::now(),
     };
     sup.main_loop(signals).await
 }
@@ -152,9 +213,10 @@ pub async fn run(cfg: Config) -> Result<(), WorkerError> {
 impl Supervisor {
     async fn main_loop(&mut self, mut signals: watch::Receiver<u32>) -> Result<(), WorkerError> {
         tracing::info!(
-            "sync_worker {} starting {} executor(s)",
-            env!("CARGO_PKG_VERSION"),
-            self.cfg.executors
+            "sync_worker {} starting {} executor(s) for jobs and {} for webhooks",
+            crate::version::LONG,
+            self.cfg.executors,
+            self.cfg.webhook_executors
         );
         for i in 0..self.slots.len() {
             self.spawn(i);
@@ -175,13 +237,16 @@ impl Supervisor {
                 }
                 self.respawn_due();
                 self.fill().await;
+                self.fill_hooks();
             }
+            self.publish_status();
             let reconnect_at = self.reconnect_at;
             let waiting_db = self.queue.is_none() && self.stopping.is_none();
             let deadline = self.stopping.filter(|_| !self.forced);
             let respawn_at = self.slots.iter().filter_map(|s| s.respawn_at).min();
             tokio::select! {
                 Some(ev) = self.events_rx.recv() => self.on_event(ev).await,
+                Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 note = next_note(self.queue.as_mut()) => match note {
                     Some(()) => {
                         if let Some(q) = self.queue.as_mut() {
@@ -215,7 +280,8 @@ impl Supervisor {
         let attempt = async {
             let (client, notes) =
                 pg::connect_listening(&self.cfg.database_url, "sync_worker").await?;
-            let worker = registry::register(&client).await?;
+            let worker =
+                registry::register(&client, self.state.webhook_addr, self.state.admin_addr).await?;
             Ok::<_, RegisterError>(Queue {
                 client: Arc::new(client),
                 notes,
@@ -252,6 +318,7 @@ impl Supervisor {
                 let delay = self.backoff.next_delay();
                 let why = match &e {
                     RegisterError::Db(e) => pg::describe(e),
+                    RegisterError::Connect(e) => e.to_string(),
                     other => other.to_string(),
                 };
                 tracing::warn!(
@@ -277,7 +344,14 @@ impl Supervisor {
 
     // ----- claiming and dispatching ----------------------------------------------------
 
+    fn is_hook(&self, i: usize) -> bool {
+        i >= self.cfg.executors
+    }
+
     fn wants_work(&self, i: usize) -> bool {
+        if self.is_hook(i) {
+            return false;
+        }
         let Some(p) = &self.slots[i].proc else {
             return false;
         };
@@ -330,7 +404,9 @@ impl Supervisor {
                     if ids.is_empty() {
                         return;
                     }
-                    self.ready.extend(ids.into_iter().map(|id| (id, false)));
+                    self.count_claims(&ids).await;
+                    self.ready
+                        .extend(ids.into_iter().map(|(id, _)| (id, false)));
                 }
                 Ok(Err(e)) => {
                     if pg::is_connection_error(&e) {
@@ -415,7 +491,14 @@ impl Supervisor {
         let slot = &mut self.slots[i];
         slot.generation += 1;
         slot.respawn_at = None;
-        match ExecutorProc::spawn(&self.cfg, i, slot.generation, self.events_tx.clone()) {
+        let webhooks = i >= self.cfg.executors;
+        match ExecutorProc::spawn(
+            &self.cfg,
+            i,
+            webhooks,
+            slot.generation,
+            self.events_tx.clone(),
+        ) {
             Ok(p) => slot.proc = Some(p),
             Err(e) => {
                 slot.failures += 1;
@@ -472,6 +555,21 @@ impl Supervisor {
                         self.requeue(b.worker, r.unstarted, false);
                         self.requeue(b.worker, r.lost, false);
                         self.requeue(b.worker, r.split, true);
+                        for o in &r.outcomes {
+                            self.state
+                                .metrics
+                                .job_finished(&o.project, &o.state, o.secs);
+                        }
+                    }
+                    FromExecutor::WebhookReplies { batch, replies } => {
+                        if let Some(pos) = p.hook_batches.iter().position(|b| b.0 == batch) {
+                            p.hook_batches.remove(pos);
+                        }
+                        for reply in replies {
+                            if let Some(call) = self.hook_calls.remove(&reply.id) {
+                                let _ = call.reply.send(reply);
+                            }
+                        }
                     }
                     FromExecutor::Bye => p.stopping = true,
                 }
@@ -503,6 +601,10 @@ impl Supervisor {
         };
         let clean = p.stopping && status.is_some_and(|s| s.success());
         let describe = status.map_or_else(|| "unknown status".to_string(), |s| s.to_string());
+        if self.is_hook(i) {
+            self.on_hook_exit(i, p, clean, &describe);
+            return;
+        }
         // (job, reason, give up)
         let mut blame: Option<(i64, String, bool)> = None;
         if let Some((job, why)) = p.killed_for.take() {
@@ -542,7 +644,11 @@ impl Supervisor {
             // second death points at its job.
             self.requeue(b.worker, others, unexplained);
         }
-        let cleanup = Cleanup { backend, interrupt };
+        let cleanup = Cleanup {
+            backend,
+            interrupt,
+            webhook_failures: Vec::new(),
+        };
         if self.stopping.is_some() {
             // finish() runs these before giving jobs back.
             self.cleanups.push(cleanup);
@@ -576,7 +682,12 @@ impl Supervisor {
             let running = Duration::from_nanos(now.saturating_sub(cur.started_ns));
             if now > cur.deadline_ns && p.killed_for.is_none() && !p.killed {
                 tracing::error!(
-                    "job {} ran past its hard time limit ({:.1} s): killing executor {i}",
+                    "{} {} ran past its hard time limit ({:.1} s): killing executor {i}",
+                    if i >= self.cfg.executors {
+                        "webhook call"
+                    } else {
+                        "job"
+                    },
                     cur.job,
                     running.as_secs_f64()
                 );
@@ -597,6 +708,199 @@ impl Supervisor {
         }
     }
 
+    // ----- webhooks ----------------------------------------------------------------------
+
+    fn on_command(&mut self, cmd: SupervisorCommand) {
+        match cmd {
+            SupervisorCommand::ProcessJobs => self.wanted = true,
+            SupervisorCommand::Webhook(call, reply) => {
+                let refuse = if self.stopping.is_some() {
+                    Some("the worker is stopping; send the request again")
+                } else if self.queue.is_none() {
+                    Some("the database is unreachable; send the request again later")
+                } else {
+                    None
+                };
+                let id = call.id;
+                self.hook_calls.insert(
+                    id,
+                    PendingCall {
+                        reply,
+                        token: call.token.clone(),
+                    },
+                );
+                match refuse {
+                    Some(why) => self.answer(WebhookReply::error(id, 503, why)),
+                    None => self.hook_queue.push_back(*call),
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, reply: WebhookReply) {
+        if let Some(call) = self.hook_calls.remove(&reply.id) {
+            let _ = call.reply.send(reply);
+        }
+    }
+
+    /// Hand waiting webhook calls to idle webhook executors, a batch at a time each.
+    fn fill_hooks(&mut self) {
+        if self.hook_queue.is_empty() {
+            return;
+        }
+        let Some(worker) = self.queue.as_ref().map(|q| q.worker) else {
+            return;
+        };
+        for i in self.cfg.executors..self.slots.len() {
+            if self.hook_queue.is_empty() {
+                return;
+            }
+            let Some(p) = self.slots[i].proc.as_mut() else {
+                continue;
+            };
+            if !p.ready || p.stopping || p.killed || p.killed_for.is_some() {
+                continue;
+            }
+            if !p.hook_batches.is_empty() {
+                continue;
+            }
+            let n = self.hook_queue.len().min(WEBHOOK_BATCH);
+            let calls: Vec<WebhookCall> = self.hook_queue.drain(..n).collect();
+            let batch = self.next_batch;
+            self.next_batch += 1;
+            p.hook_batches
+                .push_back((batch, calls.iter().map(|c| c.id).collect()));
+            p.send(ToExecutor::Webhooks {
+                batch,
+                worker,
+                calls,
+            });
+        }
+    }
+
+    /// A webhook executor's pipe closed: answer its calls (500), record them as failed
+    /// jobs (their transaction died with it), start a new one.
+    fn on_hook_exit(&mut self, i: usize, mut p: ExecutorProc, clean: bool, describe: &str) {
+        let killed_for = p.killed_for.take();
+        if !clean && !p.killed && killed_for.is_none() {
+            tracing::error!("webhook executor {i} (pid {}) died: {describe}", p.pid);
+        }
+        let worker = self.queue.as_ref().map(|q| q.worker);
+        let mut failures = Vec::new();
+        for (_, calls) in std::mem::take(&mut p.hook_batches) {
+            for id in calls {
+                let why = match &killed_for {
+                    Some((culprit, why)) if *culprit as u64 == id => why.clone(),
+                    Some(_) => "the webhook executor running it was stopped because another call of its batch overran its hard time limit".to_string(),
+                    None if p.killed => "the worker stopped before the call finished".to_string(),
+                    None => format!("the webhook executor running it died ({describe})"),
+                };
+                if let (Some(call), Some(w)) = (self.hook_calls.get(&id), worker) {
+                    failures.push((call.token.clone(), w, why));
+                }
+                self.answer(WebhookReply::error(id, 500, "the webhook handler failed"));
+            }
+        }
+        let cleanup = Cleanup {
+            backend: p.backend_pid.filter(|_| !clean),
+            interrupt: None,
+            webhook_failures: failures,
+        };
+        if self.stopping.is_some() {
+            self.cleanups.push(cleanup);
+        } else {
+            if let Some(q) = &self.queue {
+                tokio::spawn(cleanup.run(q.client.clone()));
+            }
+            let slot = &mut self.slots[i];
+            let healthy = p.ready && p.started.elapsed() > Duration::from_secs(5);
+            let delay = if healthy || killed_for.is_some() {
+                Duration::ZERO
+            } else {
+                slot.failures += 1;
+                respawn_delay(slot.failures)
+            };
+            slot.respawn_at = Some(Instant::now() + delay);
+        }
+    }
+
+    // ----- metrics and status ----------------------------------------------------------
+
+    /// Count claimed jobs by project name (names cached, read again now and then).
+    async fn count_claims(&mut self, ids: &[(i64, i64)]) {
+        if self.names_read_at.elapsed() > PROJECT_NAMES_TTL {
+            self.project_names.clear();
+            self.names_read_at = Instant::now();
+        }
+        let mut missing: Vec<i64> = ids
+            .iter()
+            .map(|&(_, p)| p)
+            .filter(|p| !self.project_names.contains_key(p))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if let (false, Some(q)) = (missing.is_empty(), &self.queue) {
+            let rows = q
+                .client
+                .query(
+                    "SELECT id, name FROM sync.project WHERE id = ANY ($1)",
+                    &[&missing],
+                )
+                .await;
+            for row in rows.into_iter().flatten() {
+                self.project_names.insert(row.get(0), row.get(1));
+            }
+        }
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for (_, p) in ids {
+            let name = self.project_names.get(p).map_or("?", String::as_str);
+            *counts.entry(name).or_default() += 1;
+        }
+        for (project, n) in counts {
+            self.state
+                .metrics
+                .claimed
+                .get_or_create(&crate::metrics::ProjectLabel {
+                    project: project.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    fn publish_status(&self) {
+        let jobs = &self.slots[..self.cfg.executors];
+        let hooks = &self.slots[self.cfg.executors..];
+        let ready = |s: &[Slot]| {
+            s.iter()
+                .filter(|s| s.proc.as_ref().is_some_and(|p| p.ready))
+                .count()
+        };
+        let state = if self.stopping.is_some() {
+            "stopping"
+        } else if self.queue.is_some() {
+            "running"
+        } else if self.last_worker.is_some() {
+            "reconnecting"
+        } else {
+            "starting"
+        };
+        self.state.set_status(|st| {
+            st.worker_id = self.queue.as_ref().map(|q| q.worker);
+            st.state = state;
+            st.executors = self.cfg.executors;
+            st.executors_ready = ready(jobs);
+            st.executors_busy = jobs
+                .iter()
+                .filter(|s| s.proc.as_ref().is_some_and(|p| !p.inflight.is_empty()))
+                .count();
+            st.webhook_executors = self.cfg.webhook_executors;
+            st.webhook_executors_ready = ready(hooks);
+            st.jobs_ready = self.ready.len();
+            st.jobs_completed = self.completed;
+            st.webhook_calls_waiting = self.hook_queue.len();
+        });
+    }
+
     // ----- stopping --------------------------------------------------------------------
 
     fn on_signal(&mut self, n: u32) {
@@ -606,6 +910,13 @@ impl Supervisor {
             let ready: Vec<i64> = self.ready.drain(..).map(|(id, _)| id).collect();
             if let Some(w) = worker {
                 self.release.extend(ready.into_iter().map(|id| (w, id)));
+            }
+            for call in std::mem::take(&mut self.hook_queue) {
+                self.answer(WebhookReply::error(
+                    call.id,
+                    503,
+                    "the worker is stopping; send the request again",
+                ));
             }
             for slot in &mut self.slots {
                 slot.respawn_at = None;

@@ -387,8 +387,21 @@ impl WorkerProcess {
         Self::start_env(url, args, &[])
     }
 
-    /// Start a worker with extra environment variables too.
+    /// Start a worker with extra environment variables too. Its HTTP servers listen on
+    /// free ports unless `args` say otherwise (see `webhook_url`, `admin_url`).
     pub fn start_env(url: &str, args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
+        let mut all: Vec<&str> = vec!["--database-url", url];
+        for flag in ["--webhook-listen", "--admin-listen"] {
+            if !args.contains(&flag) {
+                all.extend([flag, "127.0.0.1:0"]);
+            }
+        }
+        all.extend_from_slice(args);
+        Self::start_raw(&all, env)
+    }
+
+    /// Start `sync_worker` with exactly these arguments and extra environment.
+    pub fn start_raw(args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
         let bin = std::env::var("SYNC_WORKER_BIN")
             .expect("SYNC_WORKER_BIN is not set: run the tests with scripts/test.sh");
         let base = std::env::var("PG_SYNC_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
@@ -400,8 +413,6 @@ impl WorkerProcess {
         let out = std::fs::File::create(&log).expect("worker log file");
         let err = out.try_clone().expect("worker log file");
         let child = Command::new(bin)
-            .arg("--database-url")
-            .arg(url)
             .args(args)
             .env(
                 "RUST_LOG",
@@ -434,6 +445,37 @@ impl WorkerProcess {
             }
             if start.elapsed() > limit {
                 return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Base URL of its webhook server (`http://127.0.0.1:PORT`), once it listens.
+    pub async fn webhook_url(&self) -> String {
+        self.listening("webhooks: listening on ").await
+    }
+
+    /// Base URL of its admin API (`http://127.0.0.1:PORT`), once it listens.
+    pub async fn admin_url(&self) -> String {
+        self.listening("admin API: listening on ").await
+    }
+
+    async fn listening(&self, prefix: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let out = self.output();
+            if let Some(rest) = out.split(prefix).nth(1) {
+                let url: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                let base = url
+                    .strip_prefix("http://")
+                    .and_then(|r| r.split('/').next())
+                    .map(|host| format!("http://{host}"));
+                if let Some(base) = base {
+                    return base;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("the worker never said `{prefix}...`:\n{out}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

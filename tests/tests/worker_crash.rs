@@ -260,12 +260,12 @@ async fn database_unreachable_at_start_then_jobs_run() {
         insert_jobs(&c, p, t, "work", 10, 10).await;
     }
     cluster.stop("fast");
-    let w = WorkerProcess::start(&url, &["--executors", "1"]);
+    let w = WorkerProcess::start(&url, &["--executors", "1", "--wait-for-database", "5m"]);
     wait_for("a clear message", Duration::from_secs(20), || async {
-        w.output().contains("cannot reach the database")
+        w.output().contains("cannot connect to the database yet")
     })
     .await;
-    assert!(w.output().contains("retrying"), "{}", w.output());
+    assert!(w.output().contains("trying again in"), "{}", w.output());
     cluster.restart();
     let c = connect(&url).await;
     wait_for(

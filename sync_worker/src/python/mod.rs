@@ -5,9 +5,8 @@
 // the task-code context is an embedded Python package (py/*.py, module `pg_sync`) on top
 // of the primitives in native.rs. The executor only calls `Runtime::run`.
 //
-// Webhooks (later) fit the same path: `run_webhook` will reuse `project()` and the
-// runner's `run_job` with handler `handle_webhook` and an httprequest argument, and map
-// the return value to a response instead of an Outcome.
+// Webhook calls take the same path (`run_webhook`): handler `handle_webhook` with an
+// httprequest argument, and the return value mapped to an HTTP response besides.
 pub mod convert;
 pub mod db;
 mod native;
@@ -70,6 +69,34 @@ pub struct LogLine {
     pub at: DateTime<Utc>,
 }
 
+/// A webhook request as handle_webhook(httprequest) sees it (body already parsed).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookRequest {
+    pub method: String,
+    pub path: String,
+    /// The full URL (base_url + path + query) as the sender used it.
+    pub url: String,
+    pub query: String,
+    pub args: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub remote_addr: String,
+    pub body: Vec<u8>,
+    pub json: Option<Value>,
+    pub form: Vec<(String, String)>,
+    /// (field name, file name, content type, content)
+    pub files: Vec<(String, String, String, Vec<u8>)>,
+    /// The trigger's content_type: json or form.
+    pub content_type: String,
+}
+
+/// What a webhook handler answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot start the embedded Python runtime: {0}")]
@@ -105,6 +132,7 @@ const PACKAGE: &[(&str, &str)] = &[
     ("pg_sync.records", include_str!("py/records.py")),
     ("pg_sync.links", include_str!("py/links.py")),
     ("pg_sync.tools", include_str!("py/tools.py")),
+    ("pg_sync.webhook", include_str!("py/webhook.py")),
     ("pg_sync.project", include_str!("py/project.py")),
     ("pg_sync.runner", include_str!("py/runner.py")),
 ];
@@ -148,9 +176,24 @@ impl Runtime {
     /// batch). Loads and caches project code per (project_id, project_version).
     pub fn run(&mut self, job: &JobSpec, db: &mut JobDb, logs: &mut Vec<LogLine>) -> Outcome {
         db.swap_cache(&mut self.statements);
-        let outcome = self.run_inner(job, db, logs);
+        let (outcome, _) = self.run_inner(job, db, logs, None);
         db.swap_cache(&mut self.statements);
         outcome
+    }
+
+    /// Like `run`, for handle_webhook(httprequest): also returns the response when the
+    /// handler succeeded.
+    pub fn run_webhook(
+        &mut self,
+        job: &JobSpec,
+        request: &WebhookRequest,
+        db: &mut JobDb,
+        logs: &mut Vec<LogLine>,
+    ) -> (Outcome, Option<WebhookResponse>) {
+        db.swap_cache(&mut self.statements);
+        let answer = self.run_inner(job, db, logs, Some(request));
+        db.swap_cache(&mut self.statements);
+        answer
     }
 
     /// Call after the executor replaced its database connection: prepared statements of
@@ -159,14 +202,20 @@ impl Runtime {
         self.statements = db::StatementCache::default();
     }
 
-    fn run_inner(&mut self, job: &JobSpec, db: &mut JobDb, logs: &mut Vec<LogLine>) -> Outcome {
+    fn run_inner(
+        &mut self,
+        job: &JobSpec,
+        db: &mut JobDb,
+        logs: &mut Vec<LogLine>,
+        request: Option<&WebhookRequest>,
+    ) -> (Outcome, Option<WebhookResponse>) {
         Python::attach(|py| {
             let (project, run_as) = match self.project(py, job, db) {
                 Ok(p) => p,
-                Err(message) => return Outcome::Failed { message },
+                Err(message) => return (Outcome::Failed { message }, None),
             };
             db.start_job(run_as);
-            let answer = native::with_job_db(db, || self.call_runner(py, &project, job));
+            let answer = native::with_job_db(db, || self.call_runner(py, &project, job, request));
             let mut outcome = match &answer {
                 Ok(a) => {
                     logs.extend(a.logs.iter().cloned());
@@ -188,7 +237,12 @@ impl Runtime {
                 };
             }
             let children = answer.as_ref().ok().and_then(|a| a.children.clone());
-            finish(job, db, outcome, children)
+            let outcome = finish(job, db, outcome, children);
+            let response = match (&outcome, answer) {
+                (Outcome::Done { .. }, Ok(a)) => a.response,
+                _ => None,
+            };
+            (outcome, response)
         })
     }
 
@@ -246,6 +300,7 @@ impl Runtime {
         py: Python<'_>,
         project: &Py<PyAny>,
         job: &JobSpec,
+        request: Option<&WebhookRequest>,
     ) -> PyResult<RunnerAnswer> {
         let info = PyDict::new(py);
         info.set_item("job_id", job.job_id)?;
@@ -261,11 +316,16 @@ impl Runtime {
         info.set_item("max_retries", job.max_retries)?;
         info.set_item("started_at", job.started_at.timestamp_micros() as f64 / 1e6)?;
         info.set_item("soft_time_limit", job.soft_time_limit.as_secs_f64())?;
-        let ret = self
-            .runner
-            .bind(py)
-            .getattr("run_job")?
-            .call1((project.bind(py), info))?;
+        let runner = self.runner.bind(py);
+        let ret = match request {
+            None => runner.getattr("run_job")?.call1((project.bind(py), info))?,
+            Some(req) => runner.getattr("run_webhook")?.call1((
+                project.bind(py),
+                info,
+                request_dict(py, req)?,
+                req.content_type.as_str(),
+            ))?,
+        };
         let ret = ret.cast::<PyTuple>()?;
         let status: String = ret.get_item(0)?.extract()?;
         let payload: Option<String> = ret.get_item(1)?.extract()?;
@@ -305,10 +365,28 @@ impl Runtime {
                 message: payload.unwrap_or_default(),
             },
         };
+        let response = if request.is_some() {
+            let r = ret.get_item(5)?;
+            if r.is_none() {
+                None
+            } else {
+                let (status, headers, body): (u16, Vec<(String, String)>, Bound<'_, PyAny>) =
+                    r.extract()?;
+                let body = body.cast::<pyo3::types::PyBytes>()?.as_bytes().to_vec();
+                Some(WebhookResponse {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+        } else {
+            None
+        };
         Ok(RunnerAnswer {
             outcome,
             logs,
             children,
+            response,
         })
     }
 }
@@ -318,6 +396,33 @@ struct RunnerAnswer {
     logs: Vec<LogLine>,
     /// Jobs queued with add_job, inserted only if the job succeeds.
     children: Option<Value>,
+    response: Option<WebhookResponse>,
+}
+
+/// The request as the dict pg_sync.webhook.HttpRequest is built from.
+fn request_dict<'py>(py: Python<'py>, req: &WebhookRequest) -> PyResult<Bound<'py, PyDict>> {
+    use pyo3::types::PyBytes;
+    let d = PyDict::new(py);
+    d.set_item("method", &req.method)?;
+    d.set_item("path", &req.path)?;
+    d.set_item("url", &req.url)?;
+    d.set_item("query", &req.query)?;
+    d.set_item("args", req.args.clone())?;
+    d.set_item("headers", req.headers.clone())?;
+    d.set_item("remote_addr", &req.remote_addr)?;
+    d.set_item("data", PyBytes::new(py, &req.body))?;
+    match &req.json {
+        Some(v) => d.set_item("json", json_to_py(py, v)?)?,
+        None => d.set_item("json", py.None())?,
+    }
+    d.set_item("form", req.form.clone())?;
+    let files = PyList::empty(py);
+    for (name, filename, ctype, data) in &req.files {
+        files.append((name, filename, ctype, PyBytes::new(py, data)))?;
+    }
+    d.set_item("files", files)?;
+    d.set_item("content_type", &req.content_type)?;
+    Ok(d)
 }
 
 /// Jobs queued with add_job, through sync.add_job (identity_key: no second job).

@@ -10,6 +10,7 @@ from pg_sync import errors as _errors
 from pg_sync import job as _job
 from pg_sync import project as _project
 from pg_sync import records as _records
+from pg_sync import webhook as _webhook
 
 _providers = None
 _use_alarm = False
@@ -107,12 +108,12 @@ def _is_retryable(exc):
     return False
 
 
-def run_job(project, info):
-    """Run one job; returns (status, payload, warning, logs, children) where status is
-    done|retry|failed and payload the JSON result or the error text."""
+def _execute(project, info, extra_args=None):
+    """Run the job's handler; returns (status, result or error text, state) where status
+    is done|retry|failed."""
     state = _job.start(info)
     _project.set_current(project)
-    status, payload = "done", None
+    status, outcome = "done", None
     try:
         try:
             task_id = info.get("task_id")
@@ -129,21 +130,46 @@ def run_job(project, info):
                     raise _errors.MissingHandler(
                         "task %s does not define %s(); define it to handle this job" % (project.task_name(task_id), handler)
                     )
-                args, kwargs = _handler_args(project, info)
-                result = fn(*args, **kwargs)
+                if extra_args is not None:
+                    args, kwargs = extra_args, {}
+                else:
+                    args, kwargs = _handler_args(project, info)
+                outcome = fn(*args, **kwargs)
             finally:
                 _disarm()
-            if result is not None:
-                payload = _json.dumps(result, default=str)
         except BaseException as e:  # noqa: B902 - the job's failure, whatever it is
             status = "retry" if _is_retryable(e) else "failed"
-            payload = format_exception(e, project)
+            outcome = format_exception(e, project)
         if status == "done" and state.error is not None:
-            status, payload = "failed", "the job logged an error: %s" % state.error
-        return status, payload, state.warning, state.logs, state.children
+            status, outcome = "failed", "the job logged an error: %s" % state.error
+        return status, outcome, state
     finally:
         _job.stop()
         _project.set_current(None)
+
+
+def run_job(project, info):
+    """Run one job; returns (status, payload, warning, logs, children) where status is
+    done|retry|failed and payload the JSON result or the error text."""
+    status, outcome, state = _execute(project, info)
+    payload = outcome
+    if status == "done":
+        payload = None if outcome is None else _json.dumps(outcome, default=str)
+    return status, payload, state.warning, state.logs, state.children
+
+
+def run_webhook(project, info, request, content_type):
+    """Run handle_webhook(httprequest); returns run_job's tuple plus the response
+    (status, headers, body) when the handler succeeded."""
+    status, outcome, state = _execute(project, info, (_webhook.HttpRequest(request),))
+    payload, response = outcome, None
+    if status == "done":
+        try:
+            response = _webhook.response_for(outcome, content_type)
+            payload = None if outcome is None else _json.dumps(outcome, default=str)
+        except Exception as e:  # noqa: B902 - a return value that cannot be sent
+            status, payload = "failed", format_exception(e, project)
+    return status, payload, state.warning, state.logs, state.children, response
 
 
 # -- error text ---------------------------------------------------------------------------

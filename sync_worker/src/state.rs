@@ -1,0 +1,113 @@
+// What the supervisor shares with its HTTP servers and background duties: settings,
+// metrics, a status snapshot, the clock drift, and the command channel to the supervisor.
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::protocol::{WebhookCall, WebhookReply};
+use chrono::{DateTime, Utc};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Asked of the supervisor by the HTTP servers.
+pub enum SupervisorCommand {
+    /// Claim now (POST /service/processjobs).
+    ProcessJobs,
+    /// Run a webhook handler and answer on the channel.
+    Webhook(Box<WebhookCall>, oneshot::Sender<WebhookReply>),
+}
+
+/// The supervisor's state as the admin API shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WorkerStatus {
+    /// sync.worker id of the current connection (None while disconnected).
+    pub worker_id: Option<i32>,
+    /// starting, running, reconnecting or stopping.
+    pub state: &'static str,
+    pub executors: usize,
+    pub executors_ready: usize,
+    pub executors_busy: usize,
+    pub webhook_executors: usize,
+    pub webhook_executors_ready: usize,
+    /// Claimed, not yet handed to an executor.
+    pub jobs_ready: usize,
+    pub jobs_completed: u64,
+    pub webhook_calls_waiting: usize,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SchedulerStatus {
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub last_enqueued: i32,
+    pub last_error: Option<String>,
+    pub drift_ms: Option<f64>,
+    pub drift_measured_at: Option<DateTime<Utc>>,
+}
+
+pub struct State {
+    pub cfg: Config,
+    pub metrics: Metrics,
+    pub started_at: DateTime<Utc>,
+    pub hostname: String,
+    pub status: Mutex<WorkerStatus>,
+    pub scheduler: Mutex<SchedulerStatus>,
+    pub commands: mpsc::UnboundedSender<SupervisorCommand>,
+    /// Where the HTTP servers listen (None = off).
+    pub webhook_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    next_call: AtomicU64,
+}
+
+pub type Shared = Arc<State>;
+
+impl State {
+    pub fn new(
+        cfg: Config,
+        commands: mpsc::UnboundedSender<SupervisorCommand>,
+        webhook_addr: Option<SocketAddr>,
+        admin_addr: Option<SocketAddr>,
+    ) -> Shared {
+        Arc::new(State {
+            webhook_addr,
+            admin_addr,
+            next_call: AtomicU64::new(1),
+            cfg,
+            metrics: Metrics::default(),
+            started_at: Utc::now(),
+            hostname: crate::registry::hostname(),
+            status: Mutex::new(WorkerStatus {
+                state: "starting",
+                ..Default::default()
+            }),
+            scheduler: Mutex::new(SchedulerStatus::default()),
+            commands,
+        })
+    }
+
+    /// A new webhook call id.
+    pub fn call_id(&self) -> u64 {
+        self.next_call.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> WorkerStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_status(&self, update: impl FnOnce(&mut WorkerStatus)) {
+        update(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn scheduler(&self) -> SchedulerStatus {
+        self.scheduler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_scheduler(&self, update: impl FnOnce(&mut SchedulerStatus)) {
+        update(&mut self.scheduler.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
