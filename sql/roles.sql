@@ -109,3 +109,10 @@ GRANT EXECUTE ON FUNCTION sync.dbt_apply(bigint, boolean),
     sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint)
     TO sync_developer;
 GRANT EXECUTE ON FUNCTION sync.enqueue_timed_triggers() TO sync_admin;
+
+-- Project export / import (sql/projects.sql), both SECURITY INVOKER: exporting reads
+-- what sync_user may read (secret keys, not values); importing writes as the caller,
+-- so a developer may import anything but admin-only columns and secrets.
+REVOKE EXECUTE ON FUNCTION sync_export_project(text), sync_import_project(jsonb, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sync_export_project(text) TO sync_user;
+GRANT EXECUTE ON FUNCTION sync_import_project(jsonb, boolean) TO sync_developer;

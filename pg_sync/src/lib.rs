@@ -19,5 +19,10 @@ extension_sql_file!(
     name = "triggers",
     requires = ["schema"]
 );
+extension_sql_file!(
+    "../../sql/projects.sql",
+    name = "projects",
+    requires = ["schema", "jobs", "triggers"]
+);
 // Grants name every function, so they run last.
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);

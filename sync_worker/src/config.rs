@@ -26,6 +26,10 @@ pub enum Command {
     /// Debugging: run one job now, in its own transaction, and print the outcome.
     #[command(hide = true)]
     RunJob(crate::run_job::RunJobArgs),
+    /// Print a project's definition as a JSON document (`export NAME > FILE`).
+    Export(crate::project_io::ExportArgs),
+    /// Create a project from a document written by `export` (`--replace`: update it).
+    Import(crate::project_io::ImportArgs),
 }
 
 #[derive(Args, Debug, Clone)]

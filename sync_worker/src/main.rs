@@ -7,6 +7,7 @@ mod cron;
 mod executor;
 mod pg;
 mod pool;
+mod project_io;
 mod protocol;
 mod python;
 mod registry;
@@ -25,6 +26,8 @@ fn main() {
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run_worker(&cli.worker),
         Command::RunJob(args) => run_job::main(cli.worker.database_url.as_deref(), &args),
+        Command::Export(args) => project_io::export_main(cli.worker.database_url.as_deref(), &args),
+        Command::Import(args) => project_io::import_main(cli.worker.database_url.as_deref(), &args),
         Command::Executor(args) => {
             let index = args.index;
             match executor::main(args) {
