@@ -948,3 +948,68 @@ async fn cli_export_and_import_through_the_worker_binary() {
     assert!(err.contains("DATABASE_URL"), "{err}");
     let _ = std::fs::remove_file(&file);
 }
+
+#[tokio::test]
+async fn readme_examples_run() {
+    // The SQL blocks of README's "Projects: export and import" section, in order; a
+    // statement commented `-- ERROR <sqlstate>` must fail with that SQLSTATE. Its JSON
+    // block is the export of the project the first block creates.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("\n## Projects: export and import")
+        .expect("the section");
+    let section = &readme[start..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+    let block = |fence: &str, i: usize| -> String {
+        let b = section.split(fence).nth(i + 1).expect("a block");
+        b[..b.find("```").expect("closed block")].to_string()
+    };
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let sql_blocks = section.matches("```sql\n").count();
+    assert!(sql_blocks >= 3, "{sql_blocks}");
+    for i in 0..sql_blocks {
+        let mut current = String::new();
+        for line in block("```sql\n", i).lines() {
+            current.push_str(line);
+            current.push('\n');
+            // A statement ends with `;`, maybe followed by a comment.
+            if !line
+                .split("--")
+                .next()
+                .unwrap_or("")
+                .trim_end()
+                .ends_with(';')
+            {
+                continue;
+            }
+            let sql = std::mem::take(&mut current);
+            match sql.split("-- ERROR ").nth(1) {
+                Some(code) => {
+                    expect_error(&c, &sql, &code.trim()[..5]).await;
+                }
+                None => {
+                    if let Err(e) = c.batch_execute(&sql).await {
+                        panic!("README example failed: {sql}{}", describe(&e));
+                    }
+                }
+            }
+            if sql.contains("= (SELECT doc FROM saved)") {
+                let same: bool = scalar(&c, sql.trim().trim_end_matches(|ch| ch != ';')).await;
+                assert!(same, "{sql}");
+            }
+        }
+        assert!(current.trim().is_empty(), "unterminated: {current}");
+        if i == 0 {
+            let shown: Value = serde_json::from_str(&block("```json\n", 0)).expect("JSON block");
+            assert_eq!(export(&c, "billing").await, shown);
+        }
+    }
+    let left: String = scalar(
+        &c,
+        "SELECT common_code || ' ' || (SELECT value FROM sync.project_param) FROM sync.project",
+    )
+    .await;
+    assert_eq!(left, "VAT = 0.21 https://api.internal.test");
+}
