@@ -116,3 +116,10 @@ REVOKE EXECUTE ON FUNCTION sync_webhook_url(text, text),
     sync.webhook_call_failed(text, integer, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sync_webhook_url(text, text) TO sync_user;
 GRANT EXECUTE ON FUNCTION sync.webhook_call_failed(text, integer, text) TO sync_admin;
+
+-- Project export / import (sql/projects.sql), both SECURITY INVOKER: exporting reads
+-- what sync_user may read (secret keys, not values); importing writes as the caller,
+-- so a developer may import anything but admin-only columns and secrets.
+REVOKE EXECUTE ON FUNCTION sync_export_project(text), sync_import_project(jsonb, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sync_export_project(text) TO sync_user;
+GRANT EXECUTE ON FUNCTION sync_import_project(jsonb, boolean) TO sync_developer;

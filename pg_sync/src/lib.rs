@@ -24,5 +24,10 @@ extension_sql_file!(
     name = "webhooks",
     requires = ["jobs"]
 );
+extension_sql_file!(
+    "../../sql/projects.sql",
+    name = "projects",
+    requires = ["schema", "jobs", "triggers"]
+);
 // Grants name every function, so they run last.
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);

@@ -32,6 +32,10 @@ pub enum Command {
     Executor(ExecutorArgs),
     /// Debugging: run one job now, in its own transaction, and print the outcome.
     RunJob(crate::run_job::RunJobArgs),
+    /// Print a project's definition as a JSON document (`export NAME > FILE`).
+    Export(crate::project_io::ExportArgs),
+    /// Create a project from a document written by `export` (`--replace`: update it).
+    Import(crate::project_io::ImportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]

@@ -9,6 +9,7 @@ mod http;
 mod metrics;
 mod pg;
 mod pool;
+mod project_io;
 mod protocol;
 mod python;
 mod registry;
@@ -32,6 +33,16 @@ fn main() {
         Command::RunJob(args) => {
             init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
             run_job::main(cli.worker.database_url.as_deref(), &args)
+        }
+        Command::Export(args) => {
+            init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
+            pg::set_default_ca_file(cli.worker.database_ca_file.clone());
+            project_io::export_main(cli.worker.database_url.as_deref(), &args)
+        }
+        Command::Import(args) => {
+            init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
+            pg::set_default_ca_file(cli.worker.database_ca_file.clone());
+            project_io::import_main(cli.worker.database_url.as_deref(), &args)
         }
         Command::Executor(args) => {
             init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
