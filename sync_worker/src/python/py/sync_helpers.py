@@ -205,12 +205,12 @@ def _linked_records(rows):
         if len(model._pk) > 1:
             # Composite keys: read the rows by the text form links store, so that keys of
             # any column type come back typed.
-            key = "ROW(%s)::text" % ", ".join("t." + _records.quote_ident(c) for c in model._pk)
-            rows = _records.query(
-                "SELECT %s AS pg_sync_ref, t.* FROM %s t WHERE %s = ANY ($1::text[])" % (key, model._quoted, key),
+            key_sql = "ROW(%s)::text" % ", ".join("t." + _records.quote_ident(c) for c in model._pk)
+            table_rows = _records.query(
+                "SELECT %s AS pg_sync_ref, t.* FROM %s t WHERE %s = ANY ($1::text[])" % (key_sql, model._quoted, key_sql),
                 [ref for _e, ref in pairs],
             )
-            by_ref = {r[0]: _records.make_row(r.keys()[1:], tuple(r)[1:]) for r in rows}
+            by_ref = {r[0]: _records.make_row(r.keys()[1:], tuple(r)[1:]) for r in table_rows}
             recs = model._from_rows(list(by_ref.values()))
             key_of = {ref: model._key_of(row) for ref, row in by_ref.items()}
             for external, ref in pairs:
