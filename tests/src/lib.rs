@@ -62,12 +62,18 @@ fn run(mut cmd: Command, what: &str) {
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    options: String,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Self::start_with("")
+    }
+
+    /// A cluster started with extra server options (e.g. `-c shared_preload_libraries=...`).
+    pub fn start_with(options: &str) -> Cluster {
         let base = std::env::var("PG_SYNC_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
         let dir = PathBuf::from(base).join(format!(
             "cluster-{}-{}",
@@ -100,6 +106,7 @@ impl Cluster {
         let cluster = Cluster {
             dir,
             port: free_port(),
+            options: options.to_string(),
         };
         cluster.pg_ctl_start();
         cluster
@@ -115,9 +122,10 @@ impl Cluster {
             .arg("-o")
             .arg(format!(
                 "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=300 -c shared_buffers=256MB",
+                 -c full_page_writes=off -c max_connections=300 -c shared_buffers=256MB {}",
                 self.port,
-                self.dir.display()
+                self.dir.display(),
+                self.options
             ))
             .arg("start");
         run(c, "pg_ctl start");

@@ -33,7 +33,11 @@ pub struct PyProject {
 impl PyProject {
     /// New database, role `<db>_run` (member of sync_developer), active project `name`.
     pub async fn new(name: &str) -> PyProject {
-        let db = TestDb::new().await;
+        Self::in_db(name, TestDb::new().await).await
+    }
+
+    /// The same in a database of the caller's choosing (e.g. on a private cluster).
+    pub async fn in_db(name: &str, db: TestDb) -> PyProject {
         let client = db.connect().await;
         let role = format!("{}_run", db.name);
         client

@@ -131,6 +131,7 @@ const PACKAGE: &[(&str, &str)] = &[
     ("pg_sync.job", include_str!("py/job.py")),
     ("pg_sync.records", include_str!("py/records.py")),
     ("pg_sync.links", include_str!("py/links.py")),
+    ("pg_sync.sync_helpers", include_str!("py/sync_helpers.py")),
     ("pg_sync.tools", include_str!("py/tools.py")),
     ("pg_sync.webhook", include_str!("py/webhook.py")),
     ("pg_sync.project", include_str!("py/project.py")),

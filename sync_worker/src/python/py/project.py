@@ -13,6 +13,7 @@ from pg_sync import job as _job
 from pg_sync import links as _links
 from pg_sync import records as _records
 from pg_sync import sandbox as _sandbox
+from pg_sync import sync_helpers as _sync_helpers
 from pg_sync import tools as _tools
 from pg_sync.values import Magic, Namespace, Secrets
 
@@ -58,6 +59,11 @@ def base_context(project):
         "set_link": _links.set_link,
         "search_links": _links.search_links,
         "get_link": _links.get_link,
+        "sync_db2x": _sync_helpers.sync_db2x,
+        "sync_x2db": _sync_helpers.sync_x2db,
+        "sync_external": _sync_helpers.sync_external,
+        "sync_odoo2x": _sync_helpers.sync_odoo2x,
+        "sync_x2odoo": _sync_helpers.sync_x2odoo,
         "json": t.json,
         "time": t.time,
         "datetime": t.datetime,
