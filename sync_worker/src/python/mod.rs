@@ -11,6 +11,7 @@
 pub mod convert;
 pub mod db;
 mod native;
+mod remote;
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -63,7 +64,7 @@ pub enum Outcome {
 pub struct LogLine {
     /// debug, info, warning or error.
     pub level: String,
-    /// message or data_out.
+    /// message, data_out or data_in.
     pub kind: String,
     pub recipient: Option<String>,
     pub message: String,
@@ -104,13 +105,22 @@ const PACKAGE: &[(&str, &str)] = &[
     ("pg_sync.job", include_str!("py/job.py")),
     ("pg_sync.records", include_str!("py/records.py")),
     ("pg_sync.links", include_str!("py/links.py")),
+    ("pg_sync.rest", include_str!("py/rest.py")),
+    ("pg_sync.remote", include_str!("py/remote.py")),
     ("pg_sync.tools", include_str!("py/tools.py")),
     ("pg_sync.project", include_str!("py/project.py")),
     ("pg_sync.runner", include_str!("py/runner.py")),
 ];
 
 /// Evaluation-context providers shipped inside the worker.
-const BUILTIN_PROVIDERS: &[(&str, &str)] = &[("example", include_str!("eval_context/example.py"))];
+const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
+    ("example", include_str!("eval_context/example.py")),
+    ("http_json", include_str!("eval_context/http_json.py")),
+    ("postgres", include_str!("eval_context/postgres.py")),
+    ("github", include_str!("eval_context/github.py")),
+    ("trello", include_str!("eval_context/trello.py")),
+    ("telegram", include_str!("eval_context/telegram.py")),
+];
 
 /// A prepared project (its code layers), or why it could not be prepared.
 struct Prepared {
