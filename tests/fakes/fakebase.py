@@ -11,6 +11,9 @@
 #                          "body": {...}, "delay": 2.5}: the next `count` matching calls
 #                          (method and path prefix optional) answer `status` with `body`
 #                          after `delay` seconds (status 0: only the delay, then normal)
+#   POST /_fake/redirect   {"path": "/old", "location": "/new", "status": 301}: calls whose
+#                          path starts with `path` are redirected (the rest of the path is
+#                          appended to a relative location; an absolute one is used as is)
 #   POST /_fake/flush      wait until queued webhook deliveries are sent
 import argparse
 import json
@@ -98,6 +101,7 @@ class Fake:
         with self.lock:
             self.requests = []
             self.failures = []
+            self.redirects = []
             self.deliveries = []
             self.state_reset()
 
@@ -161,6 +165,15 @@ class Fake:
                 time.sleep(float(failure["delay"]))
             if failure.get("status"):
                 return failure["status"], failure.get("body", {"message": "injected failure"}), {}
+        for r in self.redirects:
+            if path.startswith(r["path"]):
+                location = r["location"]
+                if location.startswith("/"):
+                    location = self.base_url + location + path[len(r["path"]):]
+                query = urllib.parse.urlencode(request.query_all, doseq=True)
+                if query and "?" not in location:
+                    location += "?" + query
+                return int(r.get("status", 301)), {"message": "Moved Permanently", "url": location}, {"Location": location}
         if not self.authorized(request):
             e = self.unauthorized(request)
             return e.status, e.body, e.headers
@@ -211,6 +224,13 @@ class Fake:
             spec["count"] = int(spec.get("count", 1))
             with self.lock:
                 self.failures.append(spec)
+            return 200, {"ok": True}, {}
+        if what == "redirect" and request.method == "POST":
+            spec = request.body if isinstance(request.body, dict) else {}
+            if not spec.get("path") or not spec.get("location"):
+                return 400, {"message": "give path and location"}, {}
+            with self.lock:
+                self.redirects.append(dict(spec))
             return 200, {"ok": True}, {}
         if what == "flush" and request.method == "POST":
             return 200, {"ok": self.flush()}, {}

@@ -398,6 +398,150 @@ def slow():
     assert_nothing_leaked(&p, &[GH_TOKEN]).await;
 }
 
+#[tokio::test]
+async fn http_json_redirects_forms_headers_and_time_limits() {
+    let gh = github_fake();
+    let p = PyProject::new("http").await;
+    providers(&p, &["http_json"]).await;
+    secret(&p, "HTTP_JSON_TOKEN", GH_TOKEN).await;
+    param(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
+    secret(&p, "KEYED_BASE_URL", &gh.url("")).await;
+    secret(&p, "KEYED_TOKEN", HTTP_TOKEN).await;
+    param(&p, "KEYED_AUTH_HEADER", "X-Api-Key").await;
+    param(&p, "KEYED_AUTH_SCHEME", "none").await;
+    gh.post(
+        "/_fake/redirect",
+        &[],
+        &json!({"path": "/repos/acme/old", "location": "/repos/acme/app", "status": 301}),
+    );
+    gh.post(
+        "/_fake/redirect",
+        &[],
+        &json!({"path": "/repos/acme/moved", "location": "/repos/acme/app", "status": 307}),
+    );
+    gh.post(
+        "/_fake/redirect",
+        &[],
+        &json!({"path": "/away", "location": "http://127.0.0.1:1/elsewhere", "status": 302}),
+    );
+    let task = p
+        .task(
+            "calls",
+            r#"
+def handle_button():
+    form = http_json.post('/repos/acme/app/issues', data={'title': 'Form'}, headers={'X-Trace': 'abc'})
+    moved = http_json.post('/repos/acme/moved/issues', json={'title': 'Moved'})
+    old = http_json.get('/repos/acme/old/issues/%d' % form['number'])
+    try:
+        http_json.get('/away')
+    except HTTPError as e:
+        away = [e.status, isinstance(e, HTTPClientError), isinstance(e, RetryableJobError), str(e)]
+    try:
+        http_json_client('KEYED').get('/user')
+    except HTTPClientError as e:
+        keyed = e.status
+    return {'form': form['title'], 'moved': moved['title'], 'old': old['title'], 'away': away, 'keyed': keyed}
+
+def hang():
+    return http_json.get('/user')
+"#,
+        )
+        .await;
+    let report = p.run(p.job(task, "handle_button", Value::Null).await).await;
+    assert_eq!(report["state"], "done", "{report}");
+    let r = &report["result"];
+    assert_eq!(
+        (&r["form"], &r["moved"], &r["old"], &r["keyed"]),
+        (&json!("Form"), &json!("Moved"), &json!("Form"), &json!(401)),
+        "{r}"
+    );
+    assert_eq!(
+        r["away"].as_array().map(|a| a[..3].to_vec()),
+        Some(vec![json!(302), json!(false), json!(false)]),
+        "{r}"
+    );
+    assert!(
+        r["away"][3]
+            .as_str()
+            .unwrap_or_default()
+            .contains("redirect to http://127.0.0.1:1/elsewhere not followed"),
+        "{r}"
+    );
+    let requests = gh.requests();
+    assert_eq!(
+        requests[0]["body"],
+        json!({"title": "Form"}),
+        "form fields arrive as such"
+    );
+    assert_eq!(
+        requests[0]["headers"]["content-type"],
+        json!("application/x-www-form-urlencoded")
+    );
+    assert_eq!(requests[0]["headers"]["x-trace"], json!("abc"));
+    // 307 keeps the method and body; the redirected calls carry the token too.
+    assert_eq!(requests[1]["status"], json!(307));
+    assert_eq!(
+        (
+            &requests[2]["method"],
+            &requests[2]["path"],
+            &requests[2]["body"]
+        ),
+        (
+            &json!("POST"),
+            &json!("/repos/acme/app/issues"),
+            &json!({"title": "Moved"})
+        )
+    );
+    assert_eq!(requests[4]["path"], json!("/repos/acme/app/issues/1"));
+    assert_eq!(
+        requests[4]["headers"]["authorization"],
+        json!(format!("Bearer {GH_TOKEN}"))
+    );
+    // Another header and no scheme for the KEYED client; nothing went to the other origin.
+    let keyed = requests.last().expect("requests");
+    assert_eq!(keyed["headers"]["x-api-key"], json!(HTTP_TOKEN), "{keyed}");
+    assert_eq!(keyed["headers"].get("authorization"), None, "{keyed}");
+    assert_eq!(requests.len(), 7, "{requests:?}");
+    let logs = project_logs(&p).await;
+    assert!(
+        lines_of(&logs, "data_in", "http_json").contains(
+            &format!(
+                "301 Moved Permanently GET {} -> {}",
+                gh.url("/repos/acme/old/issues/1"),
+                gh.url("/repos/acme/app/issues/1")
+            )
+            .as_str()
+        ),
+        "{logs:?}"
+    );
+    // The soft time limit stops a request that hangs.
+    p.sql(&format!(
+        "UPDATE sync.task SET time_limit = '1 second' WHERE id = {task}"
+    ))
+    .await;
+    gh.post(
+        "/_fake/fail",
+        &[],
+        &json!({"status": 0, "delay": 8, "count": 1, "path": "/user"}),
+    );
+    let started = std::time::Instant::now();
+    let report = p.run(p.job(task, "hang", Value::Null).await).await;
+    assert_eq!(report["state"], "failed", "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("TimeLimitExceeded"),
+        "{report}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_nothing_leaked(&p, &[GH_TOKEN, HTTP_TOKEN]).await;
+}
+
 // -----------------------------------------------------------------------------------
 // github
 // -----------------------------------------------------------------------------------
@@ -922,6 +1066,10 @@ async fn postgres_project() -> (PyProject, TestDb) {
 #[tokio::test]
 async fn postgres_round_trips_values_and_transactions() {
     let (p, remote) = postgres_project().await;
+    let dsn = remote
+        .url
+        .replacen("postgres@", &format!("postgres:{PG_PASSWORD}@"), 1);
+    secret(&p, "WAREHOUSE_DSN", &dsn).await;
     let report = p
         .run_code(
             r#"
@@ -975,6 +1123,10 @@ def handle_button():
         'aborted': aborted, 'commit': commit, 'after': postgres.in_transaction,
         'names': [x.name for x in postgres.query("SELECT name FROM items ORDER BY id")],
         'database': postgres.database,
+        'warehouse': [postgres_connection('WAREHOUSE').query_one('SELECT count(*) AS n FROM items').n,
+                      postgres_connection('WAREHOUSE') is postgres_connection('WAREHOUSE'),
+                      postgres_connection('WAREHOUSE').query_one('SELECT pg_backend_pid() AS p').p
+                      != postgres.query_one('SELECT pg_backend_pid() AS p').p],
     }
 "#,
             "handle_button",
@@ -1004,6 +1156,7 @@ def handle_button():
     );
     assert_eq!(r["after"], json!(false));
     assert_eq!(r["names"], json!(["pencil", "ink"]), "{r}");
+    assert_eq!(r["warehouse"], json!([2, true, true]), "{r}");
     assert_eq!(
         r["database"],
         json!(format!(
@@ -1207,4 +1360,236 @@ async fn postgres_connection_errors_never_show_the_password() {
         "{err}"
     );
     assert_nothing_leaked(&p, &[PG_PASSWORD]).await;
+}
+
+// -----------------------------------------------------------------------------------
+// The fakes' webhooks (what demos rely on to see the other side change)
+// -----------------------------------------------------------------------------------
+
+/// A tiny HTTP receiver: answers 200 to every POST and keeps (path, headers, body).
+struct Receiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value, Value)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut headers = serde_json::Map::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.insert(k.trim().to_lowercase(), json!(v.trim()));
+                    }
+                }
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                sink.lock()
+                    .expect("lock")
+                    .push((path, Value::Object(headers), body));
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        });
+        Receiver { port, got }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn received(&self, path: &str) -> Vec<(Value, Value)> {
+        self.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, h, b)| (h.clone(), b.clone()))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn fakes_send_webhooks_for_api_changes() {
+    let hooks = Receiver::start();
+    // GitHub: issues and issue_comment events, with X-GitHub-Event.
+    let gh = github_fake();
+    let auth = format!("Bearer {GH_TOKEN}");
+    let h = [("Authorization", auth.as_str())];
+    gh.post(
+        "/repos/acme/app/hooks",
+        &h,
+        &json!({"config": {"url": hooks.url("/gh")}, "events": ["issues", "issue_comment"]}),
+    );
+    gh.post("/repos/acme/app/issues", &h, &json!({"title": "Hook me"}));
+    gh.post(
+        "/repos/acme/app/issues/1/comments",
+        &h,
+        &json!({"body": "a comment"}),
+    );
+    gh.post(
+        "/repos/acme/app/issues/1/labels",
+        &h,
+        &json!({"labels": ["bug"]}),
+    );
+    let (status, _) = gh.request(
+        "PATCH",
+        "/repos/acme/app/issues/1",
+        &h,
+        Some(&json!({"state": "closed"})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        gh.post("/_fake/flush", &[], &Value::Null),
+        json!({"ok": true})
+    );
+    let events: Vec<(String, String)> = hooks
+        .received("/gh")
+        .iter()
+        .map(|(h, b)| {
+            (
+                h["x-github-event"].as_str().unwrap_or("?").to_string(),
+                b["action"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("issues", "opened"),
+        ("issue_comment", "created"),
+        ("issues", "labeled"),
+        ("issues", "closed"),
+    ];
+    assert_eq!(events, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    let first = &hooks.received("/gh")[0].1;
+    assert_eq!(
+        (
+            &first["issue"]["title"],
+            &first["repository"]["full_name"],
+            &first["sender"]["login"]
+        ),
+        (&json!("Hook me"), &json!("acme/app"), &json!("pgsync-bot"))
+    );
+    let state = gh.state();
+    assert!(
+        state["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.len() == 4 && d.iter().all(|x| x["status"] == json!(200))),
+        "{}",
+        state["deliveries"]
+    );
+    // A wrong token is refused like GitHub does.
+    let (status, body) = gh.request("GET", "/user", &[("Authorization", "Bearer nope")], None);
+    assert_eq!((status, &body["message"]), (401, &json!("Bad credentials")));
+
+    // Trello: actions on a watched board.
+    let tr = FakeServer::start("trello", &["--key", TRELLO_KEY, "--token", TRELLO_TOKEN]);
+    let q = format!("?key={TRELLO_KEY}&token={TRELLO_TOKEN}");
+    let board = tr.post(&format!("/1/boards{q}"), &[], &json!({"name": "B"}));
+    let board_id = board["id"].as_str().expect("board");
+    let lists = tr.get(&format!("/1/boards/{board_id}/lists{q}"), &[]);
+    assert_eq!(
+        lists.as_array().map(Vec::len),
+        Some(3),
+        "default lists: {lists}"
+    );
+    tr.post(
+        &format!("/1/webhooks{q}"),
+        &[],
+        &json!({"callbackURL": hooks.url("/trello"), "idModel": board_id}),
+    );
+    let card = tr.post(
+        &format!("/1/cards{q}"),
+        &[],
+        &json!({"idList": lists[0]["id"], "name": "Card"}),
+    );
+    tr.post(
+        &format!(
+            "/1/cards/{}/actions/comments{q}",
+            card["id"].as_str().unwrap_or("?")
+        ),
+        &[],
+        &json!({"text": "hello"}),
+    );
+    tr.post("/_fake/flush", &[], &Value::Null);
+    let actions: Vec<Value> = hooks
+        .received("/trello")
+        .iter()
+        .map(|(_, b)| b["action"]["type"].clone())
+        .collect();
+    assert_eq!(actions, [json!("createCard"), json!("commentCard")]);
+    assert_eq!(
+        hooks.received("/trello")[1].1["action"]["data"]["text"],
+        json!("hello")
+    );
+    assert_eq!(
+        tr.request(
+            "GET",
+            &format!("/1/boards/{board_id}?key={TRELLO_KEY}&token=bad"),
+            &[],
+            None
+        ),
+        (401, json!("invalid token"))
+    );
+
+    // Telegram: a user's message goes to the webhook (with its secret), else to getUpdates.
+    let tg = FakeServer::start("telegram", &["--token", TG_TOKEN]);
+    tg.post(
+        &format!("/bot{TG_TOKEN}/setWebhook"),
+        &[],
+        &json!({"url": hooks.url("/tg"), "secret_token": "s3"}),
+    );
+    tg.post(
+        "/_fake/updates",
+        &[],
+        &json!({"chat_id": 5, "text": "hi bot"}),
+    );
+    tg.post("/_fake/flush", &[], &Value::Null);
+    let got = hooks.received("/tg");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0["x-telegram-bot-api-secret-token"], json!("s3"));
+    assert_eq!(
+        (
+            &got[0].1["message"]["text"],
+            &got[0].1["message"]["chat"]["id"]
+        ),
+        (&json!("hi bot"), &json!(5))
+    );
+    tg.post(&format!("/bot{TG_TOKEN}/deleteWebhook"), &[], &json!({}));
+    tg.post(
+        "/_fake/updates",
+        &[],
+        &json!({"chat_id": 5, "text": "polled"}),
+    );
+    let updates = tg.post(&format!("/bot{TG_TOKEN}/getUpdates"), &[], &json!({}));
+    assert_eq!(
+        updates["result"][0]["message"]["text"],
+        json!("polled"),
+        "{updates}"
+    );
+    assert_eq!(
+        tg.request("POST", "/botwrong/getMe", &[], Some(&json!({})))
+            .0,
+        401
+    );
 }
