@@ -1275,6 +1275,31 @@ async fn postgres_connection_is_reused_and_replaced_when_broken() {
     .await;
     let after = p.run(p.job(task, "handle_cron", Value::Null).await).await;
     assert_eq!(after["state"], "done", "{after}");
+    // A job that ends inside a transaction (trusted code can open one without a block):
+    // the next job's first statement rolls it back instead of running inside it.
+    p.set(
+        "core_code",
+        "def leave_open():\n    postgres._begin()\n    postgres.execute('CREATE TABLE left_open (x int)')\n    return postgres.in_transaction\n",
+    )
+    .await;
+    let open = p
+        .result(
+            "def handle_cron():\n    return leave_open()\n",
+            "handle_cron",
+        )
+        .await;
+    assert_eq!(open, json!(true));
+    let next = p
+        .result(
+            "def handle_cron():\n    return [postgres.in_transaction, postgres.query_one(\"SELECT to_regclass('left_open') IS NULL AS gone\").gone]\n",
+            "handle_cron",
+        )
+        .await;
+    assert_eq!(
+        next,
+        json!([false, true]),
+        "the stale transaction was rolled back"
+    );
     // POSTGRES_LOG=false: no statement lines.
     let logs = project_logs(&p).await;
     assert!(
@@ -1592,4 +1617,62 @@ async fn fakes_send_webhooks_for_api_changes() {
             .0,
         401
     );
+}
+
+/// The provider of README's "Your own providers" example, as written there.
+fn readme_provider() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("#### Your own providers")
+        .nth(1)
+        .expect("README has the section");
+    let block = section.split("```python\n").nth(1).expect("a python block");
+    block.split("```").next().expect("closed block").to_string()
+}
+
+#[tokio::test]
+async fn operator_providers_build_clients_with_pg_sync_rest() {
+    // The GitHub fake stands in for the shop: it refuses the X-Api-Key (401), which is
+    // enough to see the key go out and the error come back.
+    let shop = github_fake();
+    let mut p = PyProject::new("shop").await;
+    let dir = std::env::temp_dir().join(format!("pg_sync_shop_{}", p.db.name));
+    std::fs::create_dir_all(&dir).expect("provider dir");
+    std::fs::write(dir.join("shop.py"), readme_provider()).expect("write provider");
+    p.worker_env("SYNC_EVAL_CONTEXT_PATH", &dir.to_string_lossy());
+    providers(&p, &["shop"]).await;
+    param(&p, "SHOP_URL", &shop.url("")).await;
+    secret(&p, "SHOP_API_KEY", HTTP_TOKEN).await;
+    let report = p
+        .run_code(
+            r#"
+def handle_cron():
+    try:
+        shop_order('SO-7')
+    except HTTPClientError as e:
+        return [e.status, e.url, shop.name, shop.base_url]
+"#,
+            "handle_cron",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        report["result"],
+        json!([401, shop.url("/orders/SO-7"), "shop", shop.url("")]),
+        "{report}"
+    );
+    let request = &shop.requests()[0];
+    assert_eq!(
+        request["headers"]["x-api-key"],
+        json!(HTTP_TOKEN),
+        "{request}"
+    );
+    let logs = project_logs(&p).await;
+    assert_eq!(
+        lines_of(&logs, "data_out", "shop"),
+        vec![format!("GET {}", shop.url("/orders/SO-7"))]
+    );
+    assert_nothing_leaked(&p, &[HTTP_TOKEN]).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -155,7 +155,7 @@ class RemoteDatabase:
     @property
     def in_transaction(self):
         """True inside a transaction() block."""
-        return bool(self._conn is not None and self._conn.depth)
+        return bool(self._conn is not None and self._conn.depth and self._owner is _job.current())
 
     def close(self):
         """Close the connection now (the next statement reconnects)."""
