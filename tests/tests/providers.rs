@@ -422,7 +422,7 @@ async fn http_json_redirects_forms_headers_and_time_limits() {
     gh.post(
         "/_fake/redirect",
         &[],
-        &json!({"path": "/away", "location": "http://127.0.0.1:1/elsewhere", "status": 302}),
+        &json!({"path": "/away", "location": format!("http://127.0.0.1:1/elsewhere?t={GH_TOKEN}"), "status": 302}),
     );
     let task = p
         .task(
@@ -435,7 +435,7 @@ def handle_button():
     try:
         http_json.get('/away')
     except HTTPError as e:
-        away = [e.status, isinstance(e, HTTPClientError), isinstance(e, RetryableJobError), str(e)]
+        away = [e.status, isinstance(e, HTTPClientError), isinstance(e, RetryableJobError), str(e), e.headers['location']]
     try:
         http_json_client('KEYED').get('/user')
     except HTTPClientError as e:
@@ -464,8 +464,13 @@ def hang():
         r["away"][3]
             .as_str()
             .unwrap_or_default()
-            .contains("redirect to http://127.0.0.1:1/elsewhere not followed"),
+            .contains("redirect to http://127.0.0.1:1/elsewhere?t=*** not followed"),
         "{r}"
+    );
+    assert_eq!(
+        r["away"][4],
+        json!("http://127.0.0.1:1/elsewhere?t=***"),
+        "response headers are masked too"
     );
     let requests = gh.requests();
     assert_eq!(

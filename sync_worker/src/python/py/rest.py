@@ -384,6 +384,8 @@ class JsonClient:
                     url, shown = target, self._mask(target)
                     continue
             break
+        # A server may echo credentials (a Location with key= and token=...).
+        rheaders = {k: self._mask(v) for k, v in rheaders.items()}
         text, parsed = _decode(raw, rheaders)
         masked = self._mask(text)
         if masked != text:
