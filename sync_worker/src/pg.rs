@@ -108,7 +108,7 @@ pub fn parse_url(url: &str) -> Result<Target, UrlError> {
 
 /// A connector doing what `tls` asks: like libpq, prefer and require encrypt without
 /// checking the certificate; verify-ca and verify-full check it.
-fn connector(target: &Target) -> Result<MakeTlsConnector, openssl::error::ErrorStack> {
+pub fn connector(target: &Target) -> Result<MakeTlsConnector, openssl::error::ErrorStack> {
     let mut builder = SslConnector::builder(SslMethod::tls_client())?;
     match target.tls {
         Tls::VerifyCa | Tls::VerifyFull => {

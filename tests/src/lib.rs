@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod fakes;
 pub mod python;
 
 pub use tokio_postgres::{Client, Error, Row};

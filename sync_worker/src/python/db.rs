@@ -438,7 +438,7 @@ fn check_statement(sql: &str) -> Result<(), DbError> {
 }
 
 /// The first `n` words of a statement, lowercased, skipping comments.
-fn leading_words(sql: &str, n: usize) -> Vec<String> {
+pub(crate) fn leading_words(sql: &str, n: usize) -> Vec<String> {
     let b = sql.as_bytes();
     let mut i = 0;
     let mut words = Vec::new();

@@ -10,6 +10,7 @@
 pub mod convert;
 pub mod db;
 mod native;
+mod remote;
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -62,7 +63,7 @@ pub enum Outcome {
 pub struct LogLine {
     /// debug, info, warning or error.
     pub level: String,
-    /// message or data_out.
+    /// message, data_out or data_in.
     pub kind: String,
     pub recipient: Option<String>,
     pub message: String,
@@ -132,6 +133,8 @@ const PACKAGE: &[(&str, &str)] = &[
     ("pg_sync.records", include_str!("py/records.py")),
     ("pg_sync.links", include_str!("py/links.py")),
     ("pg_sync.sync_helpers", include_str!("py/sync_helpers.py")),
+    ("pg_sync.rest", include_str!("py/rest.py")),
+    ("pg_sync.remote", include_str!("py/remote.py")),
     ("pg_sync.tools", include_str!("py/tools.py")),
     ("pg_sync.webhook", include_str!("py/webhook.py")),
     ("pg_sync.project", include_str!("py/project.py")),
@@ -139,7 +142,14 @@ const PACKAGE: &[(&str, &str)] = &[
 ];
 
 /// Evaluation-context providers shipped inside the worker.
-const BUILTIN_PROVIDERS: &[(&str, &str)] = &[("example", include_str!("eval_context/example.py"))];
+const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
+    ("example", include_str!("eval_context/example.py")),
+    ("http_json", include_str!("eval_context/http_json.py")),
+    ("postgres", include_str!("eval_context/postgres.py")),
+    ("github", include_str!("eval_context/github.py")),
+    ("trello", include_str!("eval_context/trello.py")),
+    ("telegram", include_str!("eval_context/telegram.py")),
+];
 
 /// A prepared project (its code layers), or why it could not be prepared.
 struct Prepared {

@@ -1,9 +1,10 @@
 // The Rust primitives behind the Python context (module `pg_sync._native`): SQL in the
-// running job's transaction. Everything else of the context is Python on top of these.
+// running job's transaction, remote databases (remote.rs); the rest is Python on top.
 use std::cell::Cell;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
+use tokio_postgres::{Column, Row};
 
 use super::convert::{param_from_py, pg_to_py, Param, PgValue};
 use super::db::{Answer, DbError, JobDb, SavepointOp};
@@ -54,7 +55,8 @@ fn active_db<R>(f: impl FnOnce(&mut JobDb<'static>) -> R) -> PyResult<R> {
     Ok(f(db))
 }
 
-fn to_py_err(py: Python<'_>, e: DbError) -> PyErr {
+/// A DatabaseError with `.code` (SQLSTATE or None) and `.hint`.
+pub(crate) fn db_error(py: Python<'_>, e: DbError) -> PyErr {
     let err = DatabaseError::new_err(match &e.hint {
         Some(h) => format!("{}\nHINT: {h}", e.message),
         None => e.message.clone(),
@@ -76,7 +78,7 @@ fn execute(py: Python<'_>, sql: &str, args: &Bound<'_, PyTuple>) -> PyResult<u64
     match active_db(|db| db.run(sql, &params, false))? {
         Ok(Answer::Count(n)) => Ok(n),
         Ok(Answer::Rows(rows, _)) => Ok(rows.len() as u64),
-        Err(e) => Err(to_py_err(py, e)),
+        Err(e) => Err(db_error(py, e)),
     }
 }
 
@@ -93,9 +95,17 @@ fn query<'py>(
         Ok(Answer::Count(_)) => {
             return Err(DatabaseError::new_err("the statement returned no rows"))
         }
-        Err(e) => return Err(to_py_err(py, e)),
+        Err(e) => return Err(db_error(py, e)),
     };
-    let columns = stmt.columns();
+    rows_to_py(py, stmt.columns(), rows)
+}
+
+/// Result rows as `(column_names, [row_tuple, ...])`.
+pub(crate) fn rows_to_py<'py>(
+    py: Python<'py>,
+    columns: &[Column],
+    rows: Vec<Row>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let names = PyTuple::new(py, columns.iter().map(|c| PyString::new(py, c.name())))?;
     let out = PyList::empty(py);
     for row in rows {
@@ -123,7 +133,7 @@ fn savepoint(py: Python<'_>, op: u8) -> PyResult<()> {
         1 => SavepointOp::Release,
         _ => SavepointOp::Rollback,
     };
-    active_db(|db| db.savepoint(op))?.map_err(|e| to_py_err(py, e))
+    active_db(|db| db.savepoint(op))?.map_err(|e| db_error(py, e))
 }
 
 /// The native module, registered as `pg_sync._native`.
@@ -133,5 +143,6 @@ pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(query, &m)?)?;
     m.add_function(wrap_pyfunction!(savepoint, &m)?)?;
     m.add("DatabaseError", py.get_type::<DatabaseError>())?;
+    m.add_class::<super::remote::RemoteConnection>()?;
     Ok(m)
 }

@@ -37,6 +37,13 @@ class RetryableJobError(Exception, metaclass=Frozen):
     __module__ = _SHORT
 
 
+class DatabaseUnavailable(DatabaseError, RetryableJobError):
+    """A remote database (the `postgres` provider) could not be reached, or the
+    connection was lost: a DatabaseError that also makes the job retry."""
+
+    __module__ = _SHORT
+
+
 class TimeLimitExceeded(BaseException, metaclass=Frozen):
     """Raised inside task code when the job's soft time limit passes. A BaseException, so
     `except Exception:` in task code does not swallow it."""

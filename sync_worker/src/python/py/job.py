@@ -1,5 +1,5 @@
-# The running job as the context sees it (module `pg_sync.job`): log(), log_transmission()
-# and add_job() collect into the current job's state, which the runner hands to Rust.
+# The running job as the context sees it (module `pg_sync.job`): log(), log_transmission(),
+# log_response() and add_job() collect into the job's state, which the runner hands to Rust.
 import datetime as _datetime
 import decimal as _decimal
 import json as _json
@@ -87,6 +87,11 @@ def log(message, level=LOG_INFO):
 def log_transmission(recipient, data_str):
     """Record data sent to another system (a data_out line of sync.log)."""
     _add_line(LOG_INFO, "data_out", str(recipient), data_str if isinstance(data_str, str) else str(data_str))
+
+
+def log_response(sender, data_str):
+    """Record data received from another system (a data_in line of sync.log)."""
+    _add_line(LOG_INFO, "data_in", str(sender), data_str if isinstance(data_str, str) else str(data_str))
 
 
 def _json_default(value):

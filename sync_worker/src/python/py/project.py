@@ -50,6 +50,7 @@ def base_context(project):
         "user": None,
         "log": _job.log,
         "log_transmission": _job.log_transmission,
+        "log_response": _job.log_response,
         "LOG_DEBUG": _job.LOG_DEBUG,
         "LOG_INFO": _job.LOG_INFO,
         "LOG_WARNING": _job.LOG_WARNING,
