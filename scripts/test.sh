@@ -31,4 +31,4 @@ if [ "$#" -eq 0 ]; then
     # Unit tests of the worker (value conversion, statement checks): no database needed.
     cargo test --release -p sync_worker --bins
 fi
-cargo test --release -p pg_sync_tests "$@" -- --test-threads="${PG_SYNC_TEST_THREADS:-4}"
+cargo test --release --no-fail-fast -p pg_sync_tests "$@" -- --test-threads="${PG_SYNC_TEST_THREADS:-4}"
