@@ -354,12 +354,18 @@ class Model:
             ids = list(ids._keys)
         elif not isinstance(ids, (list, tuple, set, frozenset)) or (len(self._pk) > 1 and isinstance(ids, tuple) and ids and not isinstance(ids[0], (tuple, list))):
             ids = [ids]
-        keys = []
-        for k in ids:
-            k = self._normalize_key(k)
-            if k not in keys:
-                keys.append(k)
-        return Records(self, tuple(keys), {})
+        normalized = [self._normalize_key(k) for k in ids]
+        try:
+            # Duplicates go, order stays, in linear time.
+            keys = tuple(dict.fromkeys(normalized))
+        except TypeError:
+            # An unhashable key value (a jsonb primary key): the slow way.
+            keys = []
+            for k in normalized:
+                if k not in keys:
+                    keys.append(k)
+            keys = tuple(keys)
+        return Records(self, keys, {})
 
     def search(self, where_sql="TRUE", *args, order=None, limit=None):
         """Records whose rows match `where_sql` ($1.. bound to args), optionally ordered and limited."""
