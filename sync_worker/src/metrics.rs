@@ -60,31 +60,35 @@ impl Default for Metrics {
             queue: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "jobs_claimed",
-            "Jobs this worker claimed from the queue",
-            m.claimed.clone(),
-        );
-        registry.register(
-            "jobs_done",
-            "Jobs that ended done (with or without warnings)",
-            m.done.clone(),
-        );
-        registry.register(
-            "jobs_failed",
-            "Jobs that failed (error, gave up after their tries, time limit)",
-            m.failed.clone(),
-        );
-        registry.register(
-            "jobs_retried",
-            "Job tries that raised RetryableJobError and were rescheduled",
-            m.retried.clone(),
-        );
-        registry.register(
-            "jobs_cancelled",
-            "Jobs cancelled because their project or task was inactive",
-            m.cancelled.clone(),
-        );
+        for (name, help, family) in [
+            (
+                "jobs_claimed",
+                "Jobs this worker claimed from the queue",
+                &m.claimed,
+            ),
+            (
+                "jobs_done",
+                "Jobs that ended done (with or without warnings)",
+                &m.done,
+            ),
+            (
+                "jobs_failed",
+                "Jobs that failed (error, gave up after their tries, time limit)",
+                &m.failed,
+            ),
+            (
+                "jobs_retried",
+                "Job tries that raised RetryableJobError and were rescheduled",
+                &m.retried,
+            ),
+            (
+                "jobs_cancelled",
+                "Jobs cancelled because their project or task was inactive",
+                &m.cancelled,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         registry.register(
             "job_duration_seconds",
             "Time spent in a job's handler",
