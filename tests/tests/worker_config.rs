@@ -975,3 +975,78 @@ async fn clock_drift_over_max_time_drift_ms_is_warned_about_and_reported() {
     assert_eq!(clock["ok"], false, "{status}");
     assert!(clock["drift_ms"].is_number(), "{status}");
 }
+
+/// systemd (KillMode=control-group) and Ctrl-C in a terminal signal every process of the
+/// worker, executors included: the running job must still get its grace period.
+#[tokio::test]
+async fn sigterm_to_the_whole_process_group_still_lets_the_job_finish() {
+    use std::os::unix::process::CommandExt;
+    let p = PyProject::new("group").await;
+    let task = p
+        .task(
+            "main",
+            "def slow():\n    time.sleep(1.5)\n    return 'finished'\n",
+        )
+        .await;
+    let base = std::env::var("PG_SYNC_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
+    let log = PathBuf::from(base).join(format!("group-{}.log", std::process::id()));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = std::process::Command::new(worker_bin())
+        .args([
+            "--database-url",
+            &p.db.url,
+            "--executors",
+            "1",
+            "--grace-period",
+            "20s",
+        ])
+        .args([
+            "--webhook-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let id = p.job(task, "slow", json!({})).await;
+    wait_for("the job to run", Duration::from_secs(30), || async {
+        p.scalar::<i64>(&format!(
+            "SELECT count(*) FROM sync.log WHERE job_id = {id}"
+        ))
+        .await
+            == 0
+            && p.scalar::<String>(&format!("SELECT state FROM sync.job WHERE id = {id}"))
+                .await
+                == "running"
+    })
+    .await;
+    // Well inside the handler's sleep.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // SAFETY: kill() on the process group of our own child.
+    unsafe { libc::kill(-pid, libc::SIGTERM) };
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the worker did not stop");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(status.success(), "{status}\n{output}");
+    let report = p.finished(id).await;
+    assert_eq!(report["state"], "done", "{report}\n{output}");
+    assert_eq!(report["result"], "finished");
+    let attempts: i32 = p
+        .scalar(&format!("SELECT attempts FROM sync.job WHERE id = {id}"))
+        .await;
+    assert_eq!(attempts, 1, "{output}");
+}
