@@ -251,7 +251,7 @@ pub fn report_drift(drift_ms: f64, max: Duration) {
         tracing::warn!(
             drift_ms = drift_ms.round(),
             "this host's clock and the database's differ by {:.0} ms (max_time_drift_ms = {}): \
-             schedules, eta and time limits follow the database clock; fix the host's time sync (NTP)",
+             schedules and eta follow the database clock, but sync.log times come from this host's; fix the host's time sync (NTP)",
             drift_ms.abs(),
             max.as_millis()
         );

@@ -1050,3 +1050,97 @@ async fn sigterm_to_the_whole_process_group_still_lets_the_job_finish() {
         .await;
     assert_eq!(attempts, 1, "{output}");
 }
+
+/// Every flag of `sync_worker --help` (but --config, --check, --help, --version), as a
+/// setting name in snake_case, with its environment variable.
+async fn settings() -> Vec<(String, String)> {
+    let help = run(&["--help"], &[]).await;
+    assert_eq!(help.code, 0, "{help:?}");
+    let mut out = Vec::new();
+    let mut flag: Option<String> = None;
+    for line in help.stdout.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("--") {
+            flag = Some(rest.split([' ', '<']).next().unwrap().to_string());
+        }
+        if let (Some(f), Some(env)) = (&flag, line.split("[env: ").nth(1)) {
+            let env: String = env.chars().take_while(|c| *c != '=' && *c != ']').collect();
+            out.push((f.replace('-', "_"), env));
+            flag = None;
+        }
+    }
+    out.retain(|(name, _)| name != "config");
+    assert!(out.len() >= 24, "{out:?}\n{help:?}");
+    out
+}
+
+#[tokio::test]
+async fn the_readme_and_the_example_config_name_every_setting() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("contrib/worker.toml")).unwrap();
+    let unit = std::fs::read_to_string(root.join("contrib/sync_worker.service")).unwrap();
+    for (name, env) in settings().await {
+        let flag = name.replace('_', "-");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}` |")))
+            .unwrap_or_else(|| panic!("README: no configuration row for `{name}`"));
+        assert!(
+            row.contains(&format!("`--{flag}")),
+            "README row of {name}: {row}"
+        );
+        assert!(
+            row.contains(&format!("`{env}`")),
+            "README row of {name}: {row}"
+        );
+        let listed = example.lines().any(|l| {
+            l.trim_start_matches(['#', ' '])
+                .starts_with(&format!("{name} = "))
+        });
+        assert!(listed, "contrib/worker.toml does not list `{name}`");
+    }
+    assert!(unit.contains("--config /etc/pg_sync/worker.toml"));
+    assert!(unit.contains("EnvironmentFile=/etc/pg_sync/worker.env"));
+}
+
+/// The example configuration is valid as it stands, prod rules included, once the
+/// environment file gives the secrets.
+#[tokio::test]
+async fn the_example_config_passes_check() {
+    let db = TestDb::new().await;
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../contrib/worker.toml");
+    let e = run(
+        &[
+            "--check",
+            "--config",
+            example.to_str().unwrap(),
+            "--webhook-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("DATABASE_URL", &db.url),
+            ("SYNC_WORKER_ADMIN_TOKEN", TOKEN),
+        ],
+    )
+    .await;
+    assert_eq!(e.code, 0, "{e:?}");
+    assert!(e.stdout.contains("  environment        prod"), "{e:?}");
+    // Without the token the prod rules refuse it.
+    let e = run(
+        &[
+            "--check",
+            "--config",
+            example.to_str().unwrap(),
+            "--webhook-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[("DATABASE_URL", &db.url)],
+    )
+    .await;
+    refused(&e, &["admin_token is not set"]);
+}
