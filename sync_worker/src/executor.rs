@@ -53,6 +53,7 @@ type Out = Arc<Mutex<File>>;
 pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
     let (input, output) = take_protocol_fds().map_err(ExecutorError::Pipes)?;
     die_with_parent(args.parent_pid)?;
+    ignore_stop_signals();
     let status = StatusPage::map(args.status_fd).map_err(ExecutorError::Status)?;
     let url = std::env::var("DATABASE_URL").map_err(|_| ExecutorError::NoUrl)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -293,6 +294,17 @@ fn take_protocol_fds() -> std::io::Result<(File, File)> {
     }
     // SAFETY: input and output are fresh descriptors owned by nothing else.
     Ok(unsafe { (File::from_raw_fd(input), File::from_raw_fd(output)) })
+}
+
+/// SIGTERM and SIGINT are for the supervisor, which stops executors itself (Stop message,
+/// SIGKILL after the grace period, PDEATHSIG). systemd's default KillMode and Ctrl-C in
+/// a terminal signal the whole process group: without this, running jobs died at once
+/// instead of getting the grace period.
+fn ignore_stop_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
 }
 
 /// Be killed when the supervisor dies, even in the middle of a job.

@@ -94,7 +94,11 @@ fn run_worker(args: &config::WorkerArgs) -> i32 {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("sync_worker: {e}");
+                // A plain line too for people at a terminal, but not among JSON lines,
+                // which a log collector must be able to parse one by one.
+                if cfg.log_format == LogFormat::Text {
+                    eprintln!("sync_worker: {e}");
+                }
                 return 2;
             }
         };

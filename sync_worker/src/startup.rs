@@ -134,10 +134,14 @@ pub async fn connect(cfg: &Config) -> Result<Client, StartupError> {
         match pg::connect(&cfg.database_url, "sync_worker startup").await {
             Ok(c) => return Ok(c),
             Err(e) => {
-                let delay = backoff.next_delay();
-                if e.is_permanent() || Instant::now() + delay > until {
+                // The last wait is cut short so that the final try comes at the deadline:
+                // the worker waits the whole `wait_for_database`, not just the backoff
+                // steps that fit in it.
+                let left = until.saturating_duration_since(Instant::now());
+                if e.is_permanent() || left.is_zero() {
                     return Err(StartupError::Unreachable(e.to_string()));
                 }
+                let delay = backoff.next_delay().min(left);
                 tracing::warn!(
                     "cannot connect to the database yet: {e}; trying again in {:.1} s",
                     delay.as_secs_f64()
@@ -247,7 +251,7 @@ pub fn report_drift(drift_ms: f64, max: Duration) {
         tracing::warn!(
             drift_ms = drift_ms.round(),
             "this host's clock and the database's differ by {:.0} ms (max_time_drift_ms = {}): \
-             schedules, eta and time limits follow the database clock; fix the host's time sync (NTP)",
+             schedules and eta follow the database clock, but sync.log times come from this host's; fix the host's time sync (NTP)",
             drift_ms.abs(),
             max.as_millis()
         );

@@ -97,7 +97,10 @@ async fn require_token(State(ctx): State<Ctx>, req: Request, next: Next) -> Resp
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        // The scheme is case-insensitive (RFC 9110 section 11.1): `bearer` works too.
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let ok = given.is_some_and(|g| {
         use hmac::digest::Digest;
         // Compare digests: equal length, no early exit on the first differing byte.
