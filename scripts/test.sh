@@ -32,3 +32,8 @@ if [ "$#" -eq 0 ]; then
     cargo test --release -p sync_worker --bins
 fi
 cargo test --release --no-fail-fast -p pg_sync_tests "$@" -- --test-threads="${PG_SYNC_TEST_THREADS:-4}"
+if [ "$#" -eq 0 ]; then
+    # Tests that measure latency (#[ignore]d above) run alone on a quiet machine.
+    log "running the latency tests alone"
+    cargo test --release -p pg_sync_tests --test webhooks -- --ignored --test-threads=1 --nocapture
+fi

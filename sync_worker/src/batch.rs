@@ -235,9 +235,6 @@ impl Executor {
                 c
             };
             let spent = t0.elapsed();
-            if spent < self.throttle {
-                std::thread::sleep(self.throttle - spent);
-            }
             busy += spent;
             outcomes.push(JobOutcome {
                 project: job.project.clone(),
@@ -271,6 +268,12 @@ impl Executor {
         );
         match completed {
             Ok(()) => {
+                // throttle_ms: the pause comes after the commit, so that no row stays
+                // locked while waiting (the supervisor sends one job per batch then).
+                let least = self.throttle * ran.len() as u32;
+                if started.elapsed() < least {
+                    std::thread::sleep(least - started.elapsed());
+                }
                 report.completed = ran;
                 report.outcomes = outcomes;
             }

@@ -128,7 +128,7 @@ pub struct WorkerArgs {
     pub log_format: Option<LogFormat>,
 
     /// Same as --log-format json (kept for older scripts).
-    #[arg(long, env = "SYNC_WORKER_LOG_JSON", global = true, hide = true)]
+    #[arg(long, env = "SYNC_WORKER_LOG_JSON", global = true, hide = true, value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub log_json: bool,
 
     /// Log level or tracing filter, e.g. `info`, `debug`, `sync_worker=debug`
@@ -142,7 +142,7 @@ pub struct WorkerArgs {
     pub environment: Option<Environment>,
 
     /// Start in prod even though some prod checks fail (each is logged as a warning).
-    #[arg(long, env = "SYNC_WORKER_ALLOW_UNSAFE_PROD")]
+    #[arg(long, env = "SYNC_WORKER_ALLOW_UNSAFE_PROD", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub allow_unsafe_prod: bool,
 
     /// Address of the webhook server (`<base_url>/sync/webhook/<token>` is served

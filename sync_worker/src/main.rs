@@ -93,11 +93,11 @@ fn run_worker(args: &config::WorkerArgs) -> i32 {
         let prepared = match prepare(&cfg, args.check).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!("{e}");
-                // A plain line too for people at a terminal, but not among JSON lines,
-                // which a log collector must be able to parse one by one.
-                if cfg.log_format == LogFormat::Text {
-                    eprintln!("sync_worker: {e}");
+                // One line: plain for people at a terminal, JSON among JSON lines (a
+                // log collector must be able to parse them one by one).
+                match cfg.log_format {
+                    LogFormat::Text => eprintln!("sync_worker: {e}"),
+                    LogFormat::Json => tracing::error!("{e}"),
                 }
                 return 2;
             }

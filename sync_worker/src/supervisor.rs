@@ -367,6 +367,10 @@ impl Supervisor {
     }
 
     fn desired(&self, i: usize) -> usize {
+        if !self.cfg.throttle.is_zero() {
+            // Each job commits before the executor's pause (see batch.rs).
+            return 1;
+        }
         let max = self.cfg.batch_size;
         match &self.slots[i].proc {
             Some(p) if p.job_secs > 0.0 => {

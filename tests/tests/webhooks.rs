@@ -654,8 +654,10 @@ def handle_webhook(httprequest):
 }
 
 /// 2,000 requests from 50 concurrent clients to a trivial handler: no errors, p99 under
-/// 50 ms (printed for the record).
+/// 50 ms (printed for the record). Ignored in the parallel run: scripts/test.sh runs it
+/// alone afterwards, since other tests on the same cores would be measured too.
 #[tokio::test]
+#[ignore = "latency test: scripts/test.sh runs it alone"]
 async fn load_2000_requests_from_50_clients() {
     let code = "def handle_webhook(httprequest):\n    return {'n': httprequest.json['n']}\n";
     let h = Hooks::new(code, &[]).await;
