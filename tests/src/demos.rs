@@ -186,6 +186,18 @@ impl Demo {
 
     /// Wait for job `id` to end; panics unless it is done; its result.
     pub async fn done(&self, id: i64) -> Value {
+        let (state, result, error) = self.finish(id).await;
+        assert_eq!(
+            state,
+            "done",
+            "job {id}: {error:?}\n{}",
+            self.log_text().await
+        );
+        result
+    }
+
+    /// Wait for job `id` to end; (state, result, error).
+    pub async fn finish(&self, id: i64) -> (String, Value, Option<String>) {
         wait_for(&format!("job {id}"), Duration::from_secs(60), || async {
             self.client
                 .query_one(
@@ -205,15 +217,11 @@ impl Demo {
             )
             .await
             .expect("read job");
-        let state: String = row.get(0);
-        let error: Option<String> = row.get(2);
-        assert_eq!(
-            state,
-            "done",
-            "job {id}: {error:?}\n{}",
-            self.log_text().await
-        );
-        row.get::<_, Option<Value>>(1).unwrap_or(Value::Null)
+        (
+            row.get(0),
+            row.get::<_, Option<Value>>(1).unwrap_or(Value::Null),
+            row.get(2),
+        )
     }
 
     /// Wait for every job of the project to end (children included).
@@ -287,6 +295,12 @@ impl Demo {
     /// trigger is then scheduled a day later, so that no run of its own schedule comes
     /// between the test's steps.
     pub async fn run_cron(&self, trigger: &str) -> Value {
+        let id = self.start_cron(trigger).await;
+        self.done(id).await
+    }
+
+    /// Make the cron trigger due now, as `run_cron` does; the id of the job it enqueued.
+    pub async fn start_cron(&self, trigger: &str) -> i64 {
         // A run already due (e.g. the first one after the project was switched on) is
         // let through first.
         let settled = "SELECT c.next_run_at > sync.clock() AND NOT EXISTS (
@@ -350,7 +364,7 @@ impl Demo {
             )
             .await
             .expect("park the cron");
-        self.done(id).await
+        id
     }
 }
 
