@@ -345,3 +345,116 @@ async fn shipped_documents_are_built_from_their_sources_and_export_back_unchange
         assert_eq!(unset as usize, shipped["secrets"].as_array().unwrap().len());
     }
 }
+
+/// README's "Five-minute tutorial": its SQL statements, each with the rows its comment
+/// lines (`--  a | b`) say it returns (none when it has no such lines).
+fn tutorial_steps() -> Vec<(String, Vec<Vec<String>>)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("\n## Five-minute tutorial")
+        .expect("the section");
+    let section = &readme[start..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+    let mut steps: Vec<(String, Vec<Vec<String>>)> = Vec::new();
+    for block in section.split("```sql\n").skip(1) {
+        let block = &block[..block.find("```").expect("closed block")];
+        let mut current = String::new();
+        for line in block.lines() {
+            if current.is_empty() && line.starts_with("--  ") {
+                let cells: Vec<String> =
+                    line[2..].split('|').map(|c| c.trim().to_string()).collect();
+                let rows = &mut steps.last_mut().expect("a statement before its rows").1;
+                match rows.last_mut() {
+                    // A continuation line of a multi-line value (a traceback).
+                    Some(prev) if cells[0].is_empty() => {
+                        for (p, c) in prev.iter_mut().zip(&cells) {
+                            if !c.is_empty() {
+                                p.push('\n');
+                                p.push_str(c);
+                            }
+                        }
+                    }
+                    _ => rows.push(cells),
+                }
+                continue;
+            }
+            current.push_str(line);
+            current.push('\n');
+            if line
+                .split("--")
+                .next()
+                .unwrap_or("")
+                .trim_end()
+                .ends_with(';')
+            {
+                steps.push((std::mem::take(&mut current), Vec::new()));
+            }
+        }
+        assert!(current.trim().is_empty(), "unterminated: {current}");
+    }
+    steps
+}
+
+#[tokio::test]
+async fn readme_tutorial_runs_as_written_next_to_the_demo() {
+    // The state ./scripts/demo.sh leaves: db2db loaded and on, its first cron run done,
+    // one partner copied.
+    let remote_db = TestDb::new().await;
+    let remote = remote_db.connect().await;
+    run_sql_file(&remote, "db2db_remote.sql").await;
+    let mut demo = Demo::load("db2db", &["db2db_setup.sql"]).await;
+    demo.secret("POSTGRES_DSN", &remote_db.url).await;
+    demo.activate().await;
+    demo.start_worker().await;
+    wait_for("the first cron run", Duration::from_secs(20), || async {
+        demo.count("SELECT count(*) FROM sync.job WHERE trigger_kind = 'cron' AND state = 'done'")
+            .await
+            == 1
+    })
+    .await;
+    demo.sql("UPDATE sync.cron_trigger SET next_run_at = now() + interval '1 day'")
+        .await;
+    demo.sql("INSERT INTO partner (name, email) VALUES ('Ada Lovelace', 'ada@example.com')")
+        .await;
+    demo.idle().await;
+    assert_eq!(demo.count("SELECT max(id) FROM sync.job").await, 2);
+
+    let steps = tutorial_steps();
+    assert!(steps.len() >= 15, "{} statements", steps.len());
+    let mut checked = 0;
+    for (sql, expected) in steps {
+        // The worker runs jobs at once; the tutorial reads them after it did.
+        demo.idle().await;
+        let messages = demo
+            .client
+            .simple_query(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("tutorial step failed: {sql}{e:?}"));
+        if expected.is_empty() {
+            continue;
+        }
+        let rows: Vec<Vec<String>> = messages
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| {
+                            r.get(i)
+                                .unwrap_or("")
+                                .lines()
+                                .map(str::trim)
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rows, expected, "the rows of {sql}");
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "statements whose rows the tutorial shows");
+    demo.no_failed_jobs().await;
+}
