@@ -89,12 +89,8 @@ def create_card(issue):
     """A card for a GitHub issue, with its labels; returns the card id."""
     desc = "\n\n".join(part for part in (issue.get("body") or "", issue.get("html_url") or "") if part)
     labels = [trello_label_id(label, create=True) for label in issue.get("labels") or []]
-    card = trello.create_card(
-        new_card_list(),
-        texts.ISSUE_FROM_GITHUB_PREFIX + issue["title"],
-        desc=desc,
-        idLabels=",".join(labels),
-    )
+    fields = {"idLabels": ",".join(labels)} if labels else {}
+    card = trello.create_card(new_card_list(), texts.ISSUE_FROM_GITHUB_PREFIX + issue["title"], desc=desc, **fields)
     return card["id"]
 
 
