@@ -31,7 +31,9 @@ as_root() {
 
 # Debian packages needed to build pgrx extensions and embed Python.
 ensure_apt_packages() {
-    local pkgs=(postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil python3-tz pkg-config libssl-dev)
+    # postgresql-$PG_MAJOR: the server binaries copied into the prefix (and the `postgres`
+    # user clusters run as); build-essential, curl, ca-certificates: rustup and linking.
+    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil python3-tz pkg-config libssl-dev build-essential curl ca-certificates)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,6 +42,15 @@ ensure_apt_packages() {
         log "installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# Rust from rustup on a machine without it (Debian 12's rustc is too old for pgrx).
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        log "installing Rust with rustup (one-time)"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+            | sh -s -- -y --profile minimal --no-modify-path >/dev/null
     fi
 }
 
@@ -100,6 +111,7 @@ build_worker() {
 
 setup_all() {
     ensure_apt_packages
+    ensure_rust
     ensure_cargo_pgrx
     ensure_pg_prefix
     install_extension

@@ -25,10 +25,13 @@ fn main() {
                 .map(|c| dir.join(c))
                 .unwrap_or_else(|| dir.to_path_buf());
             println!("cargo:rerun-if-changed={}", common.join(&branch).display());
-            println!(
-                "cargo:rerun-if-changed={}",
-                common.join("packed-refs").display()
-            );
+            // A missing file counts as changed on every build (a full rebuild of the
+            // worker each time): watch packed-refs only where it exists. When git packs
+            // the branch's loose ref, that file goes and the script runs again.
+            let packed = common.join("packed-refs");
+            if packed.exists() {
+                println!("cargo:rerun-if-changed={}", packed.display());
+            }
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
