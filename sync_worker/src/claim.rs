@@ -20,15 +20,34 @@ FROM c
 WHERE j.id = c.id
 RETURNING j.id, j.project_id";
 
-/// Claim up to `n` jobs for worker `worker`, highest priority first: (job, project) by
-/// job id.
+/// Cleared (in its own transaction, committed before the claim's snapshot) so that the
+/// next transaction queuing jobs rings and notifies again; see sync.notify_new_jobs.
+const CLEAR_DOORBELL_SQL: &str = "UPDATE sync.doorbell SET rung = false WHERE rung";
+
+/// What a claim got.
+pub struct Claimed {
+    /// (job, project), by job id.
+    pub jobs: Vec<(i64, i64)>,
+    /// The doorbell was rung: a transaction that saw it so may still be committing jobs
+    /// this claim could not see yet.
+    pub was_rung: bool,
+}
+
+/// Claim up to `n` jobs for worker `worker`, highest priority first, after clearing the
+/// doorbell (one round trip for both).
 pub async fn claim(
     client: &Client,
     n: usize,
     worker: i32,
-) -> Result<Vec<(i64, i64)>, tokio_postgres::Error> {
-    let rows = client.query(CLAIM_SQL, &[&(n as i64), &worker]).await?;
-    let mut ids: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    ids.sort_unstable();
-    Ok(ids)
+) -> Result<Claimed, tokio_postgres::Error> {
+    let limit = n as i64;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&limit, &worker];
+    let (cleared, rows) = tokio::join!(
+        client.execute(CLEAR_DOORBELL_SQL, &[]),
+        client.query(CLAIM_SQL, &params),
+    );
+    let was_rung = cleared? > 0;
+    let mut jobs: Vec<(i64, i64)> = rows?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    jobs.sort_unstable();
+    Ok(Claimed { jobs, was_rung })
 }

@@ -31,6 +31,10 @@ const RECALL_AFTER: Duration = Duration::from_millis(200);
 const WATCHDOG: Duration = Duration::from_millis(100);
 /// Any single supervisor statement taking longer means the connection is unusable.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a claim that cleared a rung doorbell and found the queue short, claim once more
+/// this much later: a transaction that saw the bell rung (and so sent no NOTIFY) may have
+/// been committing during the claim.
+const DOORBELL_RECHECK: Duration = Duration::from_millis(20);
 /// Most webhook calls in one webhook executor transaction.
 const WEBHOOK_BATCH: usize = 64;
 /// Project names (for metrics) are read again this often, to follow renames.
@@ -98,6 +102,8 @@ pub struct Supervisor {
     hook_calls: HashMap<u64, PendingCall>,
     project_names: HashMap<i64, String>,
     names_read_at: Instant,
+    /// When to claim once more after clearing a rung doorbell.
+    recheck_at: Option<Instant>,
 }
 
 /// After an executor died: end its backend (its row locks go with it), then record what
@@ -206,6 +212,7 @@ pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<()
         hook_calls: HashMap::new(),
         project_names: HashMap::new(),
         names_read_at: Instant::now(),
+        recheck_at: None,
     };
     sup.main_loop(signals).await
 }
@@ -244,6 +251,7 @@ impl Supervisor {
             let waiting_db = self.queue.is_none() && self.stopping.is_none();
             let deadline = self.stopping.filter(|_| !self.forced);
             let respawn_at = self.slots.iter().filter_map(|s| s.respawn_at).min();
+            let recheck_at = self.recheck_at;
             tokio::select! {
                 Some(ev) = self.events_rx.recv() => self.on_event(ev).await,
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
@@ -257,6 +265,10 @@ impl Supervisor {
                     None => self.queue_lost("the connection closed"),
                 },
                 _ = poll.tick() => self.wanted = true,
+                _ = sleep_until(recheck_at.unwrap_or_else(Instant::now)), if recheck_at.is_some() => {
+                    self.recheck_at = None;
+                    self.wanted = true;
+                }
                 _ = watchdog.tick() => self.watchdog(),
                 changed = signals.changed() => {
                     if changed.is_ok() {
@@ -401,9 +413,13 @@ impl Supervisor {
             let total: usize = wanting.iter().map(|&i| self.desired(i)).sum();
             let worker = q.worker;
             match timeout(STATEMENT_TIMEOUT, claim(&q.client, total, worker)).await {
-                Ok(Ok(ids)) => {
+                Ok(Ok(claimed)) => {
+                    let ids = claimed.jobs;
                     if ids.len() < total {
                         self.wanted = false;
+                        if claimed.was_rung {
+                            self.recheck_at = Some(Instant::now() + DOORBELL_RECHECK);
+                        }
                     }
                     if ids.is_empty() {
                         return;

@@ -36,7 +36,8 @@ const IDS_SQL: &str = "
 SELECT nextval(pg_catalog.pg_get_serial_sequence('sync.job', 'id'))
 FROM generate_series(1, $1::integer)";
 
-/// The job rows of the accepted calls, running until the batch completes them.
+/// The job rows of the accepted calls, running until the batch completes them (running
+/// rows wake no worker: see sync.notify_new_jobs).
 const INSERT_SQL: &str = "
 INSERT INTO sync.job (id, project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
                       args, state, priority, attempts, max_retries, worker, started_at)
@@ -238,21 +239,17 @@ impl Executor {
                 })
             })
             .collect();
-        self.job
-            .execute(
-                INSERT_SQL,
-                &[
-                    &ids,
-                    &project,
-                    &task,
-                    &trigger,
-                    &name,
-                    &args,
-                    &worker,
-                    &started_at,
-                ],
-            )
-            .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &ids,
+            &project,
+            &task,
+            &trigger,
+            &name,
+            &args,
+            &worker,
+            &started_at,
+        ];
+        self.job.execute(INSERT_SQL, &params).await?;
         Ok(())
     }
 

@@ -760,19 +760,45 @@ async fn a_thousand_row_statement_sends_one_notification() {
         .unwrap();
     assert_eq!(jobs(&c, "w").await.len(), 10);
     assert_eq!(notifications_until_marker(&c, &mut rx).await, 1);
-    // Two statements, two transactions: two notifications.
-    c.batch_execute("UPDATE orders SET amount = 2 WHERE id = 1")
-        .await
-        .unwrap();
-    c.batch_execute("UPDATE orders SET amount = 2 WHERE id = 2")
-        .await
-        .unwrap();
-    assert_eq!(notifications_until_marker(&c, &mut rx).await, 2);
-    // Statements that enqueue nothing notify nothing.
+    // The doorbell is rung now: until a worker clears it (before it claims), further
+    // enqueues send no NOTIFY, a worker being on its way.
+    let rung: bool = scalar(&c, "SELECT rung FROM sync.doorbell").await;
+    assert!(rung);
     c.batch_execute("UPDATE orders SET amount = 2 WHERE id = 1")
         .await
         .unwrap();
     assert_eq!(notifications_until_marker(&c, &mut rx).await, 0);
+    // Cleared: the next committed enqueue notifies, once, however many statements its
+    // transaction has, and at its commit (a long transaction is not announced early).
+    c.batch_execute("UPDATE sync.doorbell SET rung = false")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN; UPDATE orders SET amount = 3 WHERE id = 1; UPDATE orders SET amount = 3 WHERE id = 2")
+        .await
+        .unwrap();
+    let rung: bool = scalar(&c, "SELECT rung FROM sync.doorbell").await;
+    assert!(!rung, "not rung before the commit");
+    assert_eq!(
+        notifications_until_marker(&db.connect().await, &mut rx).await,
+        0
+    );
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(notifications_until_marker(&c, &mut rx).await, 1);
+    // A rolled-back transaction rings nothing.
+    c.batch_execute("UPDATE sync.doorbell SET rung = false")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN; UPDATE orders SET amount = 4 WHERE id = 1; ROLLBACK")
+        .await
+        .unwrap();
+    assert_eq!(notifications_until_marker(&c, &mut rx).await, 0);
+    // Statements that enqueue nothing (no real change) notify nothing.
+    c.batch_execute("UPDATE orders SET amount = 3 WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(notifications_until_marker(&c, &mut rx).await, 0);
+    let rung: bool = scalar(&c, "SELECT rung FROM sync.doorbell").await;
+    assert!(!rung);
 }
 
 #[tokio::test]
