@@ -95,10 +95,7 @@ impl Demo {
     }
 
     pub async fn sql(&self, sql: &str) {
-        self.client
-            .batch_execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        crate::exec(&self.client, sql).await
     }
 
     /// Set the value of a secret the document declares (import leaves it NULL).

@@ -331,6 +331,14 @@ pub async fn expect_error(client: &Client, sql: &str, code: &str) -> String {
     }
 }
 
+/// Run `sql` (any number of statements); panics with the statement and the error.
+pub async fn exec(client: &Client, sql: &str) {
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
 /// First column of the first row, for quick scalar queries.
 pub async fn scalar<T>(client: &Client, sql: &str) -> T
 where

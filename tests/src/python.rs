@@ -92,10 +92,7 @@ impl PyProject {
 
     /// Run SQL as the database owner.
     pub async fn sql(&self, sql: &str) {
-        self.client
-            .batch_execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        crate::exec(&self.client, sql).await
     }
 
     pub async fn set(&self, column: &str, value: &str) {
