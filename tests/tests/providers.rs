@@ -117,6 +117,13 @@ async fn assert_retried(p: &PyProject, report: &Value, needle: &str) {
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
+/// Report of a job that must have failed with `needle` in its error.
+fn assert_failed(report: &Value, needle: &str) {
+    assert_eq!(report["state"], "failed", "{report}");
+    let err = report["error"].as_str().unwrap_or_default();
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
@@ -531,14 +538,7 @@ def hang():
     );
     let started = std::time::Instant::now();
     let report = p.run(p.job(task, "hang", Value::Null).await).await;
-    assert_eq!(report["state"], "failed", "{report}");
-    assert!(
-        report["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("TimeLimitExceeded"),
-        "{report}"
-    );
+    assert_failed(&report, "TimeLimitExceeded");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(6),
         "{:?}",
@@ -1258,14 +1258,7 @@ async fn postgres_connection_is_reused_and_replaced_when_broken() {
     .await;
     let started = std::time::Instant::now();
     let slow = p.run(p.job(task, "slow", Value::Null).await).await;
-    assert_eq!(slow["state"], "failed", "{slow}");
-    assert!(
-        slow["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("TimeLimitExceeded"),
-        "{slow}"
-    );
+    assert_failed(&slow, "TimeLimitExceeded");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(15),
         "{:?}",
