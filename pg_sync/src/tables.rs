@@ -77,8 +77,11 @@ pub struct TableInfo {
     pub pk_attnums: Vec<i16>,
     /// Quoted, schema-qualified name for use in SQL text.
     pub quoted: String,
-    /// Primary key columns in key order: (quoted column name, formatted type).
+    /// Primary key columns in key order: (quoted column name, formatted type). Types are
+    /// formatted under a pinned search_path, so any outside pg_catalog come qualified.
     pub pk: Vec<(String, String)>,
+    /// The equality operator of each key column, as `OPERATOR(schema.=)`.
+    pub pk_eq: Vec<String>,
 }
 
 impl TableInfo {
@@ -166,7 +169,7 @@ fn lookup(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
 }
 
 fn load(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
-    let found = Spi::connect(|client| {
+    let found = crate::session::with_pinned_search_path(|| Spi::connect(|client| {
         let rows = client
             .select(
                 "SELECT n.nspname::text, c.relname::text, c.relkind::text,
@@ -189,11 +192,23 @@ fn load(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
                 .unwrap_or(pg_sys::InvalidOid);
             head = Some((nsp, rel, kind, quoted, owner));
         }
+        // The equality operator of each key column comes from the key's btree operator
+        // class and is written schema-qualified, as foreign key checks do: these
+        // lookups run as the table's owner and must not pick up an operator from the
+        // caller's search_path.
         let pk_rows = client
             .select(
-                "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnum
+                "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnum,
+                        'OPERATOR(' || quote_ident(opn.nspname) || '.' || op.oprname || ')'
                  FROM pg_index i
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                 JOIN pg_opclass oc
+                   ON oc.oid = i.indclass[array_position(i.indkey::int2[], a.attnum) - 1]
+                 JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopmethod = 403
+                                AND ao.amoplefttype = oc.opcintype
+                                AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy = 3
+                 JOIN pg_operator op ON op.oid = ao.amopopr
+                 JOIN pg_namespace opn ON opn.oid = op.oprnamespace
                  WHERE i.indrelid = $1 AND i.indisprimary
                  ORDER BY array_position(i.indkey::int2[], a.attnum)",
                 None,
@@ -214,10 +229,14 @@ fn load(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
                 .get(3)
                 .or_raise("primary key lookup")
                 .unwrap_or_default();
-            pk.push((col, ty, attnum));
+            let eq: String = row
+                .get(4)
+                .or_raise("primary key lookup")
+                .unwrap_or_default();
+            pk.push((col, ty, attnum, eq));
         }
         head.map(|h| (h, pk))
-    });
+    }));
     let Some(((nsp, rel, kind, quoted, owner), pk)) = found else {
         return Err(Unusable(
             ERRCODE_UNDEFINED_TABLE,
@@ -250,7 +269,8 @@ fn load(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
         owner,
         pk_attnums: pk.iter().map(|p| p.2).collect(),
         quoted,
-        pk: pk.into_iter().map(|(c, t, _)| (c, t)).collect(),
+        pk_eq: pk.iter().map(|p| p.3.clone()).collect(),
+        pk: pk.into_iter().map(|(c, t, _, _)| (c, t)).collect(),
     })
 }
 
