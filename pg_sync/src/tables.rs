@@ -202,8 +202,9 @@ fn load(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
                         'OPERATOR(' || quote_ident(opn.nspname) || '.' || op.oprname || ')'
                  FROM pg_index i
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                 -- indkey and indclass are both 0-based vectors.
                  JOIN pg_opclass oc
-                   ON oc.oid = i.indclass[array_position(i.indkey::int2[], a.attnum) - 1]
+                   ON oc.oid = i.indclass[array_position(i.indkey::int2[], a.attnum)]
                  JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopmethod = 403
                                 AND ao.amoplefttype = oc.opcintype
                                 AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy = 3
