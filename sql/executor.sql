@@ -240,21 +240,30 @@ RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id big
                trigger_kind text, trigger_name text, handler text, args jsonb, user_name text,
                lang text, attempts integer, max_retries integer, started_at timestamptz,
                time_limit double precision, project_active boolean, task_active boolean,
-               project_name text, task_name text, cancelled_by name)
+               project_name text, task_name text, cancelled_by name, run_as name,
+               run_as_problem text)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
     SELECT sync.worker_token_check(worker_id, token);
+    WITH j AS (
+        SELECT j.* FROM sync.job j
+        WHERE j.id = ANY (ids) AND j.state = 'running' AND j.worker = worker_id
+        FOR NO KEY UPDATE
+    ), p AS MATERIALIZED (
+        -- run_as is checked now, once per project of the batch: a role can gain rights
+        -- at any time.
+        SELECT p.id, p.version, p.active, p.name, p.run_as, sync.run_as_problem(p.run_as) AS problem
+        FROM sync.project p WHERE p.id IN (SELECT j.project_id FROM j)
+    )
     SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
            j.args, j.user_name::text, j.lang, j.attempts, j.max_retries, j.started_at,
            pg_catalog.date_part('epoch', LEAST(t.time_limit, sync.max_time_limit()))::double precision,
            p.active, coalesce(t.active, true), p.name, t.name,
-           (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id)
-    FROM sync.job j
-    JOIN sync.project p ON p.id = j.project_id
+           (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
+           p.run_as, p.problem
+    FROM j
+    JOIN p ON p.id = j.project_id
     LEFT JOIN sync.task t ON t.id = j.task_id
-    WHERE j.id = ANY (ids) AND j.state = 'running'
-      AND j.worker = worker_id
     ORDER BY j.priority, j.eta, j.id
-    FOR NO KEY UPDATE OF j
 $$;
 COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[]) IS 'Executors: lock the claimed jobs of a batch of their worker (token-checked) and return what running them needs.';
 

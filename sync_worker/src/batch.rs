@@ -342,6 +342,8 @@ impl Executor {
                 max_retries: row.get(11),
                 started_at: row.get(12),
                 soft_time_limit: soft,
+                run_as: row.get(19),
+                run_as_problem: row.get(20),
             },
             project_active: row.get(14),
             task_active: row.get(15),

@@ -179,6 +179,8 @@ impl Executor {
             max_retries: 0,
             started_at: at,
             soft_time_limit: soft,
+            run_as: a.trigger.run_as.clone(),
+            run_as_problem: a.trigger.run_as_problem.clone(),
         }
     }
 

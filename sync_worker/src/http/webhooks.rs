@@ -32,7 +32,8 @@ const LOOKUP_SQL: &str = "
 SELECT w.id, w.name, w.project_id, p.version, w.task_id, w.content_type, w.signing_secret,
        p.name, t.name,
        pg_catalog.date_part('epoch', LEAST(t.time_limit, sync.max_time_limit()))::float8,
-       coalesce((SELECT s.value FROM sync.setting s WHERE s.key = 'base_url'), '')
+       coalesce((SELECT s.value FROM sync.setting s WHERE s.key = 'base_url'), ''),
+       p.run_as::text, sync.run_as_problem(p.run_as)
 FROM sync.webhook_trigger w
 JOIN sync.task t ON t.id = w.task_id
 JOIN sync.project p ON p.id = w.project_id
@@ -123,6 +124,8 @@ async fn lookup(ctx: &Hooks, token: &str) -> Result<Option<(WebhookTrigger, Opti
                     task: r.get(8),
                     time_limit: r.get(9),
                     base_url: r.get(10),
+                    run_as: r.get(11),
+                    run_as_problem: r.get(12),
                 },
                 r.get::<_, Option<String>>(6).filter(|s| !s.is_empty()),
             )

@@ -43,6 +43,10 @@ pub struct JobSpec {
     pub max_retries: i32,
     pub started_at: DateTime<Utc>,
     pub soft_time_limit: Duration,
+    /// The project's run_as role and why it may not be used (checked when the job was
+    /// locked, not when the project was cached: a role can gain rights at any time).
+    pub run_as: Option<String>,
+    pub run_as_problem: Option<String>,
 }
 
 /// How a job ended.
@@ -170,7 +174,6 @@ pub trait ProjectSource {
 struct Prepared {
     version: i64,
     project: Py<PyAny>,
-    run_as: Result<String, String>,
     masker: std::rc::Rc<Masker>,
 }
 
@@ -262,11 +265,11 @@ impl Runtime {
         source: &mut dyn ProjectSource,
     ) -> (Outcome, Option<WebhookResponse>) {
         Python::attach(|py| {
-            let (project, run_as) = match self.project(py, job, source) {
+            let project = match self.project(py, job, source) {
                 Ok(p) => p,
                 Err(message) => return (Outcome::Failed { message }, None),
             };
-            db.start_job(run_as);
+            db.start_job(run_as(job));
             let answer = native::with_job_db(db, || self.call_runner(py, &project, job, request));
             let mut outcome = match &answer {
                 Ok(a) => {
@@ -315,10 +318,10 @@ impl Runtime {
         py: Python<'_>,
         job: &JobSpec,
         source: &mut dyn ProjectSource,
-    ) -> Result<(Py<PyAny>, Result<String, String>), String> {
+    ) -> Result<Py<PyAny>, String> {
         if let Some(p) = self.projects.get(&job.project_id) {
             if p.version >= job.project_version {
-                return Ok((p.project.clone_ref(py), p.run_as.clone()));
+                return Ok(p.project.clone_ref(py));
             }
         }
         let data = source
@@ -326,20 +329,7 @@ impl Runtime {
             .map_err(|e| format!("cannot load project {}: {e}", job.project_id))?;
         let masker = std::rc::Rc::new(Masker::from_json(data.get("mask")));
         let version = data.get("version").and_then(Value::as_i64).unwrap_or(0);
-        let run_as = match (
-            data.get("run_as").and_then(Value::as_str),
-            data.get("run_as_problem").and_then(Value::as_str),
-        ) {
-            (Some(role), None) => Ok(role.to_string()),
-            (Some(role), Some(problem)) => Err(format!(
-                "project run_as role \"{role}\" {problem}; task code may not use the database as it"
-            )),
-            (None, _) => Err(
-                "the project has no run_as role, so its task code may not use the database"
-                    .to_string(),
-            ),
-        };
-        // The masker is kept even when the code does not prepare: the error may quote it.
+        // An older version is dropped whether or not the new one prepares.
         self.projects.remove(&job.project_id);
         let project = (|| -> PyResult<Py<PyAny>> {
             let data = json_to_py(py, &data)?;
@@ -359,11 +349,10 @@ impl Runtime {
             Prepared {
                 version,
                 project: project.clone_ref(py),
-                run_as: run_as.clone(),
                 masker,
             },
         );
-        Ok((project, run_as))
+        Ok(project)
     }
 
     fn call_runner(
@@ -459,6 +448,19 @@ impl Runtime {
             children,
             response,
         })
+    }
+}
+
+/// The role the job's SQL runs as, or why its code may not use the database.
+fn run_as(job: &JobSpec) -> Result<String, String> {
+    match (&job.run_as, &job.run_as_problem) {
+        (Some(role), None) => Ok(role.clone()),
+        (Some(role), Some(problem)) => Err(format!(
+            "project run_as role \"{role}\" {problem}; task code may not use the database as it"
+        )),
+        (None, _) => Err(
+            "the project has no run_as role, so its task code may not use the database".into(),
+        ),
     }
 }
 
