@@ -78,7 +78,7 @@ async fn telegram_demo_against_a_fake_bot_api() {
     let mut demo = Demo::load("telegram", &["telegram_setup.sql"]).await;
     demo.secret("TELEGRAM_BOT_TOKEN", BOT_TOKEN).await;
     demo.secret("TELEGRAM_WEBHOOK_SECRET", HOOK_SECRET).await;
-    demo.param("TELEGRAM_BASE_URL", &tg.url("")).await;
+    demo.secret("TELEGRAM_BASE_URL", &tg.url("")).await;
     demo.activate().await;
     demo.start_worker().await;
 

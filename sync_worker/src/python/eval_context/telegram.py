@@ -3,7 +3,8 @@
 #
 # Settings:
 #   TELEGRAM_BOT_TOKEN   secret: the token @BotFather gave
-#   TELEGRAM_BASE_URL    default https://api.telegram.org (a secret wins over a param)
+#   TELEGRAM_BASE_URL    secret; default https://api.telegram.org (never a param: it
+#                        decides where the token goes, and developers write params)
 #   TELEGRAM_TIMEOUT     seconds (default 30)
 # Bot API errors ({"ok": false, "error_code", "description"}) raise HTTPClientError (or
 # HTTPRetryableError for 429 "Too Many Requests" and 5xx).
@@ -51,15 +52,16 @@ class Telegram(rest.JsonClient):
 
 def eval_context(secrets, context):
     s = rest.Settings("TELEGRAM", secrets, context["params"])
+    base, problem = s.base_url("telegram", DEFAULT_BASE_URL)
     token = s.secret("BOT_TOKEN")
     missing = s.missing("BOT_TOKEN")
     client = Telegram(
-        s.value("BASE_URL", DEFAULT_BASE_URL),
+        base,
         name="telegram",
         path_prefix="/bot" + (token or ""),
         masks=[token] if token else (),
         timeout=s.number("TIMEOUT", rest.DEFAULT_TIMEOUT),
-        problem=("telegram: " + missing) if missing else None,
+        problem=problem or (("telegram: " + missing) if missing else None),
     )
     helpers = {"telegram": client}
     helpers.update(rest.ERRORS)

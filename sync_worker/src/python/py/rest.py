@@ -585,8 +585,12 @@ class JsonClient:
 
 
 class Settings:
-    """A provider's settings `<PREFIX>_<KEY>`. Credentials come from secrets only; other
-    settings from secrets first (admins only can write them), then params."""
+    """A provider's settings `<PREFIX>_<KEY>`. Credentials and base URLs come from secrets
+    only; other settings from secrets first (admins only can write them), then params.
+
+    A base URL decides where the credentials are sent, and developers write params: a
+    base URL taken from a param would let a developer send an admin's token to a server
+    of their own."""
 
     __slots__ = ("prefix", "_secrets", "_params")
 
@@ -602,11 +606,35 @@ class Settings:
         value = self._secrets.get(self.key(key)) if self._secrets is not None else None
         return value if value not in (None, "") else None
 
+    def param(self, key):
+        value = self._params.get(self.key(key)) if self._params is not None else None
+        return value if value not in (None, "") else None
+
     def value(self, key, default=None, secret_only=False):
         value = self.secret(key)
-        if value is None and not secret_only and self._params is not None:
-            value = self._params.get(self.key(key))
+        if value is None and not secret_only and not key.endswith("BASE_URL"):
+            value = self.param(key)
         return value if value not in (None, "") else default
+
+    def base_url(self, name, default=None):
+        """(base URL, problem): the secret <PREFIX>_BASE_URL, else `default`. `problem` (a
+        message for JsonClient's problem=, naming client `name`) when there is neither,
+        or when a param of that name points elsewhere than the default: it is ignored,
+        and rather than sending the credentials somewhere unexpected the client says so."""
+        key = self.key("BASE_URL")
+        value = self.secret("BASE_URL")
+        if value is not None:
+            return value, None
+        param = self.param("BASE_URL")
+        if param is not None and (default is None or str(param).strip().rstrip("/") != default.rstrip("/")):
+            return None, (
+                "%s: %s is set as a param, which is ignored: a base URL decides where the credentials go, so it is read "
+                "from secrets only (admins write them); set it as the secret %s in sync.project_secret%s"
+                % (name, key, key, ", or delete the param to use %s" % default if default else "")
+            )
+        if default is None:
+            return None, "%s: %s is not set: add it to sync.project_secret" % (name, key)
+        return default, None
 
     def number(self, key, default):
         value = self.value(key)
@@ -641,18 +669,12 @@ class Settings:
         return "secret %s is not set: add it to sync.project_secret" % names[0]
 
 
-def client_from_settings(prefix, secrets, params, name, default_base_url=None, base_url_secret_only=False, cls=JsonClient, **options):
-    """A JsonClient configured by `<PREFIX>_BASE_URL`, `_TOKEN` (bearer; `_AUTH_HEADER`,
-    `_AUTH_SCHEME` change how it is sent), `_USER` + `_PASSWORD` (basic) and `_TIMEOUT`."""
+def client_from_settings(prefix, secrets, params, name, default_base_url=None, cls=JsonClient, **options):
+    """A JsonClient configured by `<PREFIX>_BASE_URL` (a secret), `_TOKEN` (bearer;
+    `_AUTH_HEADER`, `_AUTH_SCHEME` change how it is sent), `_USER` + `_PASSWORD` (basic)
+    and `_TIMEOUT`."""
     s = Settings(prefix, secrets, params)
-    base = s.value("BASE_URL", default_base_url, secret_only=base_url_secret_only)
-    problem = None
-    if base is None:
-        problem = "%s: %s is not set: add it to %s" % (
-            name,
-            s.key("BASE_URL"),
-            "sync.project_secret" if base_url_secret_only else "sync.project_param (or sync.project_secret)",
-        )
+    base, problem = s.base_url(name, default_base_url)
     scheme = s.value("AUTH_SCHEME")
     return cls(
         base,
