@@ -865,7 +865,15 @@ def handle_button():
     );
     assert!(lines_of(&logs, "data_in", "telegram")[1]
         .starts_with(&format!("200 OK POST {}/bot***/sendMessage", tg.url(""))));
-    assert_nothing_leaked(&p, &[TG_TOKEN, "TG-S3CRET"]).await;
+    // setWebhook's secret token and the webhook URL's token are credentials too.
+    assert_eq!(
+        out[2],
+        format!(
+            "POST {}/bot***/setWebhook\n{{\"url\": \"https://sync.example.com/sync/webhook/***\", \"secret_token\": \"***\"}}",
+            tg.url("")
+        )
+    );
+    assert_nothing_leaked(&p, &[TG_TOKEN, "TG-S3CRET", "hook-secret"]).await;
 
     // Bot API errors fail the job with Telegram's description; 429 retries.
     let err = p

@@ -172,6 +172,18 @@ def _clip(text, limit):
     return "%s... (%d more characters)" % (text[:limit], len(text) - limit)
 
 
+def _encodings(values):
+    """The forms a value to hide may take in a log line: as is, URL-encoded (in a path or
+    a query), JSON-escaped (in a body)."""
+    forms = set()
+    for v in values:
+        if v:
+            forms.update((v, _parse.quote(v, safe=""), _parse.quote_plus(v), _parse.quote(v)))
+            forms.update((_json.dumps(v)[1:-1], _json.dumps(v, ensure_ascii=False)[1:-1]))
+    forms.discard("")
+    return forms
+
+
 def _alive(conn):
     """A kept-alive connection with nothing to read (a closed one reads EOF)."""
     sock = conn.sock
@@ -268,12 +280,7 @@ class JsonClient:
             values.extend([encoded, str(password or "")])
         values.extend(str(v) for _, v in self._auth_params if v)
         self._headers = hdrs
-        masks_all = set()
-        for v in values:
-            if v:
-                masks_all.update((v, _parse.quote(v, safe=""), _parse.quote_plus(v), _parse.quote(v)))
-        masks_all.discard("")
-        self._masks = sorted(masks_all, key=len, reverse=True)
+        self._masks = sorted(_encodings(values), key=len, reverse=True)
 
     def _set_base(self, base_url):
         if not isinstance(base_url, str) or not base_url.strip():
@@ -342,18 +349,21 @@ class JsonClient:
         """DELETE `path`; the parsed response body (often None)."""
         return self.request("DELETE", path, json=json, params=params, headers=headers, timeout=timeout)
 
-    def request(self, method, path, json=None, params=None, headers=None, timeout=None, data=None):
+    def request(self, method, path, json=None, params=None, headers=None, timeout=None, data=None, masks=()):
         """Any method; the parsed response body. Raises HTTPClientError (4xx),
-        HTTPRetryableError (5xx, 408, 429, rate limit), HTTPConnectionError (no response)."""
-        return self.response(method, path, json=json, params=params, headers=headers, timeout=timeout, data=data).data
+        HTTPRetryableError (5xx, 408, 429, rate limit), HTTPConnectionError (no response).
+        `masks`: more values (a secret sent in the body...) to hide in this request's log
+        lines, errors and response, besides the client's credentials."""
+        return self.response(method, path, json=json, params=params, headers=headers, timeout=timeout, data=data, masks=masks).data
 
-    def response(self, method, path, json=None, params=None, headers=None, timeout=None, data=None):
+    def response(self, method, path, json=None, params=None, headers=None, timeout=None, data=None, masks=()):
         """Like request(), but returns the whole Response (status, headers, text, data)."""
         if self._problem is not None:
             raise _errors.UserError(self._problem)
         method = str(method).upper()
         if not _METHOD.match(method):
             raise ValueError("%r is not an HTTP method" % method)
+        mask = self._masker(masks)
         url = self._url(path, params)
         body, ctype, shown_body = self._body(json, data)
         hdrs = dict(self._headers)
@@ -365,11 +375,11 @@ class JsonClient:
             else:
                 hdrs[str(key)] = str(value)
         wait = self._timeout if timeout is None else float(timeout)
-        shown = self._mask(url)
+        shown = mask(url)
         line = "%s %s" % (method, shown)
         if shown_body:
             line += "\n" + shown_body
-        _job.log_transmission(self._name, self._mask(_clip(line, self._log_limit)))
+        _job.log_transmission(self._name, mask(_clip(line, self._log_limit)))
         for _hop in range(MAX_REDIRECTS + 1):
             status, reason, rheaders, raw = self._exchange(method, url, body, hdrs, wait, shown)
             location = rheaders.get("location")
@@ -377,17 +387,17 @@ class JsonClient:
                 target = _parse.urljoin(url, location)
                 follow = self._same_origin(target) and (status in (307, 308) or method in ("GET", "HEAD") or status == 303)
                 if follow:
-                    _job.log_response(self._name, self._mask("%d %s %s %s -> %s" % (status, reason, method, shown, target)))
+                    _job.log_response(self._name, mask("%d %s %s %s -> %s" % (status, reason, method, shown, target)))
                     if status == 303 and method not in ("GET", "HEAD"):
                         method, body = "GET", None
                         hdrs.pop("Content-Type", None)
-                    url, shown = target, self._mask(target)
+                    url, shown = target, mask(target)
                     continue
             break
         # A server may echo credentials (a Location with key= and token=...).
-        rheaders = {k: self._mask(v) for k, v in rheaders.items()}
+        rheaders = {k: mask(v) for k, v in rheaders.items()}
         text, parsed = _decode(raw, rheaders)
-        masked = self._mask(text)
+        masked = mask(text)
         if masked != text:
             text, parsed = _decode(masked.encode(), rheaders)
         line = "%d %s %s %s" % (status, reason, method, shown)
@@ -407,11 +417,20 @@ class JsonClient:
 
     # -- internals -----------------------------------------------------------------
 
-    def _mask(self, text):
-        for m in self._masks:
+    def _mask(self, text, masks=None):
+        for m in self._masks if masks is None else masks:
             if m in text:
                 text = text.replace(m, _MASK)
         return text
+
+    def _masker(self, extra):
+        """The mask function of one request: the client's values and `extra` ones."""
+        if not extra:
+            return self._mask
+        masks = set(self._masks)
+        masks.update(_encodings([str(v) for v in extra if v]))
+        ordered = sorted(masks, key=len, reverse=True)
+        return lambda text: self._mask(text, ordered)
 
     def _same_origin(self, url):
         try:
