@@ -145,7 +145,7 @@ async fn http_json_sends_bearer_auth_and_logs_every_exchange() {
     let p = PyProject::new("http").await;
     providers(&p, &["http_json"]).await;
     secret(&p, "HTTP_JSON_TOKEN", GH_TOKEN).await;
-    param(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
+    secret(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
     let report = p
         .run_code(
             r#"
@@ -232,7 +232,7 @@ async fn http_json_basic_auth_clients_and_refusals() {
     providers(&p, &["http_json"]).await;
     secret(&p, "HTTP_JSON_USER", "ann").await;
     secret(&p, "HTTP_JSON_PASSWORD", HTTP_TOKEN).await;
-    param(&p, "HTTP_JSON_BASE_URL", &gh.url("/")).await;
+    secret(&p, "HTTP_JSON_BASE_URL", &gh.url("/")).await;
     // A second, independent client: its base URL must be a secret.
     secret(&p, "GH_BASE_URL", &gh.url("")).await;
     secret(&p, "GH_TOKEN", GH_TOKEN).await;
@@ -278,7 +278,8 @@ def handle_button():
     assert_eq!(r["absolute"], json!("pgsync-bot"));
     assert_eq!(
         r["crm"],
-        json!("crm: CRM_BASE_URL is not set: add it to sync.project_secret"),
+        json!("crm: CRM_BASE_URL is set as a param, which is ignored: a base URL decides where the credentials go, \
+               so it is read from secrets only (admins write them); set it as the secret CRM_BASE_URL in sync.project_secret"),
         "a base URL in params is not enough for a named client: {r}"
     );
     assert!(
@@ -336,7 +337,7 @@ async fn http_json_failures_fail_or_retry_the_job() {
     let p = PyProject::new("http").await;
     providers(&p, &["http_json"]).await;
     secret(&p, "HTTP_JSON_TOKEN", GH_TOKEN).await;
-    param(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
+    secret(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
     secret(
         &p,
         "DOWN_BASE_URL",
@@ -411,7 +412,7 @@ async fn http_json_redirects_forms_headers_and_time_limits() {
     let p = PyProject::new("http").await;
     providers(&p, &["http_json"]).await;
     secret(&p, "HTTP_JSON_TOKEN", GH_TOKEN).await;
-    param(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
+    secret(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
     secret(&p, "KEYED_BASE_URL", &gh.url("")).await;
     secret(&p, "KEYED_TOKEN", HTTP_TOKEN).await;
     param(&p, "KEYED_AUTH_HEADER", "X-Api-Key").await;
@@ -557,7 +558,7 @@ async fn github_issues_comments_and_labels() {
     let p = PyProject::new("gh").await;
     providers(&p, &["github"]).await;
     secret(&p, "GITHUB_TOKEN", GH_TOKEN).await;
-    param(&p, "GITHUB_BASE_URL", &gh.url("")).await;
+    secret(&p, "GITHUB_BASE_URL", &gh.url("")).await;
     let report = p
         .run_code(
             r#"
@@ -712,7 +713,7 @@ async fn trello_cards_comments_labels_and_lists() {
     providers(&p, &["trello"]).await;
     secret(&p, "TRELLO_KEY", TRELLO_KEY).await;
     secret(&p, "TRELLO_TOKEN", TRELLO_TOKEN).await;
-    param(&p, "TRELLO_BASE_URL", &tr.url("/1")).await;
+    secret(&p, "TRELLO_BASE_URL", &tr.url("/1")).await;
     param(&p, "BOARD", &board_id).await;
     let report = p
         .run_code(
@@ -815,7 +816,7 @@ async fn telegram_bot_api_with_the_token_masked() {
     let p = PyProject::new("tg").await;
     providers(&p, &["telegram"]).await;
     secret(&p, "TELEGRAM_BOT_TOKEN", TG_TOKEN).await;
-    param(&p, "TELEGRAM_BASE_URL", &tg.url("")).await;
+    secret(&p, "TELEGRAM_BASE_URL", &tg.url("")).await;
     let report = p
         .run_code(
             r#"
@@ -864,7 +865,15 @@ def handle_button():
     );
     assert!(lines_of(&logs, "data_in", "telegram")[1]
         .starts_with(&format!("200 OK POST {}/bot***/sendMessage", tg.url(""))));
-    assert_nothing_leaked(&p, &[TG_TOKEN, "TG-S3CRET"]).await;
+    // setWebhook's secret token and the webhook URL's token are credentials too.
+    assert_eq!(
+        out[2],
+        format!(
+            "POST {}/bot***/setWebhook\n{{\"url\": \"https://sync.example.com/sync/webhook/***\", \"secret_token\": \"***\"}}",
+            tg.url("")
+        )
+    );
+    assert_nothing_leaked(&p, &[TG_TOKEN, "TG-S3CRET", "hook-secret"]).await;
 
     // Bot API errors fail the job with Telegram's description; 429 retries.
     let err = p
@@ -901,6 +910,121 @@ def handle_button():
         "{err}"
     );
     assert_nothing_leaked(&p, &[TG_TOKEN, "TG-S3CRET", "other-S3CRET"]).await;
+}
+
+// -----------------------------------------------------------------------------------
+// Base URLs come from secrets only
+// -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn base_urls_in_params_are_never_used() {
+    // Developers write params: a base URL taken from one would send the admin's
+    // credentials to a server the developer chose. This one records what it gets.
+    let evil = FakeServer::start("github", &[]);
+    let gh = github_fake();
+    let p = PyProject::new("params").await;
+    providers(&p, &["http_json", "github", "trello", "telegram"]).await;
+    for (k, v) in [
+        ("HTTP_JSON_TOKEN", HTTP_TOKEN),
+        ("GITHUB_TOKEN", GH_TOKEN),
+        ("TRELLO_KEY", TRELLO_KEY),
+        ("TRELLO_TOKEN", TRELLO_TOKEN),
+        ("TELEGRAM_BOT_TOKEN", TG_TOKEN),
+        ("CRM_TOKEN", HTTP_TOKEN),
+    ] {
+        secret(&p, k, v).await;
+    }
+    for key in [
+        "HTTP_JSON_BASE_URL",
+        "GITHUB_BASE_URL",
+        "TRELLO_BASE_URL",
+        "TELEGRAM_BASE_URL",
+        "CRM_BASE_URL",
+    ] {
+        param(&p, key, &evil.url("")).await;
+    }
+    let code = r#"
+def handle_cron():
+    calls = {
+        'http_json': lambda: http_json.get('/user'),
+        'crm': lambda: http_json_client('CRM').get('/user'),
+        'github': lambda: github.get_issue('acme/app', 1),
+        'trello': lambda: trello.get_board('abc123'),
+        'telegram': lambda: telegram.get_me(),
+    }
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = 'sent'
+        except UserError as e:
+            out[name] = str(e)
+    out['bases'] = [http_json.base_url, github.base_url, trello.base_url, telegram.base_url, repr(github)]
+    return out
+"#;
+    let result = p.result(code, "handle_cron").await;
+    let refusal = |name: &str, key: &str, default: &str| {
+        let mut text = format!(
+            "{name}: {key} is set as a param, which is ignored: a base URL decides where the credentials go, \
+             so it is read from secrets only (admins write them); set it as the secret {key} in sync.project_secret"
+        );
+        if !default.is_empty() {
+            text.push_str(&format!(", or delete the param to use {default}"));
+        }
+        json!(text)
+    };
+    assert_eq!(
+        result,
+        json!({
+            "http_json": refusal("http_json", "HTTP_JSON_BASE_URL", ""),
+            "crm": refusal("crm", "CRM_BASE_URL", ""),
+            "github": refusal("github", "GITHUB_BASE_URL", "https://api.github.com"),
+            "trello": refusal("trello", "TRELLO_BASE_URL", "https://api.trello.com/1"),
+            "telegram": refusal("telegram", "TELEGRAM_BASE_URL", "https://api.telegram.org"),
+            "bases": [null, null, null, null, "<github client (not configured)>"],
+        }),
+        "a base URL in a param must not be used"
+    );
+    assert_eq!(
+        evil.requests(),
+        Vec::<Value>::new(),
+        "nothing may reach the param's host"
+    );
+
+    // A secret of the same name wins (the param stays ignored); a param that only
+    // repeats the default is harmless (documents shipped before kept them as params).
+    secret(&p, "GITHUB_BASE_URL", &gh.url("")).await;
+    param(&p, "TELEGRAM_BASE_URL", "https://api.telegram.org/").await;
+    let result = p
+        .result(
+            "def handle_cron():\n    return [github.get('/user')['login'], github.base_url, telegram.base_url]\n",
+            "handle_cron",
+        )
+        .await;
+    assert_eq!(
+        result,
+        json!(["pgsync-bot", gh.url(""), "https://api.telegram.org"])
+    );
+    assert_eq!(evil.requests(), Vec::<Value>::new());
+    assert_eq!(gh.requests().len(), 1);
+    // Without the param, the default.
+    p.sql(&format!(
+        "DELETE FROM sync.project_param WHERE project_id = {} AND key = 'TRELLO_BASE_URL'",
+        p.id
+    ))
+    .await;
+    let result = p
+        .result(
+            "def handle_cron():\n    return trello.base_url\n",
+            "handle_cron",
+        )
+        .await;
+    assert_eq!(result, json!("https://api.trello.com/1"));
+    assert_nothing_leaked(
+        &p,
+        &[HTTP_TOKEN, GH_TOKEN, TRELLO_KEY, TRELLO_TOKEN, TG_TOKEN],
+    )
+    .await;
 }
 
 // -----------------------------------------------------------------------------------
@@ -1640,7 +1764,7 @@ async fn operator_providers_build_clients_with_pg_sync_rest() {
     std::fs::write(dir.join("shop.py"), readme_provider()).expect("write provider");
     p.worker_env("SYNC_EVAL_CONTEXT_PATH", &dir.to_string_lossy());
     providers(&p, &["shop"]).await;
-    param(&p, "SHOP_URL", &shop.url("")).await;
+    secret(&p, "SHOP_BASE_URL", &shop.url("")).await;
     secret(&p, "SHOP_API_KEY", HTTP_TOKEN).await;
     let report = p
         .run_code(
