@@ -182,27 +182,38 @@ CREATE TABLE sync.executor_credential (
     password text NOT NULL
 );
 COMMENT ON TABLE sync.executor_credential IS 'Password pg_sync set on the sync_executor login (readable by its owner only).';
+COMMENT ON COLUMN sync.executor_credential.id IS 'Always true: the table has one row.';
+COMMENT ON COLUMN sync.executor_credential.password IS 'The password sync.executor_login() set on sync_executor.';
 REVOKE ALL ON sync.executor_credential FROM PUBLIC;
 
 CREATE FUNCTION sync.executor_login() RETURNS TABLE (login name, password text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     pw text;
-    has_password boolean;
+    candidate text;
 BEGIN
+    -- Workers of this database starting together: one sets the password, the others
+    -- wait and read it.
+    PERFORM pg_catalog.pg_advisory_xact_lock(sync.worker_lock_class(), 0);
     SELECT c.password INTO pw FROM sync.executor_credential c;
-    IF pw IS NULL THEN
-        SELECT a.rolpassword IS NOT NULL INTO has_password
-        FROM pg_catalog.pg_authid a WHERE a.rolname = 'sync_executor';
-        IF NOT coalesce(has_password, false) THEN
-            pw := pg_catalog.replace(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, '-', '');
-            INSERT INTO sync.executor_credential (password) VALUES (pw) ON CONFLICT (id) DO NOTHING;
-            SELECT c.password INTO pw FROM sync.executor_credential c;
-            EXECUTE pg_catalog.format('ALTER ROLE sync_executor LOGIN PASSWORD %L', pw);
-        END IF;
+    IF pw IS NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_authid a
+                                  WHERE a.rolname = 'sync_executor' AND a.rolpassword IS NOT NULL) THEN
+        candidate := pg_catalog.replace(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, '-', '');
+        BEGIN
+            EXECUTE pg_catalog.format('ALTER ROLE sync_executor LOGIN PASSWORD %L', candidate);
+            INSERT INTO sync.executor_credential (password) VALUES (candidate);
+            pw := candidate;
+        EXCEPTION WHEN internal_error THEN
+            -- "tuple concurrently updated": another database set it at this moment.
+            pw := NULL;
+        END;
     END IF;
     IF NOT (SELECT a.rolcanlogin FROM pg_catalog.pg_roles a WHERE a.rolname = 'sync_executor') THEN
-        ALTER ROLE sync_executor LOGIN;
+        BEGIN
+            ALTER ROLE sync_executor LOGIN;
+        EXCEPTION WHEN internal_error THEN
+            NULL; -- switched on by another database at this moment
+        END;
     END IF;
     RETURN QUERY SELECT 'sync_executor'::name, pw;
 END
@@ -232,8 +243,9 @@ $$;
 REVOKE ALL ON FUNCTION sync.worker_token_check(integer, text) FROM PUBLIC;
 
 -- Lock the claimed jobs `ids` of worker `worker_id` for the batch transaction and say
--- what the executor needs to run them. The task's time_limit comes clamped to
--- sync.max_time_limit(); cancelled_by is set when sync_cancel_job asked to stop the job. FOR NO KEY UPDATE, not FOR UPDATE: foreign-key checks of other
+-- what the executor needs to run them: the task's time_limit and the ceiling every
+-- limit is clamped to (sync.max_time_limit()), and cancelled_by when sync_cancel_job
+-- asked to stop the job. FOR NO KEY UPDATE, not FOR UPDATE: foreign-key checks of other
 -- transactions (child jobs, log lines) need not wait for the batch.
 CREATE FUNCTION sync.batch_lock(worker_id integer, token text, ids bigint[])
 RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id bigint,
@@ -241,7 +253,7 @@ RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id big
                lang text, attempts integer, max_retries integer, started_at timestamptz,
                time_limit double precision, project_active boolean, task_active boolean,
                project_name text, task_name text, cancelled_by name, run_as name,
-               run_as_problem text)
+               run_as_problem text, max_time_limit double precision)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
     SELECT sync.worker_token_check(worker_id, token);
     WITH j AS (
@@ -256,10 +268,11 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS 
     )
     SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
            j.args, j.user_name::text, j.lang, j.attempts, j.max_retries, j.started_at,
-           pg_catalog.date_part('epoch', LEAST(t.time_limit, sync.max_time_limit()))::double precision,
+           pg_catalog.date_part('epoch', t.time_limit)::double precision,
            p.active, coalesce(t.active, true), p.name, t.name,
            (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
-           p.run_as, p.problem
+           p.run_as, p.problem,
+           pg_catalog.date_part('epoch', sync.max_time_limit())::double precision
     FROM j
     JOIN p ON p.id = j.project_id
     LEFT JOIN sync.task t ON t.id = j.task_id

@@ -230,8 +230,8 @@ BEGIN
             RAISE EXCEPTION 'job % does not exist', job_id
                 USING ERRCODE = 'no_data_found', HINT = 'Find pending jobs with: SELECT id, handler FROM sync.job WHERE state = ''pending'';';
         END IF;
-        INSERT INTO sync.job_cancel (job_id, requested_by) VALUES (sync_cancel_job.job_id, who)
-        ON CONFLICT (job_id) DO NOTHING;
+        INSERT INTO sync.job_cancel AS c (job_id, requested_by) VALUES (sync_cancel_job.job_id, who)
+        ON CONFLICT ON CONSTRAINT job_cancel_pkey DO NOTHING;
         PERFORM pg_notify('sync_cancel', json_build_object('job', job_id, 'by', who)::text);
         RAISE NOTICE 'job % is running; its worker stops it within a second and records it cancelled', job_id;
         RETURN;

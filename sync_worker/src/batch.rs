@@ -321,10 +321,8 @@ impl Executor {
 
     fn locked(&self, row: &tokio_postgres::Row) -> Locked {
         let task_limit: Option<f64> = row.get(13);
-        let soft = match task_limit {
-            Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
-            _ => self.soft_time_limit,
-        };
+        let ceiling: Option<f64> = row.get(21);
+        let soft = clamp_limit(task_limit, self.soft_time_limit, ceiling);
         Locked {
             cancelled_by: row.get(18),
             spec: JobSpec {
@@ -515,6 +513,19 @@ impl Executor {
     }
 }
 
+/// A job's soft time limit: its task's, else the worker's, never above the ceiling
+/// (sync.max_time_limit(), so that a developer cannot give a job unbounded time).
+pub(crate) fn clamp_limit(task: Option<f64>, default: Duration, ceiling: Option<f64>) -> Duration {
+    let soft = match task {
+        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+        _ => default,
+    };
+    match ceiling {
+        Some(c) if c.is_finite() && c > 0.0 => soft.min(Duration::from_secs_f64(c)),
+        _ => soft,
+    }
+}
+
 /// Same steps as sync.retry_delay(), for the log line.
 fn retry_delay_text(attempts: i32) -> &'static str {
     match attempts {
@@ -615,4 +626,20 @@ async fn fail_alone(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clamp_limit;
+    use std::time::Duration;
+
+    #[test]
+    fn time_limits_never_pass_the_ceiling() {
+        let d = Duration::from_secs(300);
+        assert_eq!(clamp_limit(None, d, Some(3600.0)), d);
+        assert_eq!(clamp_limit(Some(10.0), d, Some(3600.0)), Duration::from_secs(10));
+        assert_eq!(clamp_limit(Some(1e9), d, Some(3600.0)), Duration::from_secs(3600));
+        assert_eq!(clamp_limit(None, d, Some(1.0)), Duration::from_secs(1));
+        assert_eq!(clamp_limit(Some(f64::NAN), d, None), d);
+    }
 }

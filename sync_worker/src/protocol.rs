@@ -108,7 +108,8 @@ pub struct WebhookTrigger {
     pub content_type: String,
     pub project: String,
     pub task: String,
-    /// The task's time_limit in seconds, already clamped to max_time_limit.
+    /// The handler's soft time limit in seconds: the task's time_limit, else the
+    /// worker's webhook_time_limit, clamped to max_time_limit.
     pub time_limit: Option<f64>,
     /// The base_url setting (the request's full URL starts with it).
     pub base_url: String,

@@ -34,6 +34,7 @@ def handle_cron():
         'missing': missing,
         'text': texts.greeting, 'fallback': texts.bye, 'lang': get_lang(),
         'webhook': webhooks.incoming,
+        'webhook_seen': webhooks.incoming == 'https://sync.example.com/sync/webhook/' + 'tok123' * 3,
     }
 "#,
         )
@@ -53,7 +54,9 @@ def handle_cron():
             "param": "https://api.example.com", "key": "10", "get": "d",
             "missing": "params has no 'nope' (known: api_url, limit)",
             "text": "Bonjour", "fallback": "Bye", "lang": "fr_FR",
-            "webhook": "https://sync.example.com/sync/webhook/tok123tok123tok123",
+            // Code sees the URL; the token, its credential, is masked in the result.
+            "webhook": "https://sync.example.com/sync/webhook/***",
+            "webhook_seen": true,
         }),
         "{report}"
     );

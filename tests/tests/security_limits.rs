@@ -12,7 +12,7 @@ def spin():
         try:
             while True:
                 pass
-        except BaseException:
+        except:
             pass
 
 def quick(n):

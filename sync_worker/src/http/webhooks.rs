@@ -31,7 +31,8 @@ const RETRY_AFTER_SECS: u64 = 1;
 const LOOKUP_SQL: &str = "
 SELECT w.id, w.name, w.project_id, p.version, w.task_id, w.content_type, w.signing_secret,
        p.name, t.name,
-       pg_catalog.date_part('epoch', LEAST(t.time_limit, sync.max_time_limit()))::float8,
+       pg_catalog.date_part('epoch', LEAST(coalesce(t.time_limit, $2::float8 * interval '1 second'),
+                                           sync.max_time_limit()))::float8,
        coalesce((SELECT s.value FROM sync.setting s WHERE s.key = 'base_url'), ''),
        p.run_as::text, sync.run_as_problem(p.run_as)
 FROM sync.webhook_trigger w
@@ -110,7 +111,8 @@ async fn handle(
 /// Err when the database cannot be asked.
 async fn lookup(ctx: &Hooks, token: &str) -> Result<Option<(WebhookTrigger, Option<String>)>, ()> {
     let client = ctx.db.lock().await.shared().await.ok_or(())?;
-    match client.query_opt(LOOKUP_SQL, &[&token]).await {
+    let default_limit = ctx.state.cfg.webhook_time_limit.as_secs_f64();
+    match client.query_opt(LOOKUP_SQL, &[&token, &default_limit]).await {
         Ok(row) => Ok(row.map(|r| {
             (
                 WebhookTrigger {
