@@ -149,6 +149,56 @@ END
 $$;
 COMMENT ON FUNCTION sync.executor_sync_roles() IS 'Used by workers: make sync_executor a member of every valid run_as role and revoke roles that stopped qualifying (sync.run_as_problem). Returns the number of changes.';
 
+-- Only a member of a role may have task code run as it: run_as delegates the role's
+-- rights, and nobody may delegate rights they do not hold. SECURITY INVOKER, so it sees
+-- the writer.
+CREATE FUNCTION sync.project_check_run_as() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text := sync.run_as_problem(NEW.run_as);
+BEGIN
+    IF NOT pg_catalog.pg_has_role(current_user, NEW.run_as, 'MEMBER') THEN
+        RAISE EXCEPTION 'project "%": permission denied to set run_as to role %', NEW.name, NEW.run_as
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = pg_catalog.format('Only a member of a role may make task code run as it: GRANT %I TO %I;', NEW.run_as, current_user);
+    END IF;
+    IF problem IS NOT NULL THEN
+        -- Not refused (a role can change later anyway; jobs check it when they run),
+        -- but said at once.
+        RAISE WARNING 'project "%": run_as role % %; its task code will not be able to use the database', NEW.name, NEW.run_as, problem;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER check_run_as BEFORE INSERT OR UPDATE OF run_as ON sync.project
+    FOR EACH ROW WHEN (NEW.run_as IS NOT NULL)
+    EXECUTE FUNCTION sync.project_check_run_as();
+
+-- Grant a project's run_as to sync_executor as soon as an admin sets it, so that a
+-- worker's batch transaction, which may have begun before the worker could grant it,
+-- finds the membership (a session sees a new membership only at its next transaction).
+CREATE FUNCTION sync.project_grant_run_as() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_RELID <> 'sync.project'::regclass THEN
+        RAISE EXCEPTION 'sync.project_grant_run_as() only runs as the trigger of sync.project'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    IF NEW.run_as IS NOT NULL AND sync.run_as_problem(NEW.run_as) IS NULL
+       AND NOT pg_catalog.pg_has_role('sync_executor', NEW.run_as, 'MEMBER') THEN
+        BEGIN
+            EXECUTE pg_catalog.format('GRANT %I TO sync_executor', NEW.run_as);
+        EXCEPTION WHEN unique_violation OR internal_error OR duplicate_object THEN
+            NULL; -- granted at the same moment elsewhere
+        END;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER grant_run_as AFTER INSERT OR UPDATE OF run_as ON sync.project
+    FOR EACH ROW WHEN (NEW.run_as IS NOT NULL)
+    EXECUTE FUNCTION sync.project_grant_run_as();
+
 -- Why the current session may not run task code (a misconfigured executor login), or
 -- NULL. Run by every executor on its own connection right after connecting.
 CREATE FUNCTION sync.executor_session_problem() RETURNS text

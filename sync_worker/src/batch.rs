@@ -561,8 +561,7 @@ async fn lock(
     auth: &WorkerAuth,
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let begin = client.batch_execute("BEGIN");
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-        [&auth.worker, &auth.token, &ids];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&auth.worker, &auth.token, &ids];
     let rows = client.query(LOCK_SQL, &params);
     let (b, r) = tokio::join!(begin, rows);
     b?;
@@ -622,7 +621,12 @@ async fn fail_alone(
     let message = format!("the job's transaction could not commit: {message}");
     job.execute(
         "SELECT sync.batch_fail_job($1, $2, $3, $4)",
-        &[&auth.worker, &auth.token, &spec.job_id, &message.replace('\0', "")],
+        &[
+            &auth.worker,
+            &auth.token,
+            &spec.job_id,
+            &message.replace('\0', ""),
+        ],
     )
     .await?;
     Ok(())
@@ -637,8 +641,14 @@ mod tests {
     fn time_limits_never_pass_the_ceiling() {
         let d = Duration::from_secs(300);
         assert_eq!(clamp_limit(None, d, Some(3600.0)), d);
-        assert_eq!(clamp_limit(Some(10.0), d, Some(3600.0)), Duration::from_secs(10));
-        assert_eq!(clamp_limit(Some(1e9), d, Some(3600.0)), Duration::from_secs(3600));
+        assert_eq!(
+            clamp_limit(Some(10.0), d, Some(3600.0)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            clamp_limit(Some(1e9), d, Some(3600.0)),
+            Duration::from_secs(3600)
+        );
         assert_eq!(clamp_limit(None, d, Some(1.0)), Duration::from_secs(1));
         assert_eq!(clamp_limit(Some(f64::NAN), d, None), d);
     }

@@ -200,7 +200,11 @@ pub struct WorkerArgs {
     /// PostgreSQL URL the executors (which run task code) log in with. Its login must
     /// be sync_executor or a member of it and nothing else. Default: database_url with
     /// the login sync_executor, whose password pg_sync manages.
-    #[arg(long, env = "SYNC_WORKER_EXECUTOR_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SYNC_WORKER_EXECUTOR_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub executor_database_url: Option<String>,
 
     /// Memory one executor process may use (default 2GiB); a job that needs more fails

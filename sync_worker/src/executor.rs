@@ -231,11 +231,16 @@ fn connect(
                 match problem {
                     Ok(None) => return Ok(Some(client)),
                     Ok(Some(why)) => return Err(ExecutorError::UnsafeLogin(why)),
-                    Err(e) => tracing::warn!("{name}: cannot check its login: {}", pg::describe(&e)),
+                    Err(e) => {
+                        tracing::warn!("{name}: cannot check its login: {}", pg::describe(&e))
+                    }
                 }
             }
             Err(e) => {
-                tracing::warn!("{name}: cannot connect as {}: {e}", login.user.as_deref().unwrap_or("the URL's user"));
+                tracing::warn!(
+                    "{name}: cannot connect as {}: {e}",
+                    login.user.as_deref().unwrap_or("the URL's user")
+                );
             }
         }
         std::thread::sleep(backoff.next_delay());

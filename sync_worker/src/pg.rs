@@ -150,7 +150,9 @@ pub async fn connect_login(
     if let Some(user) = &login.user {
         target.config.user(user);
         // A password given for the URL's user is not the executor login's.
-        target.config.password(login.password.clone().unwrap_or_default());
+        target
+            .config
+            .password(login.password.clone().unwrap_or_default());
     }
     let (client, _) = connect_inner(target, application_name, false).await?;
     Ok(client)

@@ -241,7 +241,13 @@ mod tests {
 
     #[test]
     fn executors_inherit_no_credentials() {
-        for name in ["PATH", "LC_ALL", "PYTHONPATH", "SSL_CERT_FILE", "SYNC_EVAL_CONTEXT_PATH"] {
+        for name in [
+            "PATH",
+            "LC_ALL",
+            "PYTHONPATH",
+            "SSL_CERT_FILE",
+            "SYNC_EVAL_CONTEXT_PATH",
+        ] {
             assert!(inherited(name.as_ref()), "{name}");
         }
         for name in [

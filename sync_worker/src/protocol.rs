@@ -92,7 +92,9 @@ pub enum FromExecutor {
     Bye,
     /// The executor needs this project's data (answered with ToExecutor::Project): it is
     /// read on the supervisor's connection, which may read secrets; the executor's may not.
-    NeedProject { project_id: i64 },
+    NeedProject {
+        project_id: i64,
+    },
 }
 
 /// The trigger a webhook call is for, as the supervisor looked it up (before reading

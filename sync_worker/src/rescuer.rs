@@ -40,7 +40,10 @@ pub async fn run(
         }
         // A run_as role that became dangerous (granted superuser, say) loses its
         // executor membership within one interval; new run_as roles are granted.
-        match client.query_one("SELECT sync.executor_sync_roles()", &[]).await {
+        match client
+            .query_one("SELECT sync.executor_sync_roles()", &[])
+            .await
+        {
             Ok(row) => {
                 let n: i32 = row.get(0);
                 if n > 0 {

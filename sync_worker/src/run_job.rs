@@ -135,7 +135,10 @@ fn run(
         return Err(RunJobError::NoJob(args.job_id));
     }
     let job_client = job_rt
-        .block_on(crate::pg::connect_login(&login, "sync_worker run-job (job)"))
+        .block_on(crate::pg::connect_login(
+            &login,
+            "sync_worker run-job (job)",
+        ))
         .map_err(|e| RunJobError::Connect(e.to_string()))?;
     let (status, _fd) = StatusPage::create().map_err(RunJobError::Status)?;
     let soft = Duration::from_secs_f64(args.soft_time_limit.unwrap_or(60.0));

@@ -280,7 +280,10 @@ pub async fn executor_login(
         ),
         None => {
             let row = client
-                .query_one("SELECT login::text, password FROM sync.executor_login()", &[])
+                .query_one(
+                    "SELECT login::text, password FROM sync.executor_login()",
+                    &[],
+                )
                 .await
                 .map_err(sql("enabling the executor login (sync.executor_login())"))?;
             (
@@ -311,7 +314,12 @@ pub async fn executor_login(
     let problem: Option<String> = exec
         .query_one("SELECT sync.executor_session_problem()", &[])
         .await
-        .map_err(|e| fail(format!("cannot check the executor login: {}", pg::describe(&e))))?
+        .map_err(|e| {
+            fail(format!(
+                "cannot check the executor login: {}",
+                pg::describe(&e)
+            ))
+        })?
         .get(0);
     if let Some(why) = problem {
         return Err(fail(format!(

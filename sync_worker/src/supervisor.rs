@@ -10,12 +10,12 @@ use crate::config::Config;
 use crate::pg::{self, Backoff, Note};
 use crate::pool::{Event, ExecutorProc, Inflight};
 use crate::protocol::{FromExecutor, Login, ToExecutor, WebhookCall, WebhookReply, WorkerAuth};
-use serde_json::Value;
 use crate::registry::{self, RegisterError};
 use crate::startup::{DbFacts, Listeners};
 use crate::state::{Shared, State, SupervisorCommand};
 use crate::status::monotonic_ns;
 use crate::{cron, http, rescuer, shutdown};
+use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -752,7 +752,9 @@ impl Supervisor {
             .await;
             let data = match data {
                 Ok(Some(v)) => Ok(v),
-                Ok(None) => Err("the project does not exist (deleted after the job was queued?)".into()),
+                Ok(None) => {
+                    Err("the project does not exist (deleted after the job was queued?)".into())
+                }
                 Err(e) => Err(pg::describe(&e)),
             };
             let _ = events.send(Event::Project(i, generation, project_id, data));
@@ -767,7 +769,10 @@ impl Supervisor {
         };
         let (Some(job), by) = (
             v.get("job").and_then(Value::as_i64),
-            v.get("by").and_then(Value::as_str).unwrap_or("?").to_string(),
+            v.get("by")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string(),
         ) else {
             return;
         };
@@ -803,8 +808,14 @@ impl Supervisor {
                 continue;
             };
             if let Some((job, since)) = p.cancelling {
-                if cur.job == job && since.elapsed() > CANCEL_GRACE && p.killed_for.is_none() && !p.killed {
-                    tracing::warn!("job {job} goes on after it was cancelled: killing executor {i}");
+                if cur.job == job
+                    && since.elapsed() > CANCEL_GRACE
+                    && p.killed_for.is_none()
+                    && !p.killed
+                {
+                    tracing::warn!(
+                        "job {job} goes on after it was cancelled: killing executor {i}"
+                    );
                     p.killed_for = Some((job, "the job was cancelled and did not stop".into()));
                     p.kill();
                     continue;

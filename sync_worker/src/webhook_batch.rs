@@ -239,13 +239,8 @@ impl Executor {
         self.status.start(call.id as i64, hard_limit);
         let (outcome, response) = {
             let mut db = JobDb::new(&self.job, &self.rt, auth);
-            self.runtime.run_webhook(
-                spec,
-                request,
-                &mut db,
-                &mut lines,
-                self.projects.as_mut(),
-            )
+            self.runtime
+                .run_webhook(spec, request, &mut db, &mut lines, self.projects.as_mut())
         };
         self.status.idle();
         let mask = self.runtime.masker(spec.project_id);
@@ -409,7 +404,10 @@ fn check_headers(resp: &WebhookResponse) -> Result<(), String> {
 
 /// The request as handle_webhook sees it, or (status, why) when it must be refused.
 /// (The signature was checked by the HTTP server, which holds the signing secret.)
-async fn parse(call: &WebhookCall, trigger: &WebhookTrigger) -> Result<WebhookRequest, (u16, String)> {
+async fn parse(
+    call: &WebhookCall,
+    trigger: &WebhookTrigger,
+) -> Result<WebhookRequest, (u16, String)> {
     let base_url = &trigger.base_url;
     let ctype = header(&call.headers, "content-type").unwrap_or("");
     let essence = ctype

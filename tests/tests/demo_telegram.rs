@@ -115,7 +115,7 @@ async fn telegram_demo_against_a_fake_bot_api() {
         line("data_out", Some("telegram")),
         vec![format!(
             "POST {}/bot***/setWebhook\n{{\"url\": \"{masked}\", \"allowed_updates\": [\"message\", \"edited_message\"], \"secret_token\": \"***\"}}",
-            tg.url("")
+            tg.masked("", "")
         )]
     );
 

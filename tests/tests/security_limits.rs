@@ -69,7 +69,11 @@ async fn a_runaway_job_is_stopped_at_the_ceiling_and_its_batch_mates_run_once() 
         "{report}"
     );
     // Clamped to 1 s, plus the 1 s margin: well before the task's 10 minutes.
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     for job in [first, last] {
         assert_eq!(p.finished(job).await["state"], "done");
     }
@@ -109,7 +113,14 @@ async fn cancelling_a_running_job_returns_at_once_and_stops_it_within_a_second()
         .await;
     let _worker = WorkerProcess::start(
         &p.db.url,
-        &["--executors", "1", "--soft-time-limit", "60s", "--hard-time-limit", "90s"],
+        &[
+            "--executors",
+            "1",
+            "--soft-time-limit",
+            "60s",
+            "--hard-time-limit",
+            "90s",
+        ],
     );
     // One that lets JobCancelled through, one that swallows every exception.
     for handler in ["polite", "spin"] {
@@ -132,15 +143,28 @@ async fn cancelling_a_running_job_returns_at_once_and_stops_it_within_a_second()
             .batch_execute(&format!("SELECT sync_cancel_job({job})"))
             .await
             .expect("cancel");
-        assert!(asked.elapsed() < Duration::from_millis(500), "sync_cancel_job waited");
-        wait_for("the job to be cancelled", Duration::from_secs(5), || async {
-            scalar::<String>(&p.client, &format!("SELECT state FROM sync.job WHERE id = {job}"))
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "sync_cancel_job waited"
+        );
+        wait_for(
+            "the job to be cancelled",
+            Duration::from_secs(5),
+            || async {
+                scalar::<String>(
+                    &p.client,
+                    &format!("SELECT state FROM sync.job WHERE id = {job}"),
+                )
                 .await
-                == "cancelled"
-        })
+                    == "cancelled"
+            },
+        )
         .await;
         let took = asked.elapsed();
-        assert!(took < Duration::from_millis(1500), "{handler}: stopped after {took:?}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "{handler}: stopped after {took:?}"
+        );
         let error: String = p
             .scalar(&format!("SELECT error FROM sync.job WHERE id = {job}"))
             .await;
@@ -230,13 +254,20 @@ async fn webhook_bodies_are_read_only_for_known_tokens_and_the_queue_is_bounded(
     let http = reqwest::Client::new();
     let slow = tokio::spawn({
         let (http, url) = (http.clone(), url.clone());
-        async move { http.post(format!("{url}?sleep=2")).json(&json!({})).send().await }
+        async move {
+            http.post(format!("{url}?sleep=2"))
+                .json(&json!({}))
+                .send()
+                .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let busy = http.post(&url).json(&json!({})).send().await.unwrap();
     assert_eq!(busy.status(), 503);
     assert_eq!(
-        busy.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        busy.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
         Some("1")
     );
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);

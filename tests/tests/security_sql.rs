@@ -42,7 +42,12 @@ async fn broken_reason_is_no_way_around_the_trigger_privilege() {
          VALUES ({task}, 'spy', 'payroll', 'delete', 'x')"
     );
     expect_error(&dev, &insert, "42501").await;
-    expect_error(&dev, "UPDATE sync.db_trigger SET broken_reason = NULL", "42501").await;
+    expect_error(
+        &dev,
+        "UPDATE sync.db_trigger SET broken_reason = NULL",
+        "42501",
+    )
+    .await;
     // Without broken_reason: refused by the privilege check.
     let msg = expect_error(
         &dev,
@@ -115,8 +120,15 @@ async fn set_link_runs_no_operator_of_the_caller_as_the_table_owner() {
         "SELECT rolsuper FROM pg_roles WHERE rolname = 'dev_evil'",
     )
     .await;
-    assert!(!sup, "the caller's operator ran with the table owner's rights");
-    let links: i64 = scalar(&admin, "SELECT count(*) FROM sync.link WHERE relation = 'r'").await;
+    assert!(
+        !sup,
+        "the caller's operator ran with the table owner's rights"
+    );
+    let links: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM sync.link WHERE relation = 'r'",
+    )
+    .await;
     assert_eq!(links, 1);
 }
 
@@ -162,7 +174,11 @@ async fn pg_sync_trigger_functions_cannot_be_attached_elsewhere() {
     )
     .await;
     expect_error(&admin, "DELETE FROM public.job", "39P01").await;
-    let kept: i64 = scalar(&admin, "SELECT count(*) FROM sync.log WHERE message = 'audit'").await;
+    let kept: i64 = scalar(
+        &admin,
+        "SELECT count(*) FROM sync.log WHERE message = 'audit'",
+    )
+    .await;
     assert_eq!(kept, 1, "audit log lines were deleted");
 }
 
@@ -257,7 +273,8 @@ async fn time_limits_have_a_ceiling() {
 async fn security_definer_functions_and_public_grants_follow_the_rules() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let functions = "FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+    let functions =
+        "FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
                        AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
                      JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_sync'";
     let unpinned: Vec<String> = c
@@ -274,7 +291,10 @@ async fn security_definer_functions_and_public_grants_follow_the_rules() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(unpinned.is_empty(), "SECURITY DEFINER without a pinned search_path: {unpinned:?}");
+    assert!(
+        unpinned.is_empty(),
+        "SECURITY DEFINER without a pinned search_path: {unpinned:?}"
+    );
     let public: Vec<String> = c
         .query(
             &format!(
@@ -315,8 +335,14 @@ async fn security_definer_functions_and_public_grants_follow_the_rules() {
         "sync_search_links(text,regclass)",
         "sync_search_links(text,regclass,anycompatiblearray)",
     ];
-    let unexpected: Vec<&String> = public.iter().filter(|f| !allowed.contains(&f.as_str())).collect();
-    assert!(unexpected.is_empty(), "executable by PUBLIC: {unexpected:?}");
+    let unexpected: Vec<&String> = public
+        .iter()
+        .filter(|f| !allowed.contains(&f.as_str()))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "executable by PUBLIC: {unexpected:?}"
+    );
     // Security definer functions are executable by PUBLIC only when listed above
     // (link_cleanup: table owners install it; it touches only its own table's links).
     let sd_public: Vec<String> = c
@@ -344,6 +370,13 @@ async fn security_definer_functions_and_public_grants_follow_the_rules() {
     )
     .await;
     assert_eq!(tables, 0);
-    let inherit: bool = scalar(&c, "SELECT rolinherit FROM pg_roles WHERE rolname = 'sync_executor'").await;
-    assert!(!inherit, "sync_executor must not inherit its run_as roles' rights");
+    let inherit: bool = scalar(
+        &c,
+        "SELECT rolinherit FROM pg_roles WHERE rolname = 'sync_executor'",
+    )
+    .await;
+    assert!(
+        !inherit,
+        "sync_executor must not inherit its run_as roles' rights"
+    );
 }

@@ -133,7 +133,10 @@ async fn the_executor_login_can_do_nothing_but_become_run_as() {
         ("UPDATE sync.project SET core_code = 'evil'", "42501"),
         ("SELECT sync.project_runtime(1)", "42501"),
         ("SELECT sync.executor_login()", "42501"),
-        ("SELECT * FROM sync.batch_lock(1, 'not-the-token', ARRAY[1::bigint])", "42501"),
+        (
+            "SELECT * FROM sync.batch_lock(1, 'not-the-token', ARRAY[1::bigint])",
+            "42501",
+        ),
         ("SELECT sync.batch_fail_job(1, 'x', 1, 'm')", "42501"),
         ("SELECT sync.batch_add_jobs(1, 'x', 1, '[]')", "42501"),
         ("SET ROLE postgres", "42501"),
@@ -151,7 +154,10 @@ async fn the_executor_login_can_do_nothing_but_become_run_as() {
 async fn run_as_roles_with_dangerous_rights_are_refused_and_revoked() {
     let p = PyProject::new("danger").await;
     let task = p
-        .task("t", "def work():\n    return db.query_one('SELECT 1 AS x').x\n")
+        .task(
+            "t",
+            "def work():\n    return db.query_one('SELECT 1 AS x').x\n",
+        )
         .await;
     let job = p.job(task, "work", json!({})).await;
     assert_eq!(p.run(job).await["state"], "done");
@@ -277,8 +283,14 @@ async fn executors_inherit_no_worker_credentials() {
             "DATABASE_URL",
             "postgres://",
         ] {
-            assert!(!env.contains(needle), "executor {pid} has {needle} in its environment");
-            assert!(!cmdline.contains(needle), "executor {pid} has {needle} on its command line");
+            assert!(
+                !env.contains(needle),
+                "executor {pid} has {needle} in its environment"
+            );
+            assert!(
+                !cmdline.contains(needle),
+                "executor {pid} has {needle} on its command line"
+            );
         }
     }
 }

@@ -112,7 +112,10 @@ async fn handle(
 async fn lookup(ctx: &Hooks, token: &str) -> Result<Option<(WebhookTrigger, Option<String>)>, ()> {
     let client = ctx.db.lock().await.shared().await.ok_or(())?;
     let default_limit = ctx.state.cfg.webhook_time_limit.as_secs_f64();
-    match client.query_opt(LOOKUP_SQL, &[&token, &default_limit]).await {
+    match client
+        .query_opt(LOOKUP_SQL, &[&token, &default_limit])
+        .await
+    {
         Ok(row) => Ok(row.map(|r| {
             (
                 WebhookTrigger {
@@ -133,7 +136,10 @@ async fn lookup(ctx: &Hooks, token: &str) -> Result<Option<(WebhookTrigger, Opti
             )
         })),
         Err(e) => {
-            tracing::warn!("webhooks: cannot look a token up: {}", crate::pg::describe(&e));
+            tracing::warn!(
+                "webhooks: cannot look a token up: {}",
+                crate::pg::describe(&e)
+            );
             ctx.db.lock().await.failed(&e);
             Err(())
         }

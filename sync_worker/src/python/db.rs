@@ -123,11 +123,7 @@ pub struct JobDb<'a> {
 }
 
 impl<'a> JobDb<'a> {
-    pub fn new(
-        client: &'a Client,
-        rt: &'a tokio::runtime::Runtime,
-        auth: &'a WorkerAuth,
-    ) -> Self {
+    pub fn new(client: &'a Client, rt: &'a tokio::runtime::Runtime, auth: &'a WorkerAuth) -> Self {
         JobDb {
             client,
             rt,

@@ -458,9 +458,9 @@ fn run_as(job: &JobSpec) -> Result<String, String> {
         (Some(role), Some(problem)) => Err(format!(
             "project run_as role \"{role}\" {problem}; task code may not use the database as it"
         )),
-        (None, _) => Err(
-            "the project has no run_as role, so its task code may not use the database".into(),
-        ),
+        (None, _) => {
+            Err("the project has no run_as role, so its task code may not use the database".into())
+        }
     }
 }
 
