@@ -115,9 +115,6 @@ pub struct WebhookTrigger {
     pub time_limit: Option<f64>,
     /// The base_url setting (the request's full URL starts with it).
     pub base_url: String,
-    /// The project's run_as role and why it may not be used (sync.run_as_problem).
-    pub run_as: Option<String>,
-    pub run_as_problem: Option<String>,
 }
 
 /// One webhook request, as received (and its token checked) by the supervisor's HTTP
@@ -335,8 +332,6 @@ mod tests {
                         task: "t".into(),
                         time_limit: None,
                         base_url: "https://x".into(),
-                        run_as: Some("r".into()),
-                        run_as_problem: None,
                     },
                     refused: Some((401, "bad signature".into())),
                     method: "POST".into(),

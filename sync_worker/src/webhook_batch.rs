@@ -93,14 +93,17 @@ impl Executor {
             });
         }
         let started_at = Utc::now();
-        let ids = self
+        let rows = self
             .rt
             .block_on(self.insert_rows(&accepted, auth, caller, started_at))?;
         let mut done = Vec::with_capacity(accepted.len());
         let mut logs = LogRows::default();
         let mut replies = HashMap::new();
-        for (a, job_id) in accepted.iter().zip(ids) {
-            let spec = self.spec(a, job_id, caller, started_at);
+        for (a, row) in accepted.iter().zip(rows) {
+            let job_id: i64 = row.get(0);
+            let mut spec = self.spec(a, job_id, caller, started_at);
+            spec.run_as = row.get(1);
+            spec.run_as_problem = row.get(2);
             let _span = tracing::info_span!(
                 "webhook",
                 job = job_id,
@@ -117,15 +120,15 @@ impl Executor {
         Ok(order(calls, replies))
     }
 
-    /// The calls' job rows (sync.batch_webhook_jobs), in a new transaction; their ids in
-    /// call order.
+    /// The calls' job rows (sync.batch_webhook_jobs), in a new transaction: (id, run_as,
+    /// run_as_problem) in call order.
     async fn insert_rows(
         &self,
         accepted: &[Accepted<'_>],
         auth: &WorkerAuth,
         caller: &str,
         started_at: DateTime<Utc>,
-    ) -> Result<Vec<i64>, BatchError> {
+    ) -> Result<Vec<tokio_postgres::Row>, BatchError> {
         let trigger: Vec<i64> = accepted.iter().map(|a| a.trigger.id).collect();
         let args: Vec<Value> = accepted
             .iter()
@@ -148,15 +151,15 @@ impl Executor {
             &started_at,
             &caller,
         ];
-        let (begin, ids) = tokio::join!(
+        let (begin, rows) = tokio::join!(
             self.job.batch_execute("BEGIN"),
-            self.job.query_one(
-                "SELECT sync.batch_webhook_jobs($1, $2, $3, $4, $5, $6::text::name)",
+            self.job.query(
+                "SELECT * FROM sync.batch_webhook_jobs($1, $2, $3, $4, $5, $6::text::name)",
                 &params
             ),
         );
         begin?;
-        Ok(ids?.get(0))
+        Ok(rows?)
     }
 
     fn spec(&self, a: &Accepted<'_>, job_id: i64, user: &str, at: DateTime<Utc>) -> JobSpec {
@@ -179,8 +182,8 @@ impl Executor {
             max_retries: 0,
             started_at: at,
             soft_time_limit: soft,
-            run_as: a.trigger.run_as.clone(),
-            run_as_problem: a.trigger.run_as_problem.clone(),
+            run_as: None,
+            run_as_problem: None,
         }
     }
 

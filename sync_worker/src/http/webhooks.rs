@@ -26,6 +26,14 @@ use tokio::sync::{oneshot, Mutex, Semaphore};
 const REPLY_MARGIN: Duration = Duration::from_secs(15);
 /// What a sender is told to wait when the queue is full.
 const RETRY_AFTER_SECS: u64 = 1;
+/// A known token's trigger is reused this long without asking the database again: a
+/// busy webhook then costs one lookup a second, not one per call. Switching a trigger,
+/// its task or its project off (or changing its token) takes effect within this time.
+const LOOKUP_TTL: Duration = Duration::from_secs(1);
+/// Most tokens remembered; the memory is cleared when full.
+const LOOKUP_CACHE_MAX: usize = 10_000;
+
+type Found = (WebhookTrigger, Option<String>);
 
 /// A webhook trigger looked up by its token: active, with an active task and project.
 const LOOKUP_SQL: &str = "
@@ -33,8 +41,7 @@ SELECT w.id, w.name, w.project_id, p.version, w.task_id, w.content_type, w.signi
        p.name, t.name,
        pg_catalog.date_part('epoch', LEAST(coalesce(t.time_limit, $2::float8 * interval '1 second'),
                                            sync.max_time_limit()))::float8,
-       coalesce((SELECT s.value FROM sync.setting s WHERE s.key = 'base_url'), ''),
-       p.run_as::text, sync.run_as_problem(p.run_as)
+       coalesce((SELECT s.value FROM sync.setting s WHERE s.key = 'base_url'), '')
 FROM sync.webhook_trigger w
 JOIN sync.task t ON t.id = w.task_id
 JOIN sync.project p ON p.id = w.project_id
@@ -43,6 +50,10 @@ WHERE w.token = $1 AND w.active AND t.active AND p.active";
 struct Hooks {
     state: Shared,
     db: Mutex<Reconnect>,
+    /// LOOKUP_SQL prepared on the current connection (one parse, not one per call).
+    lookup: Mutex<Option<(Arc<tokio_postgres::Client>, tokio_postgres::Statement)>>,
+    /// Recently found triggers by token (see LOOKUP_TTL); unknown tokens are not kept.
+    found: std::sync::Mutex<std::collections::HashMap<String, (Instant, Found)>>,
     /// Calls accepted and not answered yet (webhook_queue_size): a permit is taken
     /// before the body is read, so bodies held in memory are bounded too.
     slots: Arc<Semaphore>,
@@ -57,6 +68,8 @@ pub fn router(state: Shared) -> Router {
             "sync_worker webhooks",
         )),
         slots: Arc::new(Semaphore::new(state.cfg.webhook_queue_size)),
+        lookup: Mutex::new(None),
+        found: std::sync::Mutex::new(std::collections::HashMap::new()),
         state,
     });
     Router::new()
@@ -109,11 +122,52 @@ async fn handle(
 
 /// The trigger of `token` (with its signing secret), None when there is no active one,
 /// Err when the database cannot be asked.
-async fn lookup(ctx: &Hooks, token: &str) -> Result<Option<(WebhookTrigger, Option<String>)>, ()> {
+async fn lookup(ctx: &Hooks, token: &str) -> Result<Option<Found>, ()> {
+    {
+        let found = ctx.found.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, f)) = found.get(token) {
+            if at.elapsed() < LOOKUP_TTL {
+                return Ok(Some(f.clone()));
+            }
+        }
+    }
+    let answer = lookup_in_db(ctx, token).await?;
+    let mut found = ctx.found.lock().unwrap_or_else(|e| e.into_inner());
+    match &answer {
+        Some(f) => {
+            if found.len() >= LOOKUP_CACHE_MAX {
+                found.clear();
+            }
+            found.insert(token.to_string(), (Instant::now(), f.clone()));
+        }
+        None => {
+            found.remove(token);
+        }
+    }
+    Ok(answer)
+}
+
+async fn lookup_in_db(ctx: &Hooks, token: &str) -> Result<Option<Found>, ()> {
     let client = ctx.db.lock().await.shared().await.ok_or(())?;
+    let statement = {
+        let mut cached = ctx.lookup.lock().await;
+        match cached.as_ref() {
+            Some((c, st)) if Arc::ptr_eq(c, &client) => st.clone(),
+            _ => {
+                let st = client.prepare(LOOKUP_SQL).await.map_err(|e| {
+                    tracing::warn!(
+                        "webhooks: cannot prepare the token lookup: {}",
+                        crate::pg::describe(&e)
+                    );
+                })?;
+                *cached = Some((client.clone(), st.clone()));
+                st
+            }
+        }
+    };
     let default_limit = ctx.state.cfg.webhook_time_limit.as_secs_f64();
     match client
-        .query_opt(LOOKUP_SQL, &[&token, &default_limit])
+        .query_opt(&statement, &[&token, &default_limit])
         .await
     {
         Ok(row) => Ok(row.map(|r| {
@@ -129,8 +183,6 @@ async fn lookup(ctx: &Hooks, token: &str) -> Result<Option<(WebhookTrigger, Opti
                     task: r.get(8),
                     time_limit: r.get(9),
                     base_url: r.get(10),
-                    run_as: r.get(11),
-                    run_as_problem: r.get(12),
                 },
                 r.get::<_, Option<String>>(6).filter(|s| !s.is_empty()),
             )
