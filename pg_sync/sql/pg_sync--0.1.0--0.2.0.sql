@@ -778,11 +778,16 @@ RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id big
                time_limit double precision, project_active boolean, task_active boolean,
                project_name text, task_name text, cancelled_by name, run_as name,
                run_as_problem text, max_time_limit double precision)
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
-    SELECT sync.worker_token_check(worker_id, token);
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
+#variable_conflict use_column
+BEGIN
+    -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
+    -- at every call).
+    PERFORM sync.worker_token_check(worker_id, token);
+    RETURN QUERY
     WITH j AS (
         SELECT j.* FROM sync.job j
-        WHERE j.id = ANY (ids) AND j.state = 'running' AND j.worker = worker_id
+        WHERE j.id = ANY (batch_lock.ids) AND j.state = 'running' AND j.worker = batch_lock.worker_id
         FOR NO KEY UPDATE
     ), p AS MATERIALIZED (
         -- run_as is checked now, once per project of the batch: a role can gain rights
@@ -800,7 +805,8 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS 
     FROM j
     JOIN p ON p.id = j.project_id
     LEFT JOIN sync.task t ON t.id = j.task_id
-    ORDER BY j.priority, j.eta, j.id
+    ORDER BY j.priority, j.eta, j.id;
+END
 $$;
 COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[]) IS 'Executors: lock the claimed jobs of a batch of their worker (token-checked) and return what running them needs.';
 
@@ -813,8 +819,11 @@ CREATE FUNCTION sync.batch_finish(
     log_job bigint[], log_job_started timestamptz[], log_level text[], log_kind text[],
     log_recipient text[], log_message text[])
 RETURNS integer
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT sync.worker_token_check(worker_id, token);
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM sync.worker_token_check(worker_id, token);
     WITH done AS (
         UPDATE sync.job j
         SET state = u.state, error = u.error, result = u.result, warning = u.warning,
@@ -838,7 +847,9 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                              log_level, log_kind, log_recipient, log_message)
         RETURNING 1
     )
-    SELECT count(*)::integer FROM done
+    SELECT count(*)::integer INTO n FROM done;
+    RETURN n;
+END
 $$;
 COMMENT ON FUNCTION sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[])
     IS 'Executors: record the outcome of a batch''s jobs of their worker and its log lines in one statement (token-checked); returns the number of jobs finished.';
@@ -869,27 +880,35 @@ COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executo
 -- user come from the parent job's row, never from the caller.
 CREATE FUNCTION sync.batch_add_jobs(worker_id integer, token text, parent bigint, children jsonb)
 RETURNS integer
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT sync.worker_token_check(worker_id, token);
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM sync.worker_token_check(worker_id, token);
     SELECT count(sync.add_job(j.project_id, j.task_id, c.handler, coalesce(c.args, '{}'), c.priority,
                               coalesce(c.eta, sync.clock() + pg_catalog.make_interval(secs => c.eta_seconds)),
                               c.max_retries, c.description, c.identity_key, j.id, j.user_name, j.lang,
-                              'job', NULL, j.trigger_name))::integer
+                              'job', NULL, j.trigger_name))::integer INTO n
     FROM sync.job j,
          pg_catalog.jsonb_to_recordset(children) AS c(handler text, args jsonb, priority integer,
              eta timestamptz, eta_seconds double precision, max_retries integer, identity_key text,
              description text)
     WHERE j.id = parent AND j.state = 'running'
-      AND j.worker = worker_id
+      AND j.worker = worker_id;
+    RETURN n;
+END
 $$;
 COMMENT ON FUNCTION sync.batch_add_jobs(integer, text, bigint, jsonb) IS 'Executors: queue the jobs a running job of their worker added with add_job (token-checked).';
 
--- Job rows of a batch of webhook calls, running until the batch finishes them; their ids
--- in the order of the calls. Project, task and name come from the trigger rows.
+-- Job rows of a batch of webhook calls, running until the batch finishes them: their ids
+-- in the order of the calls, with the run_as role of each call's project and why it may
+-- not be used (checked once per project of the batch). Project, task and name come from
+-- the trigger rows.
 CREATE FUNCTION sync.batch_webhook_jobs(worker_id integer, token text, trigger_ids bigint[],
                                         call_args jsonb[], started timestamptz, caller name)
-RETURNS bigint[]
+RETURNS TABLE (id bigint, run_as name, run_as_problem text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
     new_ids bigint[];
 BEGIN
@@ -899,10 +918,20 @@ BEGIN
     INSERT INTO sync.job (id, project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
                           args, state, priority, attempts, max_retries, worker, started_at, user_name)
     SELECT new_ids[u.n], w.project_id, w.task_id, 'webhook', w.id, w.name, 'handle_webhook',
-           u.a, 'running', 0, 1, 0, worker_id, started, caller
+           u.a, 'running', 0, 1, 0, batch_webhook_jobs.worker_id, started, caller
     FROM unnest(trigger_ids, call_args) WITH ORDINALITY AS u(t, a, n)
     JOIN sync.webhook_trigger w ON w.id = u.t;
-    RETURN new_ids;
+    RETURN QUERY
+    WITH p AS MATERIALIZED (
+        SELECT p.id, p.run_as, sync.run_as_problem(p.run_as) AS problem FROM sync.project p
+        WHERE p.id IN (SELECT w.project_id FROM sync.webhook_trigger w WHERE w.id = ANY (trigger_ids))
+    )
+    -- One row per call, also for a trigger deleted meanwhile (its call has no row).
+    SELECT new_ids[u.n], p.run_as, p.problem
+    FROM unnest(trigger_ids) WITH ORDINALITY AS u(t, n)
+    LEFT JOIN sync.webhook_trigger w ON w.id = u.t
+    LEFT JOIN p ON p.id = w.project_id
+    ORDER BY u.n;
 END
 $$;
 COMMENT ON FUNCTION sync.batch_webhook_jobs(integer, text, bigint[], jsonb[], timestamptz, name) IS 'Executors: job rows (running) for a batch of webhook calls of their worker (token-checked); returns their ids in call order.';

@@ -159,9 +159,13 @@ pub async fn connect(cfg: &Config) -> Result<Client, StartupError> {
     }
 }
 
+/// Read from the catalogs only: a login without rights on schema sync must get the
+/// message that names its missing role, not "permission denied for schema sync".
 const FACTS_SQL: &str = "
 SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_sync'),
-       to_regclass('sync.webhook_trigger') IS NOT NULL";
+       EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'sync' AND c.relname = 'webhook_trigger')";
 
 const WEBHOOKS_SQL: &str = "
 SELECT count(*), string_agg(DISTINCT p.name, ', ')
@@ -187,6 +191,7 @@ pub async fn check_database(
     let Some(version) = version.filter(|_| has_tables) else {
         return Err(StartupError::NoExtension);
     };
+    check_worker_login(client).await?;
     if !crate::version::compatible(&version) {
         let worker = crate::version::VERSION;
         return Err(StartupError::Version {
@@ -246,6 +251,28 @@ pub async fn check_database(
     })
 }
 
+/// The worker's own login must run the queue and read secrets: a superuser or a member
+/// of sync_worker.
+async fn check_worker_login(client: &Client) -> Result<(), StartupError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text,
+                    (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+                    OR (EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'sync_worker')
+                        AND pg_catalog.pg_has_role(current_user, 'sync_worker', 'MEMBER'))",
+            &[],
+        )
+        .await
+        .map_err(|source| StartupError::Sql {
+            what: "checking the worker's login",
+            source,
+        })?;
+    if !row.get::<_, bool>(1) {
+        return Err(StartupError::NotWorker(row.get(0)));
+    }
+    Ok(())
+}
+
 /// How executors log in, checked by logging in: executor_database_url, or the worker's
 /// own URL with the sync_executor login (enabled, and its password set once, by
 /// sync.executor_login(), also under --check). Also checks that the worker's own login
@@ -257,18 +284,7 @@ pub async fn executor_login(
     dry_run: bool,
 ) -> Result<Login, StartupError> {
     let sql = |what| move |source| StartupError::Sql { what, source };
-    let row = client
-        .query_one(
-            "SELECT current_user::text,
-                    (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
-                    OR pg_catalog.pg_has_role(current_user, 'sync_worker', 'MEMBER')",
-            &[],
-        )
-        .await
-        .map_err(sql("checking the worker's login"))?;
-    if !row.get::<_, bool>(1) {
-        return Err(StartupError::NotWorker(row.get(0)));
-    }
+    check_worker_login(client).await?;
     let (login, setting) = match executor_database_url {
         Some(url) => (
             Login {

@@ -19,12 +19,12 @@ procs AS (
 )
 SELECT line FROM (
     SELECT format('relation %s %s options=%s acl=%s comment=%s', r.relname, r.relkind,
-                  c.reloptions, c.relacl, obj_description(r.oid, 'pg_class')) AS line
+                  c.reloptions, (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(c.relacl) x), obj_description(r.oid, 'pg_class')) AS line
     FROM rels r JOIN pg_class c ON c.oid = r.oid
     UNION ALL
     SELECT format('column %s.%s %s notnull=%s default=%s identity=%s acl=%s comment=%s compression=%s',
                   r.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                  pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attacl,
+                  pg_get_expr(d.adbin, d.adrelid), a.attidentity, (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(a.attacl) x),
                   col_description(r.oid, a.attnum), a.attcompression)
     FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -43,7 +43,7 @@ SELECT line FROM (
     UNION ALL
     SELECT format('function %s returns %s lang=%s secdef=%s volatile=%s strict=%s parallel=%s config=%s acl=%s src=%s comment=%s',
                   p.oid::regprocedure, pg_get_function_result(p.oid), l.lanname, p.prosecdef,
-                  p.provolatile, p.proisstrict, p.proparallel, p.proconfig, p.proacl,
+                  p.provolatile, p.proisstrict, p.proparallel, p.proconfig, (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(p.proacl) x),
                   md5(p.prosrc || coalesce(p.probin, '')), obj_description(p.oid, 'pg_proc'))
     FROM procs JOIN pg_proc p ON p.oid = procs.oid JOIN pg_language l ON l.oid = p.prolang
     UNION ALL
@@ -55,7 +55,7 @@ SELECT line FROM (
                   e.evtfoid::regproc, e.evttags, e.evtenabled)
     FROM pg_event_trigger e JOIN members m ON m.classid = 'pg_event_trigger'::regclass AND m.objid = e.oid
     UNION ALL
-    SELECT format('schema sync acl=%s comment=%s', n.nspacl, obj_description(n.oid, 'pg_namespace'))
+    SELECT format('schema sync acl=%s comment=%s', (SELECT array_agg(x::text ORDER BY x::text) FROM unnest(n.nspacl) x), obj_description(n.oid, 'pg_namespace'))
     FROM pg_namespace n WHERE n.nspname = 'sync'
     UNION ALL
     SELECT format('member of extension: %s', pg_describe_object(m.classid, m.objid, 0))

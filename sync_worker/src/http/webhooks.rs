@@ -3,10 +3,10 @@
 // Retry-After when full), reads the body (size limited), checks the signature, hands the
 // call to the supervisor's webhook executors and sends back their answer.
 //
-// The lookup runs on this server's own connection as the worker's login, which may read
-// signing secrets; the executors that run handlers never see them.
-use crate::pg::Reconnect;
-use crate::protocol::{WebhookCall, WebhookReply, WebhookTrigger};
+// The lookup (token_lookup.rs) runs on its own connection as the worker's login, which
+// may read signing secrets; the executors that run handlers never see them.
+use super::token_lookup::{TokenLookup, Unavailable};
+use crate::protocol::{WebhookCall, WebhookReply};
 use crate::state::{Shared, SupervisorCommand};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -19,41 +19,16 @@ use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, Mutex, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 /// Extra time past the hard limit before a call is given up on here (the supervisor
 /// normally answers first: it kills the executor at the hard limit).
 const REPLY_MARGIN: Duration = Duration::from_secs(15);
 /// What a sender is told to wait when the queue is full.
 const RETRY_AFTER_SECS: u64 = 1;
-/// A known token's trigger is reused this long without asking the database again: a
-/// busy webhook then costs one lookup a second, not one per call. Switching a trigger,
-/// its task or its project off (or changing its token) takes effect within this time.
-const LOOKUP_TTL: Duration = Duration::from_secs(1);
-/// Most tokens remembered; the memory is cleared when full.
-const LOOKUP_CACHE_MAX: usize = 10_000;
-
-type Found = (WebhookTrigger, Option<String>);
-
-/// A webhook trigger looked up by its token: active, with an active task and project.
-const LOOKUP_SQL: &str = "
-SELECT w.id, w.name, w.project_id, p.version, w.task_id, w.content_type, w.signing_secret,
-       p.name, t.name,
-       pg_catalog.date_part('epoch', LEAST(coalesce(t.time_limit, $2::float8 * interval '1 second'),
-                                           sync.max_time_limit()))::float8,
-       coalesce((SELECT s.value FROM sync.setting s WHERE s.key = 'base_url'), '')
-FROM sync.webhook_trigger w
-JOIN sync.task t ON t.id = w.task_id
-JOIN sync.project p ON p.id = w.project_id
-WHERE w.token = $1 AND w.active AND t.active AND p.active";
-
 struct Hooks {
     state: Shared,
-    db: Mutex<Reconnect>,
-    /// LOOKUP_SQL prepared on the current connection (one parse, not one per call).
-    lookup: Mutex<Option<(Arc<tokio_postgres::Client>, tokio_postgres::Statement)>>,
-    /// Recently found triggers by token (see LOOKUP_TTL); unknown tokens are not kept.
-    found: std::sync::Mutex<std::collections::HashMap<String, (Instant, Found)>>,
+    tokens: TokenLookup,
     /// Calls accepted and not answered yet (webhook_queue_size): a permit is taken
     /// before the body is read, so bodies held in memory are bounded too.
     slots: Arc<Semaphore>,
@@ -63,13 +38,11 @@ type Ctx = Arc<Hooks>;
 
 pub fn router(state: Shared) -> Router {
     let ctx = Arc::new(Hooks {
-        db: Mutex::new(Reconnect::new(
+        tokens: TokenLookup::start(
             &state.cfg.database_url,
-            "sync_worker webhooks",
-        )),
+            state.cfg.webhook_time_limit.as_secs_f64(),
+        ),
         slots: Arc::new(Semaphore::new(state.cfg.webhook_queue_size)),
-        lookup: Mutex::new(None),
-        found: std::sync::Mutex::new(std::collections::HashMap::new()),
         state,
     });
     Router::new()
@@ -120,84 +93,6 @@ async fn handle(
     response
 }
 
-/// The trigger of `token` (with its signing secret), None when there is no active one,
-/// Err when the database cannot be asked.
-async fn lookup(ctx: &Hooks, token: &str) -> Result<Option<Found>, ()> {
-    {
-        let found = ctx.found.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, f)) = found.get(token) {
-            if at.elapsed() < LOOKUP_TTL {
-                return Ok(Some(f.clone()));
-            }
-        }
-    }
-    let answer = lookup_in_db(ctx, token).await?;
-    let mut found = ctx.found.lock().unwrap_or_else(|e| e.into_inner());
-    match &answer {
-        Some(f) => {
-            if found.len() >= LOOKUP_CACHE_MAX {
-                found.clear();
-            }
-            found.insert(token.to_string(), (Instant::now(), f.clone()));
-        }
-        None => {
-            found.remove(token);
-        }
-    }
-    Ok(answer)
-}
-
-async fn lookup_in_db(ctx: &Hooks, token: &str) -> Result<Option<Found>, ()> {
-    let client = ctx.db.lock().await.shared().await.ok_or(())?;
-    let statement = {
-        let mut cached = ctx.lookup.lock().await;
-        match cached.as_ref() {
-            Some((c, st)) if Arc::ptr_eq(c, &client) => st.clone(),
-            _ => {
-                let st = client.prepare(LOOKUP_SQL).await.map_err(|e| {
-                    tracing::warn!(
-                        "webhooks: cannot prepare the token lookup: {}",
-                        crate::pg::describe(&e)
-                    );
-                })?;
-                *cached = Some((client.clone(), st.clone()));
-                st
-            }
-        }
-    };
-    let default_limit = ctx.state.cfg.webhook_time_limit.as_secs_f64();
-    match client
-        .query_opt(&statement, &[&token, &default_limit])
-        .await
-    {
-        Ok(row) => Ok(row.map(|r| {
-            (
-                WebhookTrigger {
-                    id: r.get(0),
-                    name: r.get(1),
-                    project_id: r.get(2),
-                    project_version: r.get(3),
-                    task_id: r.get(4),
-                    content_type: r.get(5),
-                    project: r.get(7),
-                    task: r.get(8),
-                    time_limit: r.get(9),
-                    base_url: r.get(10),
-                },
-                r.get::<_, Option<String>>(6).filter(|s| !s.is_empty()),
-            )
-        })),
-        Err(e) => {
-            tracing::warn!(
-                "webhooks: cannot look a token up: {}",
-                crate::pg::describe(&e)
-            );
-            ctx.db.lock().await.failed(&e);
-            Err(())
-        }
-    }
-}
-
 async fn answer(ctx: &Hooks, token: String, peer: SocketAddr, request: Request) -> Response {
     let state = &ctx.state;
     // Unknown, inactive and implausible tokens get the same answer, and their body is
@@ -205,10 +100,12 @@ async fn answer(ctx: &Hooks, token: String, peer: SocketAddr, request: Request) 
     if !plausible_token(&token) {
         return json_error(StatusCode::NOT_FOUND, "not found");
     }
-    let (trigger, signing_secret) = match lookup(ctx, &token).await {
+    let (trigger, signing_secret) = match ctx.tokens.find(&token).await {
         Ok(Some(found)) => found,
         Ok(None) => return json_error(StatusCode::NOT_FOUND, "not found"),
-        Err(()) => return unavailable("the database is unreachable; send the request again later"),
+        Err(Unavailable) => {
+            return unavailable("the database is unreachable; send the request again later")
+        }
     };
     let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
         return unavailable("too many webhook calls are waiting; send the request again later");
