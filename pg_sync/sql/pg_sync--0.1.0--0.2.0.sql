@@ -544,7 +544,11 @@ CREATE TRIGGER check_value BEFORE INSERT OR UPDATE ON sync.setting
 -- can become any role r is a member of (SET ROLE follows memberships whatever INHERIT
 -- says), so every such role is checked, not only r.
 CREATE FUNCTION sync.run_as_problem(r name) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+-- plpgsql, not sql: its plan is kept for the session (executors check every batch).
+DECLARE
+    why_not text;
+BEGIN
     WITH RECURSIVE reach(oid) AS (
         SELECT a.oid FROM pg_catalog.pg_roles a WHERE a.rolname = r
         UNION
@@ -575,7 +579,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                           ELSE pg_catalog.format('is a member of %s, which %s', b.rolname, b.why) END
               FROM bad b WHERE b.why IS NOT NULL
               ORDER BY b.rolname = r DESC, b.rolname LIMIT 1)
-    END
+    END INTO why_not;
+    RETURN why_not;
+END
 $$;
 COMMENT ON FUNCTION sync.run_as_problem(name) IS 'Why a role may not be a project''s run_as (superuser, CREATEROLE, server file access, pg_sync admin roles, secret values or admin columns within reach through its memberships), or NULL when it may.';
 
@@ -780,10 +786,13 @@ RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id big
                run_as_problem text, max_time_limit double precision)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
 #variable_conflict use_column
+DECLARE
+    max_limit double precision;
 BEGIN
     -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
     -- at every call).
     PERFORM sync.worker_token_check(worker_id, token);
+    max_limit := pg_catalog.date_part('epoch', sync.max_time_limit());
     RETURN QUERY
     WITH j AS (
         SELECT j.* FROM sync.job j
@@ -792,7 +801,8 @@ BEGIN
     ), p AS MATERIALIZED (
         -- run_as is checked now, once per project of the batch: a role can gain rights
         -- at any time.
-        SELECT p.id, p.version, p.active, p.name, p.run_as, sync.run_as_problem(p.run_as) AS problem
+        SELECT p.id, p.version, p.active, p.name, p.run_as,
+               CASE WHEN p.run_as IS NOT NULL THEN sync.run_as_problem(p.run_as) END AS problem
         FROM sync.project p WHERE p.id IN (SELECT j.project_id FROM j)
     )
     SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
@@ -801,7 +811,7 @@ BEGIN
            p.active, coalesce(t.active, true), p.name, t.name,
            (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
            p.run_as, p.problem,
-           pg_catalog.date_part('epoch', sync.max_time_limit())::double precision
+           max_limit
     FROM j
     JOIN p ON p.id = j.project_id
     LEFT JOIN sync.task t ON t.id = j.task_id
@@ -822,8 +832,13 @@ RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer;
+    owned bigint[];
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
+    -- Ownership first, on its own: with these conditions in the UPDATE the planner may
+    -- scan the worker's running jobs and re-read the arrays once per job (quadratic).
+    SELECT pg_catalog.array_agg(j.id) INTO owned FROM sync.job j
+    WHERE j.id = ANY (ids) AND j.worker = worker_id AND j.state = 'running';
     WITH done AS (
         UPDATE sync.job j
         SET state = u.state, error = u.error, result = u.result, warning = u.warning,
@@ -833,8 +848,7 @@ BEGIN
             finished_at = CASE WHEN u.state = 'pending' THEN NULL
                                ELSE pg_catalog.clock_timestamp() END
         FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
-        WHERE j.id = u.id AND j.worker = worker_id
-          AND j.state = 'running'
+        WHERE j.id = u.id AND u.id = ANY (owned)
           AND u.state = ANY ('{pending,done,failed,cancelled}'::text[])
         RETURNING 1
     ), handled AS (
@@ -923,7 +937,8 @@ BEGIN
     JOIN sync.webhook_trigger w ON w.id = u.t;
     RETURN QUERY
     WITH p AS MATERIALIZED (
-        SELECT p.id, p.run_as, sync.run_as_problem(p.run_as) AS problem FROM sync.project p
+        SELECT p.id, p.run_as, CASE WHEN p.run_as IS NOT NULL THEN sync.run_as_problem(p.run_as) END AS problem
+        FROM sync.project p
         WHERE p.id IN (SELECT w.project_id FROM sync.webhook_trigger w WHERE w.id = ANY (trigger_ids))
     )
     -- One row per call, also for a trigger deleted meanwhile (its call has no row).
