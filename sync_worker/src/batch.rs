@@ -93,6 +93,19 @@ pub(crate) struct Completion {
     pub warning: bool,
 }
 
+impl Completion {
+    /// A job cancelled before its code ran.
+    fn not_run(id: i64, message: String) -> Self {
+        Completion {
+            id,
+            state: "cancelled",
+            error: Some(message),
+            result: None,
+            warning: false,
+        }
+    }
+}
+
 /// Rows for sync.log, column by column.
 #[derive(Default)]
 pub(crate) struct LogRows {
@@ -360,13 +373,7 @@ impl Executor {
         if let Some(by) = cancelled {
             let message = format!("cancelled by {by}; the job was not run");
             logs.line(spec, "warning", format!("job {message}"));
-            return Completion {
-                id: spec.job_id,
-                state: "cancelled",
-                error: Some(message),
-                result: None,
-                warning: false,
-            };
+            return Completion::not_run(spec.job_id, message);
         }
         logs.line(
             spec,
@@ -386,13 +393,7 @@ impl Executor {
             };
             let message = format!("{what}; the job was not run");
             logs.line(spec, "warning", format!("job cancelled: {message}"));
-            return Completion {
-                id: spec.job_id,
-                state: "cancelled",
-                error: Some(message),
-                result: None,
-                warning: false,
-            };
+            return Completion::not_run(spec.job_id, message);
         }
 
         let mut lines = Vec::new();
