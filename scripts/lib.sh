@@ -100,6 +100,9 @@ install_extension() {
     share="$out$("$SYSTEM_PG_CONFIG" --sharedir)/extension"
     cp "$pkglib"/pg_sync.so "$PG_SYNC_PREFIX/lib/postgresql/$PG_MAJOR/lib/"
     cp "$share"/pg_sync* "$PG_SYNC_PREFIX/share/postgresql/$PG_MAJOR/extension/"
+    # Install scripts of released versions, so that tests can install an old version
+    # and upgrade it (cargo pgrx copies only upgrade scripts).
+    cp "$PG_SYNC_ROOT"/pg_sync/sql/released/pg_sync--*.sql "$PG_SYNC_PREFIX/share/postgresql/$PG_MAJOR/extension/"
     chmod -R a+rX "$PG_SYNC_PREFIX"
 }
 

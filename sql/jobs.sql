@@ -86,8 +86,10 @@ $$;
 COMMENT ON FUNCTION sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text)
     IS 'Enqueue a job (add_job of task code). With an identity_key already held by a pending or running job of the project, nothing is created and that job''s id is returned.';
 
+-- SECURITY DEFINER: pressing a button must not need the right to write sync.job (which
+-- would let anyone forge a job's user or state); the job records the caller.
 CREATE FUNCTION sync_run_button(project text, trigger_name text) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     b record;
     new_id bigint;
@@ -117,19 +119,53 @@ BEGIN
     INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
                           priority, eta, user_name)
     VALUES (b.project_id, b.task_id, 'button', b.id, sync_run_button.trigger_name, 'handle_button',
-            0, sync.clock(), current_user)
+            0, sync.clock(), sync.caller())
     RETURNING id INTO new_id;
     RETURN new_id;
 END
 $$;
 COMMENT ON FUNCTION sync_run_button(text, text) IS 'Press a button: enqueue handle_button() at top priority (0) and return the job id; a running worker starts it at once.';
 
+-- Queue a job from SQL: what task code's add_job does, for people and applications. The
+-- job's user is the caller; nothing else about it (state, worker, tries) can be set.
+CREATE FUNCTION sync_add_job(project text, task text, handler text, args jsonb DEFAULT '{}',
+                             priority integer DEFAULT 10, eta timestamptz DEFAULT NULL,
+                             max_retries integer DEFAULT 5, description text DEFAULT NULL,
+                             identity_key text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+BEGIN
+    SELECT k.id, k.project_id INTO t
+    FROM sync.task k JOIN sync.project p ON p.id = k.project_id
+    WHERE p.name = sync_add_job.project AND k.name = sync_add_job.task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'project "%" has no task named "%"', project, task
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'List the tasks with: SELECT p.name, t.name FROM sync.task t JOIN sync.project p ON p.id = t.project_id;';
+    END IF;
+    IF handler IS NULL OR handler !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
+        RAISE EXCEPTION 'handler % is not a Python function name', coalesce(quote_literal(handler), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Name a function defined in the task code, e.g. ''sync_partner''.';
+    END IF;
+    IF priority < 0 OR max_retries < 0 THEN
+        RAISE EXCEPTION 'priority and max_retries must not be negative'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'priority 0 is the highest; max_retries 0 retries forever.';
+    END IF;
+    RETURN sync.add_job(t.project_id, t.id, handler, args, priority, eta, max_retries, description,
+                        identity_key, NULL, sync.caller(), NULL, 'job', NULL, NULL);
+END
+$$;
+COMMENT ON FUNCTION sync_add_job(text, text, text, jsonb, integer, timestamptz, integer, text, text)
+    IS 'Queue a job of a task from SQL (add_job of task code): args as {"args": [...], "kwargs": {...}}; returns the job id (the existing one when identity_key is held by a pending or running job).';
+
 ------------------------------------------------------------------------------------
 -- Manual retry and cancel
 ------------------------------------------------------------------------------------
 
 CREATE FUNCTION sync_retry_job(job_id bigint) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j record;
 BEGIN
@@ -165,28 +201,55 @@ END
 $$;
 COMMENT ON FUNCTION sync_retry_job(bigint) IS 'Re-queue a failed cron, db or add_job job by hand (attempts start again from 0).';
 
+-- Cancel requests for jobs that a worker is running right now (their row is locked by
+-- the worker's batch, so it cannot be updated until the job ends): the worker stops the
+-- job (sync_cancel_job notifies it on channel sync_cancel) and records it cancelled.
+CREATE TABLE sync.job_cancel (
+    job_id       bigint PRIMARY KEY REFERENCES sync.job ON DELETE CASCADE,
+    requested_by name NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE sync.job_cancel IS 'Cancel requests for running jobs, consumed by the worker running them.';
+COMMENT ON COLUMN sync.job_cancel.job_id IS 'The running job to stop.';
+COMMENT ON COLUMN sync.job_cancel.requested_by IS 'Who called sync_cancel_job.';
+COMMENT ON COLUMN sync.job_cancel.requested_at IS 'When.';
+SELECT pg_catalog.pg_extension_config_dump('sync.job_cancel', '');
+
+-- SECURITY DEFINER: cancelling must not need the right to write sync.job.
 CREATE FUNCTION sync_cancel_job(job_id bigint) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     st text;
+    who name := sync.caller();
 BEGIN
-    SELECT state INTO st FROM sync.job WHERE id = sync_cancel_job.job_id FOR UPDATE;
+    -- SKIP LOCKED: a job being run holds its row lock until its batch commits; waiting
+    -- for it would make cancelling a stuck job hang.
+    SELECT state INTO st FROM sync.job WHERE id = sync_cancel_job.job_id FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'job % does not exist', job_id
-            USING ERRCODE = 'no_data_found', HINT = 'Find pending jobs with: SELECT id, handler FROM sync.job WHERE state = ''pending'';';
+        IF NOT EXISTS (SELECT 1 FROM sync.job WHERE id = sync_cancel_job.job_id) THEN
+            RAISE EXCEPTION 'job % does not exist', job_id
+                USING ERRCODE = 'no_data_found', HINT = 'Find pending jobs with: SELECT id, handler FROM sync.job WHERE state = ''pending'';';
+        END IF;
+        INSERT INTO sync.job_cancel AS c (job_id, requested_by) VALUES (sync_cancel_job.job_id, who)
+        ON CONFLICT ON CONSTRAINT job_cancel_pkey DO NOTHING;
+        PERFORM pg_notify('sync_cancel', json_build_object('job', job_id, 'by', who)::text);
+        RAISE NOTICE 'job % is running; its worker stops it within a second and records it cancelled', job_id;
+        RETURN;
     END IF;
-    IF st <> 'pending' THEN
-        RAISE EXCEPTION 'job % is %; only pending jobs can be cancelled', job_id, st
+    IF st NOT IN ('pending', 'running') THEN
+        RAISE EXCEPTION 'job % is %; only pending and running jobs can be cancelled', job_id, st
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = CASE st WHEN 'running' THEN 'Wait for it to finish (or fail at its time limit).'
-                                 ELSE 'It is not going to run anyway.' END;
+                  HINT = 'It is not going to run anyway.';
     END IF;
+    -- Pending, or claimed by a worker that has not started it (or that died): it will
+    -- not run; a worker about to start it sees it is no longer running for it.
     UPDATE sync.job
-    SET state = 'cancelled', finished_at = now(), error = format('cancelled by %s', current_user)
+    SET state = 'cancelled', finished_at = now(), error = format('cancelled by %s', who)
     WHERE id = sync_cancel_job.job_id;
+    DELETE FROM sync.job_cancel c WHERE c.job_id = sync_cancel_job.job_id;
 END
 $$;
-COMMENT ON FUNCTION sync_cancel_job(bigint) IS 'Cancel a pending job: it will not run.';
+COMMENT ON FUNCTION sync_cancel_job(bigint) IS 'Cancel a job: a pending one will not run; a running one is stopped by its worker within a second and recorded cancelled. Returns at once.';
 
 ------------------------------------------------------------------------------------
 -- Scheduling: cron triggers (and the db triggers' timed events when installed)
@@ -344,11 +407,23 @@ LANGUAGE plpgsql AS $$
 DECLARE
     j record;
     fail boolean;
+    cancelled_by name;
 BEGIN
     SELECT id, project_id, task_id, trigger_name, started_at, attempts, max_retries INTO j
     FROM sync.job WHERE id = job_id AND state = 'running' AND worker = worker_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
+    END IF;
+    SELECT c.requested_by INTO cancelled_by FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
+    IF FOUND THEN
+        UPDATE sync.job SET state = 'cancelled', error = format('cancelled by %s: %s', cancelled_by, reason),
+                            finished_at = now()
+        WHERE id = job_id;
+        DELETE FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
+        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+        VALUES (j.project_id, j.task_id, j.trigger_name, j.id, j.started_at, 'warning',
+                format('job cancelled by %s: %s', cancelled_by, reason));
+        RETURN 'cancelled';
     END IF;
     fail := give_up OR j.attempts >= greatest(j.max_retries, 1);
     UPDATE sync.job
@@ -392,12 +467,16 @@ $$;
 CREATE FUNCTION sync.log_cleanup() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'project' THEN
+    -- TG_RELID, not TG_TABLE_NAME: a table named `job` in another schema is not ours.
+    IF TG_RELID = 'sync.project'::regclass THEN
         DELETE FROM sync.log l USING deleted_rows d WHERE l.project_id = d.id;
-    ELSIF TG_TABLE_NAME = 'job' THEN
+    ELSIF TG_RELID = 'sync.job'::regclass THEN
         DELETE FROM sync.log l USING deleted_rows d WHERE l.job_id = d.id;
-    ELSIF TG_TABLE_NAME = 'task' THEN
+    ELSIF TG_RELID = 'sync.task'::regclass THEN
         UPDATE sync.log l SET task_id = NULL FROM deleted_rows d WHERE l.task_id = d.id;
+    ELSE
+        RAISE EXCEPTION 'sync.log_cleanup() only runs as a trigger of sync.project, sync.job or sync.task'
+            USING ERRCODE = 'trigger_protocol_violated';
     END IF;
     RETURN NULL;
 END

@@ -286,7 +286,8 @@ $$;
 ------------------------------------------------------------------------------------
 
 -- SECURITY INVOKER: the caller reads what they may read. Only columns sync_user may
--- read are touched (secret keys, not values; webhook tokens, not signing secrets).
+-- read are touched (secret keys, not values; no signing secrets), and webhook tokens
+-- only when the caller may read them.
 -- The settings make the text of intervals and timestamps independent of the session.
 CREATE FUNCTION sync_export_project(name text) RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -298,6 +299,7 @@ AS $$
 DECLARE
     p record;
     broken record;
+    hooks jsonb;
 BEGIN
     SELECT id, name, active, core_code, common_code, eval_context, run_as INTO p
     FROM sync.project WHERE name = sync_export_project.name;
@@ -314,6 +316,24 @@ BEGIN
                         broken.name, p.name, coalesce(broken.broken_reason, 'dropped')
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('A document must name existing tables: point it to one (UPDATE sync.db_trigger SET table_name = ''schema.table'' WHERE project_id = %s AND name = %L) or delete it, then export again.', p.id, broken.name);
+    END IF;
+    -- A webhook's token is its URL's credential: exported only for those who may read
+    -- it (developers, admins). Each statement is planned when it runs, so a sync_user
+    -- never reaches the one reading the column.
+    IF has_column_privilege('sync.webhook_trigger', 'token', 'SELECT') THEN
+        hooks := coalesce((
+            SELECT jsonb_agg(jsonb_build_object('name', w.name, 'task', t.name, 'active', w.active,
+                                                'content_type', w.content_type, 'token', w.token)
+                             ORDER BY w.name COLLATE "C")
+            FROM sync.webhook_trigger w JOIN sync.task t ON t.id = w.task_id
+            WHERE w.project_id = p.id), '[]');
+    ELSE
+        hooks := coalesce((
+            SELECT jsonb_agg(jsonb_build_object('name', w.name, 'task', t.name, 'active', w.active,
+                                                'content_type', w.content_type, 'token', NULL)
+                             ORDER BY w.name COLLATE "C")
+            FROM sync.webhook_trigger w JOIN sync.task t ON t.id = w.task_id
+            WHERE w.project_id = p.id), '[]');
     END IF;
     RETURN jsonb_build_object(
         'pg_sync_export', 1,
@@ -361,12 +381,7 @@ BEGIN
             JOIN pg_class r ON r.oid = d.table_name
             JOIN pg_namespace n ON n.oid = r.relnamespace
             WHERE d.project_id = p.id), '[]'),
-        'webhook_triggers', coalesce((
-            SELECT jsonb_agg(jsonb_build_object('name', w.name, 'task', t.name, 'active', w.active,
-                                                'content_type', w.content_type, 'token', w.token)
-                             ORDER BY w.name COLLATE "C")
-            FROM sync.webhook_trigger w JOIN sync.task t ON t.id = w.task_id
-            WHERE w.project_id = p.id), '[]'),
+        'webhook_triggers', hooks,
         'button_triggers', coalesce((
             SELECT jsonb_agg(jsonb_build_object('name', b.name, 'task', t.name, 'active', b.active,
                                                 'description', b.description)

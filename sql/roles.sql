@@ -1,6 +1,18 @@
--- Roles and grants (DESIGN.md section 6); loaded last, once every object exists.
--- sync_user reads (no secret values); sync_developer writes projects, tasks, triggers,
--- params, texts and common_code; sync_admin does everything.
+-- Roles and grants, loaded last once every object exists; the README's security model
+-- lists what each role may do. Rules kept here, checked by tests/tests/security_grants.rs:
+-- - PUBLIC may execute only functions that act as the caller and reveal nothing (the
+--   link functions are granted below); every other function is revoked from PUBLIC.
+-- - Every SECURITY DEFINER function pins search_path to pg_catalog, pg_temp.
+-- - Trigger functions are executable by no one but their owner (CREATE TRIGGER checks
+--   EXECUTE; firing does not), except link_cleanup, which table owners install and
+--   which only ever touches the links of the table it fires on.
+--
+-- sync_user reads (no secret values, no webhook tokens) and changes nothing;
+-- sync_developer writes projects, tasks, triggers, params, texts, common_code and links
+-- and queues jobs through functions; sync_admin does everything; sync_worker is what
+-- a worker's own login needs (sync_admin and signalling its executors' backends);
+-- sync_executor is what an executor session may do besides becoming a run_as role:
+-- run the token-checked batch functions, nothing else.
 
 -- Roles are shared by all databases of the cluster: CREATE EXTENSION running at the
 -- same time in two databases must not fail on the other's role (unique_violation).
@@ -8,7 +20,7 @@ DO $$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['sync_user', 'sync_developer', 'sync_admin'] LOOP
+    FOREACH r IN ARRAY ARRAY['sync_user', 'sync_developer', 'sync_admin', 'sync_worker'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             BEGIN
                 EXECUTE format('CREATE ROLE %I NOLOGIN', r);
@@ -17,6 +29,16 @@ BEGIN
             END;
         END IF;
     END LOOP;
+    -- NOINHERIT: its memberships (the run_as roles) give it the right to SET ROLE to
+    -- them, not their privileges. LOGIN is switched on by sync.executor_login().
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_executor') THEN
+        BEGIN
+            CREATE ROLE sync_executor NOLOGIN NOINHERIT;
+        EXCEPTION WHEN unique_violation OR duplicate_object THEN
+            NULL;
+        END;
+    END IF;
+    ALTER ROLE sync_executor NOINHERIT NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS;
     BEGIN
         IF NOT pg_has_role('sync_developer', 'sync_user', 'MEMBER') THEN
             GRANT sync_user TO sync_developer;
@@ -24,102 +46,144 @@ BEGIN
         IF NOT pg_has_role('sync_admin', 'sync_developer', 'MEMBER') THEN
             GRANT sync_developer TO sync_admin;
         END IF;
+        IF NOT pg_has_role('sync_worker', 'sync_admin', 'MEMBER') THEN
+            GRANT sync_admin TO sync_worker;
+        END IF;
+        -- Ending an executor's backend when the executor had to be killed.
+        IF NOT pg_has_role('sync_worker', 'pg_signal_backend', 'MEMBER') THEN
+            GRANT pg_signal_backend TO sync_worker;
+        END IF;
     EXCEPTION WHEN unique_violation OR duplicate_object THEN
         NULL;
     END;
 END
 $$;
 
+------------------------------------------------------------------------------------
+-- Functions: nothing for PUBLIC unless listed
+------------------------------------------------------------------------------------
+
 -- Maintenance trigger functions write tables users may not write directly.
 ALTER FUNCTION sync.trigger_register_name() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION sync.bump_project_version() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
-GRANT USAGE ON SCHEMA sync TO sync_user;
+-- Start from nothing: every function of the extension is revoked from PUBLIC, then the
+-- ones meant for everybody or for a role are granted below.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                        AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+        JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_sync'
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$$;
 
--- sync_user: read everything but secret values. Tables added by later files are
--- readable too; a table with secrets revokes SELECT below and grants its other columns.
+-- For everybody: pure helpers, the clock, and functions that act as the caller (reading
+-- sync.link as the caller, so they need sync_user's SELECT; writing ones are granted to
+-- developers below).
+GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_delay(integer),
+    sync.max_time_limit(), sync.run_as_problem(name), sync.executor_session_problem(),
+    sync.dbt_check_expression(text, text, text), sync.dbt_key_expr(regclass, text),
+    sync_search_links(text, regclass), sync_search_links(text, regclass, anycompatiblearray),
+    sync_search_links(text, jsonb), sync.search_local_links(text, regclass, text[]),
+    sync.refs_filter(text, jsonb), sync_get_link(text, text), sync_get_link(text, jsonb),
+    sync.caller(), sync.live_workers(),
+    -- Helpers of export and import, which run as the caller.
+    sync.pio_fail(text, text, text), sync.pio_show(jsonb), sync.pio_check_object(jsonb, text, jsonb),
+    sync.pio_format(), sync.pio_check_document(jsonb), sync.pio_require(boolean, text),
+    sync.pio_may(text, text[], text)
+    TO PUBLIC;
+-- Installed on linked tables by their owners (sync_set_link, as the owner): it derives
+-- the links it deletes from the table it fires on (TG_RELID), nothing else.
+GRANT EXECUTE ON FUNCTION sync.link_cleanup() TO PUBLIC;
+
+GRANT USAGE ON SCHEMA sync TO sync_user, sync_executor, sync_worker;
+
+------------------------------------------------------------------------------------
+-- sync_user: read everything but secret values, webhook tokens and signing secrets,
+-- and the worker's credentials.
+------------------------------------------------------------------------------------
 GRANT SELECT ON ALL TABLES IN SCHEMA sync TO sync_user;
-REVOKE SELECT ON sync.project_secret, sync.webhook_trigger FROM sync_user;
+REVOKE SELECT ON sync.project_secret, sync.webhook_trigger, sync.worker, sync.executor_credential
+    FROM sync_user;
 GRANT SELECT (id, project_id, key) ON sync.project_secret TO sync_user;
-GRANT SELECT (id, task_id, project_id, name, active, content_type, token) ON sync.webhook_trigger TO sync_user;
+GRANT SELECT (id, task_id, project_id, name, active, content_type) ON sync.webhook_trigger TO sync_user;
+GRANT SELECT (id, hostname, pid, version, started_at, last_seen, stopped_at, webhook_listen, admin_listen)
+    ON sync.worker TO sync_user;
+GRANT EXECUTE ON FUNCTION sync_export_project(text) TO sync_user;
 
+------------------------------------------------------------------------------------
 -- sync_developer: projects (not core_code, run_as or eval_context: those decide what
--- code sees secrets and under which role it runs), tasks, triggers (not the run_as of
--- cron triggers nor webhook signing secrets), params, texts, links; jobs (task code
--- and buttons); never secrets.
+-- code sees secrets and under which role it runs), tasks, triggers (not their installed
+-- state, the run_as of cron triggers or webhook signing secrets), params, texts, links;
+-- jobs only through functions, which record who called them; never secrets.
+------------------------------------------------------------------------------------
 GRANT INSERT (name, active, common_code),
       UPDATE (name, active, common_code), DELETE
     ON sync.project TO sync_developer;
 GRANT INSERT, UPDATE, DELETE ON sync.project_param, sync.project_text, sync.task,
-    sync.db_trigger, sync.button_trigger, sync.link TO sync_developer;
+    sync.button_trigger, sync.link TO sync_developer;
+GRANT INSERT (task_id, project_id, name, active, table_name, event, apply_on, before_update,
+              watched_columns, date_column, time_offset, chunk_size),
+      UPDATE (task_id, project_id, name, active, table_name, event, apply_on, before_update,
+              watched_columns, date_column, time_offset, chunk_size), DELETE
+    ON sync.db_trigger TO sync_developer;
 GRANT INSERT (task_id, project_id, name, active, "interval", next_run_at, calls_left),
       UPDATE (task_id, project_id, name, active, "interval", next_run_at, calls_left), DELETE
     ON sync.cron_trigger TO sync_developer;
 GRANT INSERT (task_id, project_id, name, active, content_type, token),
       UPDATE (task_id, project_id, name, active, content_type, token), DELETE
     ON sync.webhook_trigger TO sync_developer;
-GRANT INSERT, UPDATE ON sync.job TO sync_developer;
+-- The URL of a webhook is its credential: developers, who create webhooks, read it.
+GRANT SELECT (token) ON sync.webhook_trigger TO sync_developer;
 
--- sync_admin: everything, including secrets, core_code, run_as and eval_context.
-GRANT ALL ON ALL TABLES IN SCHEMA sync TO sync_admin;
-GRANT ALL ON ALL SEQUENCES IN SCHEMA sync TO sync_admin;
-
--- Link functions that write: developers (and admins) only. The others are open to
--- PUBLIC but read sync.link as the caller, so they need sync_user.
-REVOKE EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestamptz, boolean),
-    sync_set_link(text, regclass, text, text, timestamptz, boolean),
-    sync_set_link(text, jsonb, timestamptz, boolean),
-    sync_update_links(bigint[], timestamptz), sync_unlink(bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestamptz, boolean),
     sync_set_link(text, regclass, text, text, timestamptz, boolean),
     sync_set_link(text, jsonb, timestamptz, boolean),
-    sync_update_links(bigint[], timestamptz), sync_unlink(bigint[]) TO sync_developer;
-
--- Job functions (sql/jobs.sql): developers press buttons, retry and cancel jobs, and
--- task code enqueues jobs; the queue maintenance is for workers (owner / sync_admin).
-REVOKE EXECUTE ON FUNCTION sync_run_button(text, text), sync_retry_job(bigint),
-    sync_cancel_job(bigint),
-    sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text),
-    sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.rescue_jobs(),
-    sync.release_jobs(bigint[], integer), sync.interrupt_job(bigint, integer, text, boolean)
-    FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sync_run_button(text, text), sync_retry_job(bigint),
-    sync_cancel_job(bigint),
-    sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text)
+    sync_update_links(bigint[], timestamptz), sync_unlink(bigint[]),
+    sync_add_job(text, text, text, jsonb, integer, timestamptz, integer, text, text),
+    sync_run_button(text, text), sync_retry_job(bigint), sync_cancel_job(bigint),
+    sync_webhook_url(text, text), sync_import_project(jsonb, boolean),
+    sync.dbt_apply(bigint, boolean), sync.dbt_schedule(bigint, jsonb[], timestamptz[]),
+    sync.dbt_backfill(bigint)
     TO sync_developer;
-GRANT EXECUTE ON FUNCTION sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.rescue_jobs(),
-    sync.release_jobs(bigint[], integer), sync.interrupt_job(bigint, integer, text, boolean)
+
+------------------------------------------------------------------------------------
+-- sync_admin: everything, including secrets, core_code, run_as and eval_context; and
+-- the queue maintenance functions workers call.
+------------------------------------------------------------------------------------
+GRANT ALL ON ALL TABLES IN SCHEMA sync TO sync_admin;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA sync TO sync_admin;
+-- Only the extension's owner reads the executor login's password.
+REVOKE ALL ON sync.executor_credential FROM sync_admin;
+GRANT EXECUTE ON FUNCTION
+    sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text),
+    sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.enqueue_timed_triggers(),
+    sync.rescue_jobs(), sync.release_jobs(bigint[], integer),
+    sync.interrupt_job(bigint, integer, text, boolean),
+    sync.webhook_call_failed(text, integer, text)
     TO sync_admin;
 
--- DB triggers (sql/triggers.sql). The installer functions are SECURITY DEFINER and act
--- on stored sync.db_trigger rows only; writers of those rows (developers) call them
--- through the maintenance triggers. enqueue_timed_triggers is for workers.
-GRANT SELECT ON sync.db_trigger_due TO sync_user;
-REVOKE EXECUTE ON FUNCTION sync.dbt_remove(bigint),
-    sync.dbt_probe(sync.db_trigger, text, text, text, text, text),
-    sync.dbt_install(sync.db_trigger), sync.dbt_apply(bigint, boolean),
-    sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint),
-    sync.dbt_drop_all_triggers(), sync.enqueue_timed_triggers() FROM PUBLIC;
--- Only the installer (superuser) may create triggers calling these: CREATE TRIGGER
--- checks EXECUTE, firing does not. Otherwise anyone could forge jobs for any project
--- with a trigger of their own calling the SECURITY DEFINER statement function.
-REVOKE EXECUTE ON FUNCTION sync.dbt_statement_start(), sync.dbt_capture(),
-    sync.dbt_statement_end(), sync.dbt_truncated() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sync.dbt_apply(bigint, boolean),
-    sync.dbt_schedule(bigint, jsonb[], timestamptz[], name), sync.dbt_backfill(bigint)
-    TO sync_developer;
-GRANT EXECUTE ON FUNCTION sync.enqueue_timed_triggers() TO sync_admin;
+------------------------------------------------------------------------------------
+-- sync_worker: the worker's own login (member of sync_admin, see above) also manages
+-- the executor login and reads projects for its executors.
+------------------------------------------------------------------------------------
+GRANT EXECUTE ON FUNCTION sync.executor_login(), sync.executor_sync_roles(),
+    sync.project_runtime(bigint)
+    TO sync_worker;
 
--- Webhooks (sql/webhooks.sql): whoever may read tokens may build URLs; recording calls
--- that died is for workers.
-REVOKE EXECUTE ON FUNCTION sync_webhook_url(text, text),
-    sync.webhook_call_failed(text, integer, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sync_webhook_url(text, text) TO sync_user;
-GRANT EXECUTE ON FUNCTION sync.webhook_call_failed(text, integer, text) TO sync_admin;
-
--- Project export / import (sql/projects.sql), both SECURITY INVOKER: exporting reads
--- what sync_user may read (secret keys, not values); importing writes as the caller,
--- so a developer may import anything but admin-only columns and secrets.
-REVOKE EXECUTE ON FUNCTION sync_export_project(text), sync_import_project(jsonb, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sync_export_project(text) TO sync_user;
-GRANT EXECUTE ON FUNCTION sync_import_project(jsonb, boolean) TO sync_developer;
+------------------------------------------------------------------------------------
+-- sync_executor: the batch functions (they check the worker's token).
+------------------------------------------------------------------------------------
+GRANT EXECUTE ON FUNCTION sync.batch_lock(integer, text, bigint[]),
+    sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[]),
+    sync.batch_fail_job(integer, text, bigint, text),
+    sync.batch_add_jobs(integer, text, bigint, jsonb),
+    sync.batch_webhook_jobs(integer, text, bigint[], jsonb[], timestamptz, name)
+    TO sync_executor;

@@ -283,11 +283,13 @@ CREATE TABLE sync.worker (
     last_seen  timestamptz NOT NULL DEFAULT now(),
     stopped_at timestamptz,
     webhook_listen text,
-    admin_listen   text
+    admin_listen   text,
+    token_hash     bytea
 );
 COMMENT ON TABLE sync.worker IS 'Workers that ever started. A live worker holds advisory lock (sync.worker_lock_class(), id) on its control connection.';
 COMMENT ON COLUMN sync.worker.webhook_listen IS 'Address its webhook server listens on (NULL = off).';
 COMMENT ON COLUMN sync.worker.admin_listen IS 'Address its admin HTTP API listens on (NULL = off).';
+COMMENT ON COLUMN sync.worker.token_hash IS 'SHA-256 of the token its executors show to the batch functions (sync.batch_*); readable by admins only.';
 
 CREATE FUNCTION sync.worker_lock_class() RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1937337955 $$; -- 'sync' as int4
@@ -369,6 +371,10 @@ COMMENT ON COLUMN sync.doorbell.rung IS 'Set by the first transaction queuing jo
 CREATE FUNCTION sync.notify_new_jobs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF TG_RELID <> 'sync.job'::regclass THEN
+        RAISE EXCEPTION 'sync.notify_new_jobs() only runs as the trigger of sync.job'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
     -- Once per transaction: a bulk insert queues one event per row.
     IF current_setting('sync.doorbell_checked', true) = 'on' THEN
         RETURN NULL;
@@ -479,6 +485,11 @@ DECLARE
     -- Not named `kind`: that is also a column of sync.trigger_name (ambiguous).
     trg_kind text := TG_ARGV[0];
 BEGIN
+    -- SECURITY DEFINER (sql/roles.sql): only on the four trigger tables, for their kind.
+    IF TG_RELID IS DISTINCT FROM to_regclass('sync.' || trg_kind || '_trigger') THEN
+        RAISE EXCEPTION 'sync.trigger_register_name() only runs as the trigger of sync.<kind>_trigger'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         DELETE FROM sync.trigger_name WHERE trigger_name.kind = trg_kind AND trigger_id = OLD.id;
     END IF;
@@ -499,6 +510,14 @@ $$;
 CREATE FUNCTION sync.bump_project_version() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- SECURITY DEFINER (sql/roles.sql): only on pg_sync's own tables.
+    IF TG_TABLE_SCHEMA <> 'sync' OR TG_RELID NOT IN (
+           'sync.project'::regclass, 'sync.project_param'::regclass, 'sync.project_text'::regclass,
+           'sync.project_secret'::regclass, 'sync.task'::regclass, 'sync.cron_trigger'::regclass,
+           'sync.db_trigger'::regclass, 'sync.webhook_trigger'::regclass, 'sync.button_trigger'::regclass) THEN
+        RAISE EXCEPTION 'sync.bump_project_version() only runs as a trigger of pg_sync''s project tables'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
     IF TG_TABLE_NAME = 'project' THEN
         IF TG_OP = 'UPDATE' THEN
             NEW.version := OLD.version + 1;

@@ -325,13 +325,14 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
           WHERE i.indrelid = tbl AND i.indisprimary) k
 $$;
 
--- Replace the schedule of a timed trigger (called by sync.dbt_backfill).
-CREATE FUNCTION sync.dbt_schedule(dbt_id bigint, keys jsonb[], dues timestamptz[], who name)
+-- Replace the schedule of a timed trigger (called by sync.dbt_backfill). The jobs'
+-- user is the caller (sync.caller()), never a value the caller passes.
+CREATE FUNCTION sync.dbt_schedule(dbt_id bigint, keys jsonb[], dues timestamptz[])
 RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     DELETE FROM sync.db_trigger_due WHERE trigger_id = dbt_id;
     INSERT INTO sync.db_trigger_due (trigger_id, key, due_at, user_name)
-    SELECT DISTINCT ON (u.k) dbt_id, u.k, u.d, who
+    SELECT DISTINCT ON (u.k) dbt_id, u.k, u.d, sync.caller()
     FROM unnest(keys, dues) AS u(k, d)
     WHERE u.k IS NOT NULL AND u.d IS NOT NULL
     ORDER BY u.k;
@@ -361,7 +362,7 @@ BEGIN
                    sync.dbt_key_expr(d.table_name, 'new'), d.date_column, d.table_name,
                    d.date_column, coalesce(d.apply_on, 'true'))
         INTO keys, dues USING d.time_offset, d.id;
-    PERFORM sync.dbt_schedule(d.id, coalesce(keys, '{}'), coalesce(dues, '{}'), current_user);
+    PERFORM sync.dbt_schedule(d.id, coalesce(keys, '{}'), coalesce(dues, '{}'));
 END
 $$;
 
@@ -378,12 +379,16 @@ BEGIN
         RETURN NULL;
     END IF;
     -- apply_on and before_update run as the writers of the table, as a trigger's WHEN
-    -- does: defining them takes the right to create triggers on it.
-    IF NEW.broken_reason IS NULL
-       AND (TG_OP = 'INSERT'
-            OR (NEW.table_name, NEW.event, NEW.apply_on, NEW.before_update, NEW.watched_columns, NEW.date_column)
-               IS DISTINCT FROM
-               (OLD.table_name, OLD.event, OLD.apply_on, OLD.before_update, OLD.watched_columns, OLD.date_column))
+    -- does: defining them, and installing them, takes the right to create triggers on
+    -- it. So the writer's privilege is checked on every new or changed definition and
+    -- whenever a write may install the triggers (a repaired or re-activated trigger),
+    -- whatever broken_reason says.
+    IF (TG_OP = 'INSERT'
+        OR (NEW.table_name, NEW.event, NEW.apply_on, NEW.before_update, NEW.watched_columns, NEW.date_column)
+           IS DISTINCT FROM
+           (OLD.table_name, OLD.event, OLD.apply_on, OLD.before_update, OLD.watched_columns, OLD.date_column)
+        OR (OLD.broken_reason IS NOT NULL AND NEW.broken_reason IS NULL)
+        OR (NEW.active AND NOT OLD.active))
        AND NOT coalesce(has_table_privilege(NEW.table_name, 'TRIGGER'), true) THEN
         RAISE EXCEPTION 'db trigger "%": permission denied to watch table %', NEW.name, NEW.table_name
             USING ERRCODE = 'insufficient_privilege',

@@ -18,7 +18,7 @@ FROM c WHERE j.id = c.id RETURNING j.id";
 
 async fn reset(c: &Client) {
     for sql in [
-        "TRUNCATE sync.log, sync.job",
+        "TRUNCATE sync.log, sync.job_cancel, sync.job",
         "VACUUM ANALYZE sync.job",
         "CHECKPOINT",
     ] {
@@ -141,7 +141,7 @@ async fn throughput(c: &Client, p: i64, t: i64) -> f64 {
 /// Insert jobs one by one (each its own commit, 2 ms apart); latency = handler start
 /// (time.time() in Python) minus the moment the insert's commit returned.
 async fn latency(c: &Client, p: i64, t: i64) -> (f64, f64) {
-    c.batch_execute("TRUNCATE sync.log, sync.job")
+    c.batch_execute("TRUNCATE sync.log, sync.job_cancel, sync.job")
         .await
         .unwrap();
     let mut sent = Vec::with_capacity(LATENCY_JOBS);

@@ -5,6 +5,7 @@ use pgrx::prelude::*;
 mod error;
 mod links;
 mod plans;
+mod session;
 mod tables;
 mod triggers;
 
@@ -28,6 +29,11 @@ extension_sql_file!(
     "../../sql/projects.sql",
     name = "projects",
     requires = ["schema", "jobs", "triggers"]
+);
+extension_sql_file!(
+    "../../sql/executor.sql",
+    name = "executor",
+    requires = ["jobs", "webhooks"]
 );
 // Grants name every function, so they run last.
 extension_sql_file!("../../sql/roles.sql", name = "roles", finalize);

@@ -77,8 +77,11 @@ pub struct TableInfo {
     pub pk_attnums: Vec<i16>,
     /// Quoted, schema-qualified name for use in SQL text.
     pub quoted: String,
-    /// Primary key columns in key order: (quoted column name, formatted type).
+    /// Primary key columns in key order: (quoted column name, formatted type). Types are
+    /// formatted under a pinned search_path, so any outside pg_catalog come qualified.
     pub pk: Vec<(String, String)>,
+    /// The equality operator of each key column, as `OPERATOR(schema.=)`.
+    pub pk_eq: Vec<String>,
 }
 
 impl TableInfo {
@@ -166,57 +169,76 @@ fn lookup(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
 }
 
 fn load(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
-    let found = Spi::connect(|client| {
-        let rows = client
-            .select(
-                "SELECT n.nspname::text, c.relname::text, c.relkind::text,
+    let found = crate::session::with_pinned_search_path(|| {
+        Spi::connect(|client| {
+            let rows = client
+                .select(
+                    "SELECT n.nspname::text, c.relname::text, c.relkind::text,
                         quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relowner
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE c.oid = $1",
-                None,
-                &[oid.into()],
-            )
-            .or_raise("table lookup");
-        let mut head = None;
-        for row in rows {
-            let nsp: String = row.get(1).or_raise("table lookup").unwrap_or_default();
-            let rel: String = row.get(2).or_raise("table lookup").unwrap_or_default();
-            let kind: String = row.get(3).or_raise("table lookup").unwrap_or_default();
-            let quoted: String = row.get(4).or_raise("table lookup").unwrap_or_default();
-            let owner: pg_sys::Oid = row
-                .get(5)
-                .or_raise("table lookup")
-                .unwrap_or(pg_sys::InvalidOid);
-            head = Some((nsp, rel, kind, quoted, owner));
-        }
-        let pk_rows = client
-            .select(
-                "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnum
+                    None,
+                    &[oid.into()],
+                )
+                .or_raise("table lookup");
+            let mut head = None;
+            for row in rows {
+                let nsp: String = row.get(1).or_raise("table lookup").unwrap_or_default();
+                let rel: String = row.get(2).or_raise("table lookup").unwrap_or_default();
+                let kind: String = row.get(3).or_raise("table lookup").unwrap_or_default();
+                let quoted: String = row.get(4).or_raise("table lookup").unwrap_or_default();
+                let owner: pg_sys::Oid = row
+                    .get(5)
+                    .or_raise("table lookup")
+                    .unwrap_or(pg_sys::InvalidOid);
+                head = Some((nsp, rel, kind, quoted, owner));
+            }
+            // The equality operator of each key column comes from the key's btree operator
+            // class and is written schema-qualified, as foreign key checks do: these
+            // lookups run as the table's owner and must not pick up an operator from the
+            // caller's search_path.
+            let pk_rows = client
+                .select(
+                    "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), a.attnum,
+                        'OPERATOR(' || quote_ident(opn.nspname) || '.' || op.oprname || ')'
                  FROM pg_index i
                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                 -- indkey and indclass are both 0-based vectors.
+                 JOIN pg_opclass oc
+                   ON oc.oid = i.indclass[array_position(i.indkey::int2[], a.attnum)]
+                 JOIN pg_amop ao ON ao.amopfamily = oc.opcfamily AND ao.amopmethod = 403
+                                AND ao.amoplefttype = oc.opcintype
+                                AND ao.amoprighttype = oc.opcintype AND ao.amopstrategy = 3
+                 JOIN pg_operator op ON op.oid = ao.amopopr
+                 JOIN pg_namespace opn ON opn.oid = op.oprnamespace
                  WHERE i.indrelid = $1 AND i.indisprimary
                  ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                None,
-                &[oid.into()],
-            )
-            .or_raise("primary key lookup");
-        let mut pk = Vec::new();
-        for row in pk_rows {
-            let col: String = row
-                .get(1)
-                .or_raise("primary key lookup")
-                .unwrap_or_default();
-            let ty: String = row
-                .get(2)
-                .or_raise("primary key lookup")
-                .unwrap_or_default();
-            let attnum: i16 = row
-                .get(3)
-                .or_raise("primary key lookup")
-                .unwrap_or_default();
-            pk.push((col, ty, attnum));
-        }
-        head.map(|h| (h, pk))
+                    None,
+                    &[oid.into()],
+                )
+                .or_raise("primary key lookup");
+            let mut pk = Vec::new();
+            for row in pk_rows {
+                let col: String = row
+                    .get(1)
+                    .or_raise("primary key lookup")
+                    .unwrap_or_default();
+                let ty: String = row
+                    .get(2)
+                    .or_raise("primary key lookup")
+                    .unwrap_or_default();
+                let attnum: i16 = row
+                    .get(3)
+                    .or_raise("primary key lookup")
+                    .unwrap_or_default();
+                let eq: String = row
+                    .get(4)
+                    .or_raise("primary key lookup")
+                    .unwrap_or_default();
+                pk.push((col, ty, attnum, eq));
+            }
+            head.map(|h| (h, pk))
+        })
     });
     let Some(((nsp, rel, kind, quoted, owner), pk)) = found else {
         return Err(Unusable(
@@ -250,7 +272,8 @@ fn load(oid: pg_sys::Oid, what: &str) -> Result<TableInfo, Unusable> {
         owner,
         pk_attnums: pk.iter().map(|p| p.2).collect(),
         quoted,
-        pk: pk.into_iter().map(|(c, t, _)| (c, t)).collect(),
+        pk_eq: pk.iter().map(|p| p.3.clone()).collect(),
+        pk: pk.into_iter().map(|(c, t, _, _)| (c, t)).collect(),
     })
 }
 

@@ -5,9 +5,10 @@
 // that fails is rolled back to its savepoint by the runtime; its log lines are written
 // after that, outside the savepoint, so they survive its rollback. (They are lost only
 // when the whole batch does not commit, and then every job of it runs again.)
-use crate::protocol::{BatchReport, JobOutcome};
+use crate::mask::Masker;
+use crate::protocol::{BatchReport, JobOutcome, WorkerAuth};
 use crate::python::db::JobDb;
-use crate::python::{JobSpec, LogLine, Outcome, Runtime};
+use crate::python::{JobSpec, LogLine, Outcome, ProjectSource, Runtime};
 use crate::status::StatusPage;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -20,58 +21,55 @@ use tokio_postgres::Client;
 const TIME_SLICE: Duration = Duration::from_millis(100);
 
 /// The claimed rows this executor still owns, locked for the transaction (the rescuer
-/// skips locked rows). FOR NO KEY UPDATE, not FOR UPDATE: foreign-key checks of other
-/// transactions (log lines, child jobs) need not wait for the batch.
-const LOCK_SQL: &str = "
-SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
-       j.args, j.user_name::text, j.lang, j.attempts, j.max_retries, j.started_at,
-       extract(epoch FROM t.time_limit)::float8, p.active, coalesce(t.active, true),
-       p.name, t.name
-FROM sync.job j
-JOIN sync.project p ON p.id = j.project_id
-LEFT JOIN sync.task t ON t.id = j.task_id
-WHERE j.id = ANY ($1) AND j.state = 'running' AND j.worker = $2
-ORDER BY j.priority, j.eta, j.id
-FOR NO KEY UPDATE OF j";
+/// skips locked rows): sync.batch_lock, which checks the worker's token.
+const LOCK_SQL: &str = "SELECT * FROM sync.batch_lock($1, $2, $3)";
 
-/// Every job of the batch and every log line in one statement. A retried job's eta
-/// comes from the database clock so tests can move time instead of sleeping.
-const COMPLETE_SQL: &str = "
-WITH done AS (
-    UPDATE sync.job j
-    SET state = u.state, error = u.error, result = u.result, warning = u.warning,
-        eta = CASE WHEN u.state = 'pending'
-                   THEN (SELECT sync.clock()) + sync.retry_delay(j.attempts) ELSE j.eta END,
-        finished_at = CASE WHEN u.state = 'pending' THEN NULL ELSE clock_timestamp() END
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::jsonb[], $5::boolean[])
-         AS u(id, state, error, result, warning)
-    WHERE j.id = u.id
-    RETURNING 1
-)
-INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
-                      level, kind, recipient, message)
-SELECT * FROM unnest($6::timestamptz[], $7::bigint[], $8::bigint[], $9::text[], $10::bigint[],
-                     $11::timestamptz[], $12::text[], $13::text[], $14::text[], $15::text[])";
-
-const LOG_SQL: &str = "
-INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
-                      level, kind, recipient, message)
-SELECT * FROM unnest($1::timestamptz[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[],
-                     $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[])";
+/// Every job of the batch and every log line in one statement (sync.batch_finish). A
+/// retried job's eta comes from the database clock so tests can move time.
+const FINISH_SQL: &str = "SELECT sync.batch_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+    $11, $12, $13, $14, $15, $16, $17)";
 
 /// What the executor process keeps between batches.
 pub struct Executor {
     pub rt: tokio::runtime::Runtime,
     pub runtime: Runtime,
     pub status: StatusPage,
-    /// The connection of the batch transactions (and of the jobs' SQL).
+    /// The connection of the batch transactions (and of the jobs' SQL), logged in as
+    /// sync_executor.
     pub job: Client,
+    /// Where project data comes from (the supervisor).
+    pub projects: Box<dyn ProjectSource>,
+    /// Jobs sync_cancel_job asked to stop, and by whom.
+    pub cancels: std::sync::Arc<Cancels>,
     pub soft_time_limit: Duration,
     /// hard limit minus soft limit: added to a task's own time_limit.
     pub hard_margin: Duration,
     pub stop: std::sync::Arc<AtomicBool>,
     /// Minimum time per job (throttle_ms).
     pub throttle: Duration,
+}
+
+/// Cancel requests that reached this executor (ToExecutor::Cancel), by job id.
+#[derive(Default)]
+pub struct Cancels {
+    by: std::sync::Mutex<std::collections::HashMap<i64, String>>,
+}
+
+impl Cancels {
+    pub fn add(&self, job: i64, by: String) {
+        self.by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job, by);
+    }
+
+    /// Who asked to cancel `job`, taking the request.
+    pub fn take(&self, job: i64) -> Option<String> {
+        self.by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job)
+    }
 }
 
 /// One job as locked, with what the worker needs besides the JobSpec.
@@ -82,6 +80,8 @@ struct Locked {
     project_active: bool,
     task_active: bool,
     hard_limit: Duration,
+    /// sync_cancel_job asked to stop it before it started.
+    cancelled_by: Option<String>,
 }
 
 /// How one job ended, in the columns of sync.job.
@@ -91,6 +91,19 @@ pub(crate) struct Completion {
     pub error: Option<String>,
     pub result: Option<Value>,
     pub warning: bool,
+}
+
+impl Completion {
+    /// A job cancelled before its code ran.
+    fn not_run(id: i64, message: String) -> Self {
+        Completion {
+            id,
+            state: "cancelled",
+            error: Some(message),
+            result: None,
+            warning: false,
+        }
+    }
 }
 
 /// Rows for sync.log, column by column.
@@ -109,6 +122,16 @@ pub(crate) struct LogRows {
 }
 
 impl LogRows {
+    /// Append a job's line, its text masked.
+    pub fn push_masked(&mut self, spec: &JobSpec, line: LogLine, mask: &Masker) {
+        let line = LogLine {
+            message: mask.string(line.message),
+            recipient: line.recipient.map(|r| mask.string(r)),
+            ..line
+        };
+        self.push(spec, line);
+    }
+
     pub fn push(&mut self, spec: &JobSpec, line: LogLine) {
         // The table's checks must not fail a whole batch: unknown values fall back.
         let level = match line.level.as_str() {
@@ -171,14 +194,14 @@ impl From<tokio_postgres::Error> for BatchError {
 }
 
 impl Executor {
-    /// Run the claimed jobs `ids` owned by worker `worker`.
-    pub fn run_batch(&mut self, batch: u64, worker: i32, ids: Vec<i64>) -> BatchReport {
+    /// Run the claimed jobs `ids` owned by worker `auth.worker`.
+    pub fn run_batch(&mut self, batch: u64, auth: &WorkerAuth, ids: Vec<i64>) -> BatchReport {
         let mut report = BatchReport {
             batch,
             ..Default::default()
         };
         let t_lock = Instant::now();
-        let locked = match self.rt.block_on(lock(&self.job, &ids, worker)) {
+        let locked = match self.rt.block_on(lock(&self.job, &ids, auth)) {
             Ok(rows) => rows,
             Err(e) => {
                 let _ = self.rt.block_on(self.job.batch_execute("ROLLBACK"));
@@ -220,7 +243,7 @@ impl Executor {
                     trigger = job.spec.trigger_name.as_deref().unwrap_or("-"),
                 )
                 .entered();
-                let c = self.run_job(job, &mut logs);
+                let c = self.run_job(job, auth, &mut logs);
                 match c.state {
                     "failed" => tracing::warn!(
                         "job failed: {}",
@@ -258,7 +281,7 @@ impl Executor {
             return report;
         }
         let t_complete = Instant::now();
-        let completed = self.rt.block_on(complete(&self.job, &done, &logs));
+        let completed = self.rt.block_on(complete(&self.job, auth, &done, &logs));
         tracing::debug!(
             "batch {batch}: {} jobs; lock {:?}, run {:?}, complete+commit {:?}",
             ran.len(),
@@ -287,9 +310,10 @@ impl Executor {
                 if ran.len() == 1 {
                     // Alone in its transaction: the job itself cannot commit.
                     let job = &jobs[0];
+                    let message = self.runtime.masker(job.spec.project_id).string(message);
                     match self
                         .rt
-                        .block_on(fail_alone(&self.job, &job.spec, worker, &message))
+                        .block_on(fail_alone(&self.job, &job.spec, auth, &message))
                     {
                         Ok(()) => report.completed = ran,
                         Err(e) => {
@@ -310,11 +334,10 @@ impl Executor {
 
     fn locked(&self, row: &tokio_postgres::Row) -> Locked {
         let task_limit: Option<f64> = row.get(13);
-        let soft = match task_limit {
-            Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
-            _ => self.soft_time_limit,
-        };
+        let ceiling: Option<f64> = row.get(21);
+        let soft = clamp_limit(task_limit, self.soft_time_limit, ceiling);
         Locked {
+            cancelled_by: row.get(18),
             spec: JobSpec {
                 job_id: row.get(0),
                 project_id: row.get(1),
@@ -330,6 +353,8 @@ impl Executor {
                 max_retries: row.get(11),
                 started_at: row.get(12),
                 soft_time_limit: soft,
+                run_as: row.get(19),
+                run_as_problem: row.get(20),
             },
             project_active: row.get(14),
             task_active: row.get(15),
@@ -339,8 +364,17 @@ impl Executor {
         }
     }
 
-    fn run_job(&mut self, job: &Locked, logs: &mut LogRows) -> Completion {
+    fn run_job(&mut self, job: &Locked, auth: &WorkerAuth, logs: &mut LogRows) -> Completion {
         let spec = &job.spec;
+        let cancelled = self
+            .cancels
+            .take(spec.job_id)
+            .or_else(|| job.cancelled_by.clone());
+        if let Some(by) = cancelled {
+            let message = format!("cancelled by {by}; the job was not run");
+            logs.line(spec, "warning", format!("job {message}"));
+            return Completion::not_run(spec.job_id, message);
+        }
         logs.line(
             spec,
             "info",
@@ -359,31 +393,50 @@ impl Executor {
             };
             let message = format!("{what}; the job was not run");
             logs.line(spec, "warning", format!("job cancelled: {message}"));
-            return Completion {
-                id: spec.job_id,
-                state: "cancelled",
-                error: Some(message),
-                result: None,
-                warning: false,
-            };
+            return Completion::not_run(spec.job_id, message);
         }
 
         let mut lines = Vec::new();
         self.status.start(spec.job_id, job.hard_limit);
         let outcome = {
-            let mut db = JobDb::new(&self.job, &self.rt);
-            self.runtime.run(spec, &mut db, &mut lines)
+            let mut db = JobDb::new(&self.job, &self.rt, auth);
+            self.runtime
+                .run(spec, &mut db, &mut lines, self.projects.as_mut())
         };
         self.status.idle();
+        let mask = self.runtime.masker(spec.project_id);
 
         let logged_warning = lines.iter().any(|l| l.level == "warning");
         let logged_error = lines
             .iter()
             .find(|l| l.level == "error")
-            .map(|l| l.message.clone());
+            .map(|l| mask.string(l.message.clone()));
         for line in lines {
-            logs.push(spec, line);
+            logs.push_masked(spec, line, &mask);
         }
+        let outcome = mask_outcome(outcome, &mask);
+        if let Outcome::Cancelled { message } = &outcome {
+            // Stopped by sync_cancel_job while running; the runtime rolled its writes
+            // back, whatever the code did with the exception.
+            let by = self
+                .cancels
+                .take(spec.job_id)
+                .unwrap_or_else(|| "sync_cancel_job".into());
+            let message = if message.trim().is_empty() {
+                format!("cancelled by {by} while running")
+            } else {
+                format!("cancelled by {by} while running:\n{}", message.trim_end())
+            };
+            logs.line(spec, "warning", format!("job {message}"));
+            return Completion {
+                id: spec.job_id,
+                state: "cancelled",
+                error: Some(message),
+                result: None,
+                warning: logged_warning,
+            };
+        }
+        self.cancels.take(spec.job_id);
         let outcome = match (outcome, logged_error) {
             (Outcome::Done { .. }, Some(message)) => Outcome::Failed {
                 message: format!("the job logged an error: {message}"),
@@ -447,7 +500,7 @@ impl Executor {
                     }
                 }
             }
-            Outcome::Failed { message } => {
+            Outcome::Failed { message } | Outcome::Cancelled { message } => {
                 logs.line(spec, "error", format!("job failed: {}", message.trim_end()));
                 Completion {
                     id: spec.job_id,
@@ -461,6 +514,19 @@ impl Executor {
     }
 }
 
+/// A job's soft time limit: its task's, else the worker's, never above the ceiling
+/// (sync.max_time_limit(), so that a developer cannot give a job unbounded time).
+pub(crate) fn clamp_limit(task: Option<f64>, default: Duration, ceiling: Option<f64>) -> Duration {
+    let soft = match task {
+        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+        _ => default,
+    };
+    match ceiling {
+        Some(c) if c.is_finite() && c > 0.0 => soft.min(Duration::from_secs_f64(c)),
+        _ => soft,
+    }
+}
+
 /// Same steps as sync.retry_delay(), for the log line.
 fn retry_delay_text(attempts: i32) -> &'static str {
     match attempts {
@@ -471,13 +537,32 @@ fn retry_delay_text(attempts: i32) -> &'static str {
     }
 }
 
+/// The outcome with every secret value of the project masked.
+pub(crate) fn mask_outcome(outcome: Outcome, mask: &Masker) -> Outcome {
+    match outcome {
+        Outcome::Done { result, warning } => Outcome::Done {
+            result: result.map(|r| mask.json(r)),
+            warning,
+        },
+        Outcome::Retry { message } => Outcome::Retry {
+            message: mask.string(message),
+        },
+        Outcome::Failed { message } => Outcome::Failed {
+            message: mask.string(message),
+        },
+        Outcome::Cancelled { message } => Outcome::Cancelled {
+            message: mask.string(message),
+        },
+    }
+}
+
 async fn lock(
     client: &Client,
     ids: &[i64],
-    worker: i32,
+    auth: &WorkerAuth,
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let begin = client.batch_execute("BEGIN");
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ids, &worker];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&auth.worker, &auth.token, &ids];
     let rows = client.query(LOCK_SQL, &params);
     let (b, r) = tokio::join!(begin, rows);
     b?;
@@ -486,6 +571,7 @@ async fn lock(
 
 pub(crate) async fn complete(
     job: &Client,
+    auth: &WorkerAuth,
     done: &[Completion],
     logs: &LogRows,
 ) -> Result<(), BatchError> {
@@ -499,8 +585,10 @@ pub(crate) async fn complete(
     let warnings: Vec<bool> = done.iter().map(|c| c.warning).collect();
     if !ids.is_empty() || !logs.message.is_empty() {
         job.execute(
-            COMPLETE_SQL,
+            FINISH_SQL,
             &[
+                &auth.worker,
+                &auth.token,
                 &ids,
                 &states,
                 &errors,
@@ -524,49 +612,45 @@ pub(crate) async fn complete(
     Ok(())
 }
 
-async fn write_logs(client: &Client, rows: &LogRows) -> Result<(), tokio_postgres::Error> {
-    if rows.message.is_empty() {
-        return Ok(());
-    }
-    client
-        .execute(
-            LOG_SQL,
-            &[
-                &rows.at,
-                &rows.project,
-                &rows.task,
-                &rows.trigger,
-                &rows.job,
-                &rows.job_started,
-                &rows.level,
-                &rows.kind,
-                &rows.recipient,
-                &rows.message,
-            ],
-        )
-        .await
-        .map(|_| ())
-}
-
 /// A job whose batch could not commit even alone: record the failure on its own.
 async fn fail_alone(
     job: &Client,
     spec: &JobSpec,
-    worker: i32,
+    auth: &WorkerAuth,
     message: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let message = format!("the job's transaction could not commit: {message}");
-    let updated = job
-        .execute(
-            "UPDATE sync.job SET state = 'failed', error = $3, finished_at = clock_timestamp()
-             WHERE id = $1 AND state = 'running' AND worker = $2",
-            &[&spec.job_id, &worker, &message.replace('\0', "")],
-        )
-        .await?;
-    if updated == 1 {
-        let mut rows = LogRows::default();
-        rows.line(spec, "error", format!("job failed: {message}"));
-        write_logs(job, &rows).await?;
-    }
+    job.execute(
+        "SELECT sync.batch_fail_job($1, $2, $3, $4)",
+        &[
+            &auth.worker,
+            &auth.token,
+            &spec.job_id,
+            &message.replace('\0', ""),
+        ],
+    )
+    .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clamp_limit;
+    use std::time::Duration;
+
+    #[test]
+    fn time_limits_never_pass_the_ceiling() {
+        let d = Duration::from_secs(300);
+        assert_eq!(clamp_limit(None, d, Some(3600.0)), d);
+        assert_eq!(
+            clamp_limit(Some(10.0), d, Some(3600.0)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            clamp_limit(Some(1e9), d, Some(3600.0)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(clamp_limit(None, d, Some(1.0)), Duration::from_secs(1));
+        assert_eq!(clamp_limit(Some(f64::NAN), d, None), d);
+    }
 }

@@ -196,10 +196,30 @@ pub struct WorkerArgs {
     /// Directories (`:`-separated) searched first for evaluation-context providers.
     #[arg(long, env = "SYNC_EVAL_CONTEXT_PATH")]
     pub eval_context_path: Option<String>,
+
+    /// PostgreSQL URL the executors (which run task code) log in with. Its login must
+    /// be sync_executor or a member of it and nothing else. Default: database_url with
+    /// the login sync_executor, whose password pg_sync manages.
+    #[arg(
+        long,
+        env = "SYNC_WORKER_EXECUTOR_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub executor_database_url: Option<String>,
+
+    /// Memory one executor process may use (default 2GiB); a job that needs more fails
+    /// with MemoryError instead of exhausting the host.
+    #[arg(long, env = "SYNC_WORKER_EXECUTOR_MEMORY_LIMIT", value_parser = parse_size)]
+    pub executor_memory_limit: Option<usize>,
+
+    /// Webhook calls accepted and not answered yet (default 64); more get 503 with
+    /// Retry-After until some are answered.
+    #[arg(long, env = "SYNC_WORKER_WEBHOOK_QUEUE_SIZE")]
+    pub webhook_queue_size: Option<u32>,
 }
 
-/// What the supervisor tells an executor it starts (the database URL travels in the
-/// environment, not on the command line where `ps` would show it).
+/// What the supervisor tells an executor it starts. Its database login comes first on
+/// its pipe (protocol::ToExecutor::Login), never in its environment or command line.
 #[derive(Args, Debug, Clone)]
 pub struct ExecutorArgs {
     /// File descriptor of the shared status page.
@@ -221,6 +241,9 @@ pub struct ExecutorArgs {
     /// Run webhook calls, not jobs.
     #[arg(long)]
     pub webhooks: bool,
+    /// Address-space limit of the process in bytes (0 = none).
+    #[arg(long, default_value = "0")]
+    pub memory_limit: usize,
 }
 
 /// The file's keys: the same settings as the flags.
@@ -251,6 +274,9 @@ struct FileConfig {
     max_time_drift_ms: Option<u64>,
     database_ca_file: Option<PathBuf>,
     eval_context_path: Option<EvalPath>,
+    executor_database_url: Option<String>,
+    executor_memory_limit: Option<SizeSetting>,
+    webhook_queue_size: Option<u32>,
 }
 
 /// A duration in the file: "2s", "500ms" or a number of seconds.
@@ -358,6 +384,9 @@ pub struct Config {
     pub max_time_drift: Duration,
     pub database_ca_file: Option<PathBuf>,
     pub eval_context_path: Option<String>,
+    pub executor_database_url: Option<String>,
+    pub executor_memory_limit: usize,
+    pub webhook_queue_size: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -488,11 +517,14 @@ impl Config {
                 ));
             }
         }
-        let admin_token = args
-            .admin_token
-            .clone()
-            .or(f.admin_token)
-            .filter(|t| !t.is_empty());
+        let admin_token = args.admin_token.clone().or(f.admin_token);
+        if admin_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            // An empty value must not quietly mean "no authentication".
+            return Err(invalid(
+                "admin_token",
+                "is empty: leave it unset to run the admin API without a token (then only admin_listen protects it), or set a long random value",
+            ));
+        }
         if let Some(t) = &admin_token {
             if t.len() < 16 {
                 return Err(invalid(
@@ -516,6 +548,36 @@ impl Config {
             Some(n) if n > 64 => return Err(invalid("webhook_executors", "must be at most 64")),
             Some(n) => n as usize,
             None => 1,
+        };
+        let executor_database_url = args
+            .executor_database_url
+            .clone()
+            .or(f.executor_database_url);
+        if let Some(url) = &executor_database_url {
+            crate::pg::parse_url(url).map_err(|e| {
+                invalid(
+                    "executor_database_url",
+                    format!("not a valid PostgreSQL URL: {e}"),
+                )
+            })?;
+        }
+        let executor_memory_limit = args
+            .executor_memory_limit
+            .or(f.executor_memory_limit.map(|s| s.0))
+            .unwrap_or(2 << 30);
+        if executor_memory_limit < 256 << 20 {
+            return Err(invalid(
+                "executor_memory_limit",
+                "must be at least 256MiB (an executor's Python interpreter alone needs about 100MiB)",
+            ));
+        }
+        let webhook_queue_size = match args.webhook_queue_size.or(f.webhook_queue_size) {
+            Some(0) => return Err(invalid("webhook_queue_size", "must be at least 1")),
+            Some(n) if n > 100_000 => {
+                return Err(invalid("webhook_queue_size", "must be at most 100000"))
+            }
+            Some(n) => n as usize,
+            None => 64,
         };
         let database_ca_file = args.database_ca_file.clone().or(f.database_ca_file);
         if let Some(ca) = &database_ca_file {
@@ -562,6 +624,9 @@ impl Config {
                 .eval_context_path
                 .clone()
                 .or(f.eval_context_path.map(|p| p.0)),
+            executor_database_url,
+            executor_memory_limit,
+            webhook_queue_size,
         })
     }
 

@@ -3,15 +3,17 @@
 //
 // It dies with its supervisor (PR_SET_PDEATHSIG, and end of stdin). A thread reads the
 // supervisor's messages so that Stop and Recall are seen while a job is running.
-use crate::batch::Executor;
+use crate::batch::{Cancels, Executor};
 use crate::config::ExecutorArgs;
 use crate::pg;
 use crate::protocol::{
-    read_frame, write_frame, BatchReport, FromExecutor, ToExecutor, WebhookCall, WebhookReply,
+    read_frame, write_frame, BatchReport, FromExecutor, Login, ToExecutor, WebhookCall,
+    WebhookReply, WorkerAuth,
 };
-use crate::python::Runtime;
+use crate::python::{ProjectSource, Runtime, RuntimeOptions};
 use crate::status::StatusPage;
-use std::collections::VecDeque;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +27,12 @@ pub enum ExecutorError {
     Orphan(u32),
     #[error("cannot map the status page: {0}")]
     Status(std::io::Error),
-    #[error("DATABASE_URL is not set for the executor")]
-    NoUrl,
+    #[error("the supervisor did not send the database login first")]
+    NoLogin,
+    #[error("cannot set the memory limit: {0}")]
+    MemoryLimit(std::io::Error),
+    #[error("refusing to run task code: {0}. The executors' login must be sync_executor or a login that is only a member of it (executor_database_url).")]
+    UnsafeLogin(String),
     #[error("cannot start the async runtime: {0}")]
     Tokio(std::io::Error),
     #[error(transparent)]
@@ -36,14 +42,16 @@ pub enum ExecutorError {
 }
 
 enum Work {
-    /// (batch, worker, job ids)
-    Jobs(u64, i32, Vec<i64>),
-    /// (batch, worker, calls)
-    Webhooks(u64, i32, Vec<WebhookCall>),
+    /// (batch, auth, job ids)
+    Jobs(u64, WorkerAuth, Vec<i64>),
+    /// (batch, auth, the worker's login, calls)
+    Webhooks(u64, WorkerAuth, String, Vec<WebhookCall>),
 }
 
 struct Inbox {
     batches: VecDeque<Work>,
+    /// Answers to NeedProject, until the runtime takes them.
+    projects: HashMap<i64, Result<Value, String>>,
     stop: bool,
 }
 
@@ -51,36 +59,45 @@ type Shared = Arc<(Mutex<Inbox>, Condvar)>;
 type Out = Arc<Mutex<File>>;
 
 pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
-    let (input, output) = take_protocol_fds().map_err(ExecutorError::Pipes)?;
+    let (mut input, output) = take_protocol_fds().map_err(ExecutorError::Pipes)?;
     die_with_parent(args.parent_pid)?;
     ignore_stop_signals();
+    limit_memory(args.memory_limit)?;
     let status = StatusPage::map(args.status_fd).map_err(ExecutorError::Status)?;
-    let url = std::env::var("DATABASE_URL").map_err(|_| ExecutorError::NoUrl)?;
+    let login = match read_frame::<_, ToExecutor>(&mut input) {
+        Ok(Some(ToExecutor::Login(login))) => login,
+        _ => return Err(ExecutorError::NoLogin),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ExecutorError::Tokio)?;
-    let runtime = Runtime::new()?;
+    let mut options = RuntimeOptions::from_env();
+    options.memory_limit = args.memory_limit;
+    let runtime = Runtime::with_options(options)?;
 
     let out: Out = Arc::new(Mutex::new(output));
     let stop = Arc::new(AtomicBool::new(false));
+    let cancels = Arc::new(Cancels::default());
     let shared: Shared = Arc::new((
         Mutex::new(Inbox {
             batches: VecDeque::new(),
+            projects: HashMap::new(),
             stop: false,
         }),
         Condvar::new(),
     ));
     {
-        let (shared, out, stop) = (shared.clone(), out.clone(), stop.clone());
+        let (shared, out, stop, cancels) =
+            (shared.clone(), out.clone(), stop.clone(), cancels.clone());
         std::thread::Builder::new()
             .name("supervisor-pipe".into())
-            .spawn(move || read_messages(input, shared, out, stop))
+            .spawn(move || read_messages(input, shared, out, stop, cancels))
             .map_err(ExecutorError::Pipes)?;
     }
 
     let name = format!("sync_worker executor {}", args.index);
-    let Some(job) = connect(&rt, &url, &name, &stop) else {
+    let Some(job) = connect(&rt, &login, &name, &stop)? else {
         return finish(&shared, &out);
     };
     let mut ex = Executor {
@@ -88,6 +105,11 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
         runtime,
         status,
         job,
+        projects: Box::new(FromSupervisor {
+            shared: shared.clone(),
+            out: out.clone(),
+        }),
+        cancels,
         soft_time_limit: args.soft_time_limit,
         hard_margin: args.hard_time_limit.saturating_sub(args.soft_time_limit),
         stop: stop.clone(),
@@ -116,7 +138,7 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
                 "executor {}: database connection lost; reconnecting",
                 args.index
             );
-            match connect(&ex.rt, &url, &name, &stop) {
+            match connect(&ex.rt, &login, &name, &stop)? {
                 Some(job) => {
                     ex.job = job;
                     ex.runtime.connection_changed();
@@ -129,12 +151,12 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
             }
         }
         match work {
-            Work::Jobs(batch, worker, ids) => {
-                let report = ex.run_batch(batch, worker, ids);
+            Work::Jobs(batch, auth, ids) => {
+                let report = ex.run_batch(batch, &auth, ids);
                 send(&out, &FromExecutor::Report(report))?;
             }
-            Work::Webhooks(batch, worker, calls) => {
-                let replies = ex.run_webhooks(worker, &calls);
+            Work::Webhooks(batch, auth, caller, calls) => {
+                let replies = ex.run_webhooks(&auth, &caller, &calls);
                 send(&out, &FromExecutor::WebhookReplies { batch, replies })?;
             }
         }
@@ -150,7 +172,7 @@ fn give_back(work: Work) -> FromExecutor {
             unstarted: ids,
             ..Default::default()
         }),
-        Work::Webhooks(batch, _, calls) => FromExecutor::WebhookReplies {
+        Work::Webhooks(batch, _, _, calls) => FromExecutor::WebhookReplies {
             batch,
             replies: calls
                 .iter()
@@ -188,31 +210,88 @@ fn send_ready(ex: &Executor, out: &Out) -> Result<(), ExecutorError> {
     send(out, &FromExecutor::Ready { backend_pid })
 }
 
-/// Connect, retrying with backoff until it works or a Stop arrives (None).
+/// Connect, retrying with backoff until it works or a Stop arrives (None). A login
+/// that may do more than run task code is refused for good: the executor exits.
 fn connect(
     rt: &tokio::runtime::Runtime,
-    url: &str,
+    login: &Login,
     name: &str,
     stop: &AtomicBool,
-) -> Option<tokio_postgres::Client> {
+) -> Result<Option<tokio_postgres::Client>, ExecutorError> {
     let mut backoff = pg::Backoff::default();
     loop {
         if stop.load(Ordering::Relaxed) {
-            return None;
+            return Ok(None);
         }
-        match rt.block_on(pg::connect(url, name)) {
-            Ok(client) => return Some(client),
-            Err(e) => {
-                tracing::debug!("{name}: cannot connect: {e}");
-                std::thread::sleep(backoff.next_delay());
+        match rt.block_on(pg::connect_login(login, name)) {
+            Ok(client) => {
+                let problem = rt
+                    .block_on(client.query_one("SELECT sync.executor_session_problem()", &[]))
+                    .map(|r| r.get::<_, Option<String>>(0));
+                match problem {
+                    Ok(None) => return Ok(Some(client)),
+                    Ok(Some(why)) => return Err(ExecutorError::UnsafeLogin(why)),
+                    Err(e) => {
+                        tracing::warn!("{name}: cannot check its login: {}", pg::describe(&e))
+                    }
+                }
             }
+            Err(e) => {
+                tracing::warn!(
+                    "{name}: cannot connect as {}: {e}",
+                    login.user.as_deref().unwrap_or("the URL's user")
+                );
+            }
+        }
+        std::thread::sleep(backoff.next_delay());
+    }
+}
+
+/// Project data from the supervisor: ask over the pipe, wait for the answer (the pipe
+/// thread puts it in the inbox).
+struct FromSupervisor {
+    shared: Shared,
+    out: Out,
+}
+
+/// Longest wait for a project's data; the supervisor answers in milliseconds unless its
+/// database connection is down.
+const PROJECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl ProjectSource for FromSupervisor {
+    fn project(&mut self, project_id: i64) -> Result<Value, String> {
+        send(&self.out, &FromExecutor::NeedProject { project_id })
+            .map_err(|e| format!("cannot ask the supervisor: {e}"))?;
+        let (lock, cvar) = &*self.shared;
+        let deadline = std::time::Instant::now() + PROJECT_WAIT;
+        let mut inbox = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(answer) = inbox.projects.remove(&project_id) {
+                return answer;
+            }
+            let now = std::time::Instant::now();
+            // Not cut short by Stop: the job at hand may still finish in the grace period.
+            if now >= deadline {
+                return Err("the supervisor did not send the project's data".into());
+            }
+            inbox = cvar
+                .wait_timeout(inbox, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
 
 /// The supervisor's messages: queue batches, answer Recall for a batch not started,
-/// flag Stop. End of input means the supervisor is gone: exit at once.
-fn read_messages(mut input: File, shared: Shared, out: Out, stop: Arc<AtomicBool>) {
+/// deliver projects, stop cancelled jobs, flag Stop. End of input means the supervisor
+/// is gone: exit at once.
+fn read_messages(
+    mut input: File,
+    shared: Shared,
+    out: Out,
+    stop: Arc<AtomicBool>,
+    cancels: Arc<Cancels>,
+) {
     loop {
         let msg = match read_frame::<_, ToExecutor>(&mut input) {
             Ok(Some(m)) => m,
@@ -225,21 +304,28 @@ fn read_messages(mut input: File, shared: Shared, out: Out, stop: Arc<AtomicBool
         let (lock, cvar) = &*shared;
         let mut inbox = lock.lock().unwrap_or_else(|e| e.into_inner());
         match msg {
-            ToExecutor::Batch {
-                batch,
-                worker,
-                jobs,
-            } => {
-                inbox.batches.push_back(Work::Jobs(batch, worker, jobs));
+            ToExecutor::Login(_) => {}
+            ToExecutor::Batch { batch, auth, jobs } => {
+                inbox.batches.push_back(Work::Jobs(batch, auth, jobs));
             }
             ToExecutor::Webhooks {
                 batch,
-                worker,
+                auth,
+                caller,
                 calls,
             } => {
                 inbox
                     .batches
-                    .push_back(Work::Webhooks(batch, worker, calls));
+                    .push_back(Work::Webhooks(batch, auth, caller, calls));
+            }
+            ToExecutor::Project { project_id, data } => {
+                inbox.projects.insert(project_id, data);
+            }
+            ToExecutor::Cancel { job, by } => {
+                // Queued here: not started when its turn comes. Running: stopped now
+                // (the handler gets JobCancelled; the supervisor kills us if it goes on).
+                cancels.add(job, by);
+                crate::python::native::request_cancel(job);
             }
             ToExecutor::Recall { batch } => {
                 let pos = inbox
@@ -305,6 +391,23 @@ fn ignore_stop_signals() {
         // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+}
+
+/// Cap the process's address space: a job that allocates without end gets MemoryError
+/// (Python) or kills only this process, never the host's other work.
+fn limit_memory(bytes: usize) -> Result<(), ExecutorError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: setrlimit reads the struct we pass; no memory is shared.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
+        return Err(ExecutorError::MemoryLimit(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Be killed when the supervisor dies, even in the middle of a job.

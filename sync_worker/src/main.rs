@@ -6,6 +6,7 @@ mod config;
 mod cron;
 mod executor;
 mod http;
+mod mask;
 mod metrics;
 mod pg;
 mod pool;
@@ -32,7 +33,12 @@ fn main() {
         Command::Run => run_worker(&cli.worker),
         Command::RunJob(args) => {
             init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
-            run_job::main(cli.worker.database_url.as_deref(), &args)
+            pg::set_default_ca_file(cli.worker.database_ca_file.clone());
+            run_job::main(
+                cli.worker.database_url.as_deref(),
+                cli.worker.executor_database_url.as_deref(),
+                &args,
+            )
         }
         Command::Export(args) => {
             init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
@@ -150,6 +156,14 @@ async fn prepare(
     println!(
         "  executors          {} for jobs, {} for webhooks",
         cfg.executors, cfg.webhook_executors
+    );
+    println!(
+        "  executor login     {} (checked: no rights of its own)",
+        facts
+            .executor
+            .user
+            .clone()
+            .unwrap_or_else(|| "from executor_database_url".into())
     );
     println!("  webhook_listen     {}", addr(&listeners.webhook));
     println!("  admin_listen       {}", addr(&listeners.admin));

@@ -136,8 +136,33 @@ pub fn connector(target: &Target) -> Result<MakeTlsConnector, openssl::error::Er
 /// Connect and drive the connection in the background. `application_name` shows the
 /// connection's role in pg_stat_activity.
 pub async fn connect(url: &str, application_name: &str) -> Result<Client, ConnectError> {
-    let (client, _) = connect_inner(url, application_name, false).await?;
+    let (client, _) = connect_inner(parse_url(url)?, application_name, false).await?;
     Ok(client)
+}
+
+/// Connect with `login`: its URL, with the user and password it names instead of the
+/// URL's (how executors log in as sync_executor on the worker's server).
+pub async fn connect_login(
+    login: &crate::protocol::Login,
+    application_name: &str,
+) -> Result<Client, ConnectError> {
+    let mut target = parse_url(&login.url)?;
+    if let Some(user) = &login.user {
+        target.config.user(user);
+        // A password given for the URL's user is not the executor login's.
+        target
+            .config
+            .password(login.password.clone().unwrap_or_default());
+    }
+    let (client, _) = connect_inner(target, application_name, false).await?;
+    Ok(client)
+}
+
+/// A notification received on a listening connection.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub channel: String,
+    pub payload: String,
 }
 
 /// Connect and forward every notification received on it (LISTEN is up to the caller).
@@ -145,8 +170,8 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, Connec
 pub async fn connect_listening(
     url: &str,
     application_name: &str,
-) -> Result<(Client, mpsc::UnboundedReceiver<()>), ConnectError> {
-    let (client, rx) = connect_inner(url, application_name, true).await?;
+) -> Result<(Client, mpsc::UnboundedReceiver<Note>), ConnectError> {
+    let (client, rx) = connect_inner(parse_url(url)?, application_name, true).await?;
     Ok((client, rx.unwrap_or_else(|| mpsc::unbounded_channel().1)))
 }
 
@@ -175,11 +200,10 @@ impl ConnectError {
 }
 
 async fn connect_inner(
-    url: &str,
+    target: Target,
     application_name: &str,
     listen: bool,
-) -> Result<(Client, Option<mpsc::UnboundedReceiver<()>>), ConnectError> {
-    let target = parse_url(url)?;
+) -> Result<(Client, Option<mpsc::UnboundedReceiver<Note>>), ConnectError> {
     let mut config = target.config.clone();
     config.application_name(application_name);
     // Notice a dead server or network within a minute even while idle.
@@ -197,9 +221,12 @@ async fn connect_inner(
     tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => {
+                Some(Ok(AsyncMessage::Notification(n))) => {
                     if let Some(tx) = &tx {
-                        let _ = tx.send(());
+                        let _ = tx.send(Note {
+                            channel: n.channel().to_string(),
+                            payload: n.payload().to_string(),
+                        });
                     }
                 }
                 Some(Ok(AsyncMessage::Notice(n))) => {
@@ -282,7 +309,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 pub struct Reconnect {
     url: String,
     name: String,
-    client: Option<Client>,
+    client: Option<std::sync::Arc<Client>>,
     backoff: Backoff,
     retry_at: Option<tokio::time::Instant>,
 }
@@ -300,6 +327,13 @@ impl Reconnect {
 
     /// The connection, or None while the database is unreachable (retried later).
     pub async fn client(&mut self) -> Option<&Client> {
+        self.shared().await?;
+        self.client.as_deref()
+    }
+
+    /// The connection as a handle that outlives a lock held on `self` (several
+    /// statements may then run on it at once; tokio-postgres pipelines them).
+    pub async fn shared(&mut self) -> Option<std::sync::Arc<Client>> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
         }
@@ -314,7 +348,7 @@ impl Reconnect {
                 Ok(c) => {
                     self.backoff.reset();
                     self.retry_at = None;
-                    self.client = Some(c);
+                    self.client = Some(std::sync::Arc::new(c));
                 }
                 Err(e) => {
                     let delay = self.backoff.next_delay();
@@ -324,7 +358,7 @@ impl Reconnect {
                 }
             }
         }
-        self.client.as_ref()
+        self.client.clone()
     }
 
     /// Report a failed statement: a lost connection is dropped and made again later.

@@ -1,7 +1,9 @@
 // The supervisor's side of its executor processes: start one (from /proc/self/exe),
 // send it messages, turn what it says (and its exit) into events for the main loop.
 use crate::config::Config;
-use crate::protocol::{read_frame_async, write_frame_async, FromExecutor, ToExecutor};
+use crate::protocol::{
+    read_frame_async, write_frame_async, FromExecutor, Login, ToExecutor, WorkerAuth,
+};
 use crate::status::StatusPage;
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
@@ -23,6 +25,8 @@ pub struct Inflight {
 pub enum Event {
     Message(usize, u64, FromExecutor),
     Closed(usize, u64),
+    /// A project's data, read for the executor (slot, generation) that asked.
+    Project(usize, u64, i64, Result<serde_json::Value, String>),
 }
 
 pub struct ExecutorProc {
@@ -47,6 +51,9 @@ pub struct ExecutorProc {
     pub started: Instant,
     /// Webhook executors: batches of calls sent and not answered yet.
     pub hook_batches: VecDeque<(u64, Vec<u64>)>,
+    /// A job sync_cancel_job asked to stop (sent a Cancel) and since when: killed if
+    /// it is still running after CANCEL_GRACE.
+    pub cancelling: Option<(i64, Instant)>,
 }
 
 impl ExecutorProc {
@@ -54,6 +61,7 @@ impl ExecutorProc {
     /// the webhook time limits instead of jobs.
     pub fn spawn(
         cfg: &Config,
+        login: &Login,
         index: usize,
         webhooks: bool,
         generation: u64,
@@ -79,7 +87,12 @@ impl ExecutorProc {
             .arg(format!("{}s", hard.as_secs_f64()))
             .arg("--throttle")
             .arg(format!("{}s", cfg.throttle.as_secs_f64()))
-            .env("DATABASE_URL", &cfg.database_url)
+            .arg("--memory-limit")
+            .arg(cfg.executor_memory_limit.to_string())
+            // Task code runs in this process: it inherits only what Python and TLS need,
+            // never the worker's credentials (database URLs, PGPASSWORD, admin token).
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| inherited(k)))
             .env(
                 "SYNC_WORKER_LOG_FORMAT",
                 match cfg.log_format {
@@ -87,8 +100,6 @@ impl ExecutorProc {
                     crate::config::LogFormat::Text => "text",
                 },
             )
-            .env_remove("SYNC_WORKER_LOG_JSON")
-            .env_remove("SYNC_WORKER_CONFIG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -113,6 +124,8 @@ impl ExecutorProc {
             return Err(std::io::Error::other("executor pipes missing"));
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<ToExecutor>();
+        // The login goes first, before anything else reaches the pipe.
+        let _ = tx.send(ToExecutor::Login(login.clone()));
         tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
                 if write_frame_async(&mut stdin, &msg).await.is_err() {
@@ -153,6 +166,7 @@ impl ExecutorProc {
             stopping: false,
             started: Instant::now(),
             hook_batches: VecDeque::new(),
+            cancelling: None,
         })
     }
 
@@ -160,10 +174,10 @@ impl ExecutorProc {
         let _ = self.tx.send(msg);
     }
 
-    pub fn dispatch(&mut self, batch: Inflight) {
+    pub fn dispatch(&mut self, batch: Inflight, auth: &WorkerAuth) {
         self.send(ToExecutor::Batch {
             batch: batch.batch,
-            worker: batch.worker,
+            auth: auth.clone(),
             jobs: batch.jobs.clone(),
         });
         self.inflight.push_back(batch);
@@ -184,5 +198,69 @@ impl ExecutorProc {
         } else {
             0.7 * self.job_secs + 0.3 * per_job
         };
+    }
+}
+
+/// Environment variables an executor keeps: what Python, its locale and TLS need, the
+/// provider path and logging. Everything else (DATABASE_URL, PG*, SYNC_WORKER_* with
+/// credentials) stays with the supervisor.
+fn inherited(name: &std::ffi::OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    matches!(
+        name,
+        "PATH"
+            | "HOME"
+            | "LANG"
+            | "LANGUAGE"
+            | "TZ"
+            | "TMPDIR"
+            | "RUST_LOG"
+            | "RUST_BACKTRACE"
+            | "SSL_CERT_FILE"
+            | "SSL_CERT_DIR"
+            | "REQUESTS_CA_BUNDLE"
+            | "HTTP_PROXY"
+            | "HTTPS_PROXY"
+            | "NO_PROXY"
+            | "http_proxy"
+            | "https_proxy"
+            | "no_proxy"
+            | "SYNC_EVAL_CONTEXT_PATH"
+            | "SYNC_WORKER_FETCH_ALLOW"
+            | "SYNC_WORKER_LOG_LEVEL"
+            | "SYNC_WORKER_DATABASE_CA_FILE"
+    ) || name.starts_with("LC_")
+        || name.starts_with("PYTHON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inherited;
+
+    #[test]
+    fn executors_inherit_no_credentials() {
+        for name in [
+            "PATH",
+            "LC_ALL",
+            "PYTHONPATH",
+            "SSL_CERT_FILE",
+            "SYNC_EVAL_CONTEXT_PATH",
+        ] {
+            assert!(inherited(name.as_ref()), "{name}");
+        }
+        for name in [
+            "DATABASE_URL",
+            "PGPASSWORD",
+            "PGPASSFILE",
+            "SYNC_WORKER_DATABASE_URL",
+            "SYNC_WORKER_ADMIN_TOKEN",
+            "SYNC_WORKER_EXECUTOR_DATABASE_URL",
+            "SYNC_WORKER_CONFIG",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(!inherited(name.as_ref()), "{name}");
+        }
     }
 }

@@ -7,26 +7,71 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest frame accepted (a batch of ids, a report): anything bigger is a bug.
 const MAX_FRAME: usize = 64 << 20;
 
+/// How an executor logs in to the database: the first message it receives. It never
+/// travels in the environment or on the command line, where other processes of the host
+/// (and task code reading /proc) could see it.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Login {
+    /// A PostgreSQL URL; `user` and `password`, when set, replace the URL's.
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the batch functions (sync.batch_*) need to know it is this worker's executor:
+/// the worker id and its token, which only Rust code holds.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerAuth {
+    pub worker: i32,
+    pub token: String,
+}
+
+impl std::fmt::Debug for WorkerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkerAuth({})", self.worker)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToExecutor {
-    /// Run these claimed jobs (owned by `worker`) in one transaction.
+    /// First message: how to log in.
+    Login(Login),
+    /// Run these claimed jobs (owned by `auth.worker`) in one transaction.
     Batch {
         batch: u64,
-        worker: i32,
+        auth: WorkerAuth,
         jobs: Vec<i64>,
     },
     /// Give this batch back unstarted if it has not started yet.
     Recall { batch: u64 },
     /// Finish the job at hand, give back what has not started, and exit.
     Stop,
-    /// Webhook executors only: run these calls' handlers now (for worker `worker`, whose
-    /// id their job rows carry) and answer each.
+    /// Webhook executors only: run these calls' handlers now (for worker `auth.worker`,
+    /// whose id their job rows carry; `caller` is the worker's login, their user) and
+    /// answer each.
     Webhooks {
         batch: u64,
-        worker: i32,
+        auth: WorkerAuth,
+        caller: String,
         calls: Vec<WebhookCall>,
     },
+    /// The answer to NeedProject: a project's code layers, secrets and values to mask
+    /// (sync.project_runtime), or why it cannot be loaded.
+    Project {
+        project_id: i64,
+        data: Result<serde_json::Value, String>,
+    },
+    /// sync_cancel_job(`job`) by `by`: stop the job if it is running or queued here.
+    Cancel { job: i64, by: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,14 +90,44 @@ pub enum FromExecutor {
     },
     /// Exiting after a Stop.
     Bye,
+    /// The executor needs this project's data (answered with ToExecutor::Project): it is
+    /// read on the supervisor's connection, which may read secrets; the executor's may not.
+    NeedProject {
+        project_id: i64,
+    },
 }
 
-/// One webhook request, as received by the supervisor's HTTP server.
+/// The trigger a webhook call is for, as the supervisor looked it up (before reading
+/// the request body) on its own connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WebhookTrigger {
+    pub id: i64,
+    pub name: String,
+    pub project_id: i64,
+    pub project_version: i64,
+    pub task_id: i64,
+    /// json or form.
+    pub content_type: String,
+    pub project: String,
+    pub task: String,
+    /// The handler's soft time limit in seconds: the task's time_limit, else the
+    /// worker's webhook_time_limit, clamped to max_time_limit.
+    pub time_limit: Option<f64>,
+    /// The base_url setting (the request's full URL starts with it).
+    pub base_url: String,
+}
+
+/// One webhook request, as received (and its token checked) by the supervisor's HTTP
+/// server.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WebhookCall {
     /// Unique within the supervisor; what the status page shows while it runs.
     pub id: u64,
     pub token: String,
+    pub trigger: WebhookTrigger,
+    /// Refused by the HTTP server (status, why; e.g. 401 for a bad signature): only
+    /// recorded as a failed job.
+    pub refused: Option<(u16, String)>,
     pub method: String,
     pub path: String,
     /// The raw query string (without `?`).
@@ -213,19 +288,52 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let msgs = vec![
+            ToExecutor::Login(Login {
+                url: "postgres://h/db".into(),
+                user: Some("sync_executor".into()),
+                password: None,
+            }),
             ToExecutor::Batch {
                 batch: 7,
-                worker: 3,
+                auth: WorkerAuth {
+                    worker: 3,
+                    token: "secret".into(),
+                },
                 jobs: vec![1, 2, 3],
             },
             ToExecutor::Recall { batch: 7 },
             ToExecutor::Stop,
+            ToExecutor::Project {
+                project_id: 4,
+                data: Err("gone".into()),
+            },
+            ToExecutor::Cancel {
+                job: 5,
+                by: "alice".into(),
+            },
             ToExecutor::Webhooks {
                 batch: 8,
-                worker: 3,
+                auth: WorkerAuth {
+                    worker: 3,
+                    token: "secret".into(),
+                },
+                caller: "postgres".into(),
                 calls: vec![WebhookCall {
                     id: 1,
                     token: "t".into(),
+                    trigger: WebhookTrigger {
+                        id: 1,
+                        name: "hook".into(),
+                        project_id: 2,
+                        project_version: 3,
+                        task_id: 4,
+                        content_type: "json".into(),
+                        project: "p".into(),
+                        task: "t".into(),
+                        time_limit: None,
+                        base_url: "https://x".into(),
+                    },
+                    refused: Some((401, "bad signature".into())),
                     method: "POST".into(),
                     path: "/sync/webhook/t".into(),
                     query: "a=1".into(),

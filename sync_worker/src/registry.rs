@@ -1,5 +1,6 @@
 // The worker's identity in the database: a sync.worker row and the advisory lock held on
 // the queue connection for as long as the worker is alive (how others know it is).
+use crate::protocol::WorkerAuth;
 use tokio_postgres::Client;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,15 +13,18 @@ pub enum RegisterError {
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Connect(#[from] crate::pg::ConnectError),
+    #[error("cannot make a worker token: {0}")]
+    Random(openssl::error::ErrorStack),
 }
 
-/// Register a new worker id on `client` (with where its HTTP servers listen), take its
-/// lock and LISTEN for new jobs.
+/// Register a new worker id on `client` (with where its HTTP servers listen and the
+/// hash of a fresh token for its executors), take its lock and LISTEN for new jobs and
+/// cancel requests. Returns the id with its token, and the worker's login.
 pub async fn register(
     client: &Client,
     webhook: Option<std::net::SocketAddr>,
     admin: Option<std::net::SocketAddr>,
-) -> Result<i32, RegisterError> {
+) -> Result<(WorkerAuth, String), RegisterError> {
     let has_job: bool = client
         .query_one("SELECT to_regclass('sync.job') IS NOT NULL", &[])
         .await?
@@ -28,20 +32,24 @@ pub async fn register(
     if !has_job {
         return Err(RegisterError::NoExtension);
     }
-    let id: i32 = client
+    let token = new_token()?;
+    let row = client
         .query_one(
-            "INSERT INTO sync.worker (hostname, pid, version, webhook_listen, admin_listen)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO sync.worker (hostname, pid, version, webhook_listen, admin_listen, token_hash)
+             VALUES ($1, $2, $3, $4, $5, pg_catalog.sha256(pg_catalog.convert_to($6, 'UTF8')))
+             RETURNING id, current_user::text",
             &[
                 &hostname(),
                 &(std::process::id() as i32),
                 &env!("CARGO_PKG_VERSION"),
                 &webhook.map(|a| a.to_string()),
                 &admin.map(|a| a.to_string()),
+                &token,
             ],
         )
-        .await?
-        .get(0);
+        .await?;
+    let id: i32 = row.get(0);
+    let caller: String = row.get(1);
     let locked: bool = client
         .query_one(
             "SELECT pg_try_advisory_lock(sync.worker_lock_class(), $1)",
@@ -56,9 +64,16 @@ pub async fn register(
     // (synchronous) commit comes later in the WAL and flushes them too, and a claim
     // lost in a crash only means the job is pending again, untried.
     client
-        .batch_execute("SET synchronous_commit = off; LISTEN sync_job")
+        .batch_execute("SET synchronous_commit = off; LISTEN sync_job; LISTEN sync_cancel")
         .await?;
-    Ok(id)
+    Ok((WorkerAuth { worker: id, token }, caller))
+}
+
+/// 32 random bytes from the OS's generator, as hex: the token the batch functions check.
+fn new_token() -> Result<String, RegisterError> {
+    let mut bytes = [0u8; 32];
+    openssl::rand::rand_bytes(&mut bytes).map_err(RegisterError::Random)?;
+    Ok(hex::encode(bytes))
 }
 
 /// Record a clean stop (the lock goes with the connection).

@@ -1,5 +1,6 @@
 // The rescuer: every few seconds, put back the running jobs of workers that died (their
-// advisory lock is gone); also keeps this worker's last_seen fresh.
+// advisory lock is gone), keep sync_executor's run_as memberships in step, and keep
+// this worker's last_seen fresh.
 use crate::pg::Reconnect;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -30,6 +31,23 @@ pub async fn run(
                 let n: i32 = row.get(0);
                 if n > 0 {
                     tracing::info!("put back {n} job(s) of stopped workers");
+                }
+            }
+            Err(e) => {
+                conn.failed(&e);
+                continue;
+            }
+        }
+        // A run_as role that became dangerous (granted superuser, say) loses its
+        // executor membership within one interval; new run_as roles are granted.
+        match client
+            .query_one("SELECT sync.executor_sync_roles()", &[])
+            .await
+        {
+            Ok(row) => {
+                let n: i32 = row.get(0);
+                if n > 0 {
+                    tracing::info!("updated {n} run_as membership(s) of sync_executor");
                 }
             }
             Err(e) => {

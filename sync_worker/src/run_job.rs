@@ -1,19 +1,24 @@
-// `sync_worker run-job --job-id N` (hidden, for debugging): runs one job through the
-// Python runtime in its own transaction, records the outcome and prints it as JSON.
+// `sync_worker run-job --job-id N` (for debugging): runs one job now, as a batch of one on
+// the same path as the worker's executors, and prints its outcome as JSON.
+//
+// Like the worker it uses two logins: its own (registers a short-lived worker, claims the
+// job, reads the project) and the executor login for the job's own SQL, so a job run by
+// hand has no more rights than one run by the worker.
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::json;
 
-use crate::python::db::JobDb;
-use crate::python::{JobSpec, LogLine, Outcome, Runtime, RuntimeError};
+use crate::batch::{Cancels, Executor};
+use crate::protocol::WorkerAuth;
+use crate::python::{ProjectSource, Runtime, RuntimeError};
+use crate::status::StatusPage;
 
 #[derive(clap::Args, Debug)]
 pub struct RunJobArgs {
     /// The job to run (any state; a running job is run again).
     #[arg(long)]
     pub job_id: i64,
-    /// Soft time limit in seconds (default: the task's time_limit, else 60).
+    /// Soft time limit in seconds of a task without its own time_limit (default 60).
     #[arg(long)]
     pub soft_time_limit: Option<f64>,
 }
@@ -31,30 +36,41 @@ pub enum RunJobError {
     },
     #[error("cannot connect to the database: {0}")]
     Connect(String),
+    #[error("{0}")]
+    Register(#[from] crate::registry::RegisterError),
+    #[error("{0}")]
+    Startup(#[from] crate::startup::StartupError),
     #[error("job {0} does not exist")]
     NoJob(i64),
+    #[error("job {0} did not run: {1}")]
+    NotRun(i64, &'static str),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error("cannot map a status page: {0}")]
+    Status(std::io::Error),
 }
 
 fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> RunJobError {
     move |source| RunJobError::Db { what, source }
 }
 
-const LOAD_JOB: &str = "
-SELECT j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler, j.args,
-       j.user_name::text, j.lang, j.attempts + 1, j.max_retries,
-       extract(epoch FROM t.time_limit)::float8, now()
-FROM sync.job j JOIN sync.project p ON p.id = j.project_id
-LEFT JOIN sync.task t ON t.id = j.task_id
-WHERE j.id = $1 FOR UPDATE OF j";
+/// Claim the job for the short-lived worker, whatever its state; the try counts.
+const CLAIM_SQL: &str = "
+UPDATE sync.job SET state = 'running', worker = $2, attempts = attempts + 1,
+                    started_at = now(), finished_at = NULL
+WHERE id = $1";
 
-/// Retry delays after RetryableJobError, by attempt (the last one repeats).
-const RETRY_DELAYS: [&str; 4] = ["5 minutes", "15 minutes", "60 minutes", "3 hours"];
+const REPORT_SQL: &str = "
+SELECT state, result, warning, error, (SELECT count(*) FROM sync.log l WHERE l.job_id = j.id)
+FROM sync.job j WHERE id = $1";
 
 /// Entry point of the subcommand; returns the process exit code.
-pub fn main(database_url: Option<&str>, args: &RunJobArgs) -> i32 {
-    match run(database_url, args) {
+pub fn main(
+    database_url: Option<&str>,
+    executor_database_url: Option<&str>,
+    args: &RunJobArgs,
+) -> i32 {
+    match run(database_url, executor_database_url, args) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("sync_worker run-job: {e}");
@@ -63,108 +79,112 @@ pub fn main(database_url: Option<&str>, args: &RunJobArgs) -> i32 {
     }
 }
 
-fn run(database_url: Option<&str>, args: &RunJobArgs) -> Result<(), RunJobError> {
+/// Project data read on the privileged connection (the worker reads it for its
+/// executors the same way).
+struct Direct {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl ProjectSource for Direct {
+    fn project(&mut self, project_id: i64) -> Result<serde_json::Value, String> {
+        let client = &self.client;
+        self.rt
+            .block_on(async {
+                client
+                    .query_one("SELECT sync.executor_sync_roles()", &[])
+                    .await?;
+                client
+                    .query_one("SELECT sync.project_runtime($1)", &[&project_id])
+                    .await
+            })
+            .map_err(|e| crate::pg::describe(&e))?
+            .get::<_, Option<serde_json::Value>>(0)
+            .ok_or_else(|| "the project does not exist".to_string())
+    }
+}
+
+fn run(
+    database_url: Option<&str>,
+    executor_database_url: Option<&str>,
+    args: &RunJobArgs,
+) -> Result<(), RunJobError> {
     let url = database_url.ok_or(RunJobError::NoUrl)?;
+    // Two runtimes: each drives its own connection while the other blocks.
+    let own_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let job_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = own_rt
+        .block_on(crate::pg::connect(url, "sync_worker run-job"))
+        .map_err(|e| RunJobError::Connect(e.to_string()))?;
+    let (auth, _caller): (WorkerAuth, String) =
+        own_rt.block_on(crate::registry::register(&client, None, None))?;
+    let login = own_rt.block_on(crate::startup::executor_login(
+        &client,
+        url,
+        executor_database_url,
+        false,
+    ))?;
+    let claimed = own_rt
+        .block_on(client.execute(CLAIM_SQL, &[&args.job_id, &auth.worker]))
+        .map_err(db("claiming the job"))?;
+    if claimed == 0 {
+        return Err(RunJobError::NoJob(args.job_id));
+    }
+    let job_client = job_rt
+        .block_on(crate::pg::connect_login(
+            &login,
+            "sync_worker run-job (job)",
+        ))
+        .map_err(|e| RunJobError::Connect(e.to_string()))?;
+    let (status, _fd) = StatusPage::create().map_err(RunJobError::Status)?;
+    let soft = Duration::from_secs_f64(args.soft_time_limit.unwrap_or(60.0));
+    let mut ex = Executor {
+        rt: job_rt,
+        runtime: Runtime::new()?,
+        status,
+        job: job_client,
+        projects: Box::new(Direct { rt: own_rt, client }),
+        cancels: std::sync::Arc::new(Cancels::default()),
+        soft_time_limit: soft,
+        hard_margin: Duration::from_secs(30),
+        stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        throttle: Duration::ZERO,
+    };
+    let report = ex.run_batch(1, &auth, vec![args.job_id]);
+    if !report.completed.contains(&args.job_id) {
+        let why = if !report.lost.is_empty() {
+            "the database connection was lost"
+        } else {
+            "it could not be locked (another worker has it?)"
+        };
+        return Err(RunJobError::NotRun(args.job_id, why));
+    }
+    let Executor { projects, .. } = ex;
+    drop(projects);
+    let client = crate::pg::connect(url, "sync_worker run-job");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let client = rt
-        .block_on(crate::pg::connect(url, "sync_worker run-job"))
+        .block_on(client)
         .map_err(|e| RunJobError::Connect(e.to_string()))?;
-    let mut runtime = Runtime::new()?;
-
-    rt.block_on(client.batch_execute("BEGIN"))
-        .map_err(db("BEGIN"))?;
     let row = rt
-        .block_on(client.query_opt(LOAD_JOB, &[&args.job_id]))
-        .map_err(db("reading the job"))?
-        .ok_or(RunJobError::NoJob(args.job_id))?;
-    let limit: Option<f64> = row.get(11);
-    let job = JobSpec {
-        job_id: args.job_id,
-        project_id: row.get(0),
-        project_version: row.get(1),
-        task_id: row.get(2),
-        trigger_kind: row.get(3),
-        trigger_name: row.get(4),
-        handler: row.get(5),
-        args: row.get(6),
-        user_name: row.get(7),
-        lang: row.get(8),
-        attempts: row.get(9),
-        max_retries: row.get(10),
-        started_at: row.get(12),
-        soft_time_limit: Duration::from_secs_f64(args.soft_time_limit.or(limit).unwrap_or(60.0)),
-    };
-    rt.block_on(client.execute(
-        "UPDATE sync.job SET state = 'running', attempts = $2, started_at = $3 WHERE id = $1",
-        &[&job.job_id, &job.attempts, &job.started_at],
-    ))
-    .map_err(db("marking the job running"))?;
-
-    let mut logs: Vec<LogLine> = Vec::new();
-    let outcome = {
-        let mut job_db = JobDb::new(&client, &rt);
-        runtime.run(&job, &mut job_db, &mut logs)
-    };
-
-    let (state, result, warning, error) = match &outcome {
-        Outcome::Done { result, warning } => ("done", result.clone(), *warning, None),
-        Outcome::Failed { message } => ("failed", None, false, Some(message.clone())),
-        Outcome::Retry { message } if job.attempts <= job.max_retries => {
-            ("pending", None, false, Some(message.clone()))
-        }
-        Outcome::Retry { message } => ("failed", None, false, Some(message.clone())),
-    };
-    let delay = RETRY_DELAYS[(job.attempts.max(1) as usize - 1).min(RETRY_DELAYS.len() - 1)];
-    rt.block_on(client.execute(
-        "UPDATE sync.job SET state = $2, result = $3, warning = $4, error = $5,
-                finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE clock_timestamp() END,
-                eta = CASE WHEN $2 = 'pending' THEN sync.clock() + $6::text::interval ELSE eta END
-         WHERE id = $1",
-        &[&job.job_id, &state, &result, &warning, &error, &delay],
-    ))
-    .map_err(db("recording the outcome"))?;
-    rt.block_on(client.batch_execute("COMMIT"))
-        .map_err(db("COMMIT"))?;
-
-    // Logs outside the job's transaction, as the worker writes them.
-    if !logs.is_empty() {
-        let levels: Vec<&str> = logs.iter().map(|l| l.level.as_str()).collect();
-        let kinds: Vec<&str> = logs.iter().map(|l| l.kind.as_str()).collect();
-        let recipients: Vec<Option<&str>> = logs.iter().map(|l| l.recipient.as_deref()).collect();
-        let messages: Vec<&str> = logs.iter().map(|l| l.message.as_str()).collect();
-        let ats: Vec<chrono::DateTime<Utc>> = logs.iter().map(|l| l.at).collect();
-        rt.block_on(client.execute(
-            "INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at,
-                                   level, kind, recipient, message, created_at)
-             SELECT $1, $2, $3, $4, $5, l.level, l.kind, l.recipient, l.message, l.at
-             FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])
-                  AS l(level, kind, recipient, message, at)",
-            &[
-                &job.project_id,
-                &job.task_id,
-                &job.trigger_name,
-                &job.job_id,
-                &job.started_at,
-                &levels,
-                &kinds,
-                &recipients,
-                &messages,
-                &ats,
-            ],
-        ))
-        .map_err(db("writing the job's logs"))?;
-    }
-
+        .block_on(client.query_one(REPORT_SQL, &[&args.job_id]))
+        .map_err(db("reading the outcome"))?;
+    let _ = rt.block_on(crate::registry::stopped(&client, auth.worker));
+    let state: String = row.get(0);
     let report = json!({
-        "job_id": job.job_id,
+        "job_id": args.job_id,
         "state": state,
-        "outcome": match outcome { Outcome::Done { .. } => "done", Outcome::Retry { .. } => "retry", Outcome::Failed { .. } => "failed" },
-        "result": result,
-        "warning": warning,
-        "error": error,
-        "logs": logs.len(),
+        "outcome": match state.as_str() { "pending" => "retry", s => s },
+        "result": row.get::<_, Option<serde_json::Value>>(1),
+        "warning": row.get::<_, bool>(2),
+        "error": row.get::<_, Option<String>>(3),
+        "logs": row.get::<_, i64>(4),
     });
     println!("{report}");
     Ok(())

@@ -5,6 +5,7 @@
 // on the database again: a connection lost later is retried forever.
 use crate::config::{Config, Environment};
 use crate::pg;
+use crate::protocol::Login;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -31,6 +32,10 @@ pub enum StartupError {
     },
     #[error("base_url is not set, but the database has active webhook triggers ({0}): give --base-url (SYNC_WORKER_BASE_URL, `base_url` in the config file) with the public URL of this worker's webhook server, or set it in the database: INSERT INTO sync.setting VALUES ('base_url', 'https://erp.example.com')")]
     NoBaseUrl(String),
+    #[error("database_url: login {0} is neither a superuser nor a member of sync_worker: GRANT sync_worker TO {0}; (sync_worker reads secrets and runs the queue)")]
+    NotWorker(String),
+    #[error("{setting}: {why}")]
+    ExecutorLogin { setting: &'static str, why: String },
     #[error("database_url: {what}: {}", pg::describe(.source))]
     Sql {
         what: &'static str,
@@ -53,6 +58,8 @@ pub struct DbFacts {
     pub base_url: Option<String>,
     /// Database clock minus ours, in milliseconds.
     pub drift_ms: f64,
+    /// How executors log in (checked: it may run task code and nothing more).
+    pub executor: Login,
 }
 
 /// The prod rules: an admin token, JSON logs, TLS to a database on another host.
@@ -152,9 +159,13 @@ pub async fn connect(cfg: &Config) -> Result<Client, StartupError> {
     }
 }
 
+/// Read from the catalogs only: a login without rights on schema sync must get the
+/// message that names its missing role, not "permission denied for schema sync".
 const FACTS_SQL: &str = "
 SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_sync'),
-       to_regclass('sync.webhook_trigger') IS NOT NULL";
+       EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'sync' AND c.relname = 'webhook_trigger')";
 
 const WEBHOOKS_SQL: &str = "
 SELECT count(*), string_agg(DISTINCT p.name, ', ')
@@ -180,6 +191,7 @@ pub async fn check_database(
     let Some(version) = version.filter(|_| has_tables) else {
         return Err(StartupError::NoExtension);
     };
+    check_worker_login(client).await?;
     if !crate::version::compatible(&version) {
         let worker = crate::version::VERSION;
         return Err(StartupError::Version {
@@ -223,12 +235,114 @@ pub async fn check_database(
     let drift_ms = measure_drift(client)
         .await
         .map_err(sql("reading the database clock"))?;
+    let executor = executor_login(
+        client,
+        &cfg.database_url,
+        cfg.executor_database_url.as_deref(),
+        dry_run,
+    )
+    .await?;
     Ok(DbFacts {
         extension_version: version,
         webhook_triggers,
         base_url,
         drift_ms,
+        executor,
     })
+}
+
+/// The worker's own login must run the queue and read secrets: a superuser or a member
+/// of sync_worker.
+async fn check_worker_login(client: &Client) -> Result<(), StartupError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text,
+                    (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+                    OR (EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'sync_worker')
+                        AND pg_catalog.pg_has_role(current_user, 'sync_worker', 'MEMBER'))",
+            &[],
+        )
+        .await
+        .map_err(|source| StartupError::Sql {
+            what: "checking the worker's login",
+            source,
+        })?;
+    if !row.get::<_, bool>(1) {
+        return Err(StartupError::NotWorker(row.get(0)));
+    }
+    Ok(())
+}
+
+/// How executors log in, checked by logging in: executor_database_url, or the worker's
+/// own URL with the sync_executor login (enabled, and its password set once, by
+/// sync.executor_login(), also under --check). Also checks that the worker's own login
+/// may run the queue.
+pub async fn executor_login(
+    client: &Client,
+    database_url: &str,
+    executor_database_url: Option<&str>,
+    dry_run: bool,
+) -> Result<Login, StartupError> {
+    let sql = |what| move |source| StartupError::Sql { what, source };
+    check_worker_login(client).await?;
+    let (login, setting) = match executor_database_url {
+        Some(url) => (
+            Login {
+                url: url.to_string(),
+                user: None,
+                password: None,
+            },
+            "executor_database_url",
+        ),
+        None => {
+            let row = client
+                .query_one(
+                    "SELECT login::text, password FROM sync.executor_login()",
+                    &[],
+                )
+                .await
+                .map_err(sql("enabling the executor login (sync.executor_login())"))?;
+            (
+                Login {
+                    url: database_url.to_string(),
+                    user: Some(row.get(0)),
+                    password: row.get(1),
+                },
+                "database_url",
+            )
+        }
+    };
+    if !dry_run {
+        client
+            .query_one("SELECT sync.executor_sync_roles()", &[])
+            .await
+            .map_err(sql("granting the run_as roles to sync_executor"))?;
+    }
+    let fail = |why: String| StartupError::ExecutorLogin { setting, why };
+    let exec = pg::connect_login(&login, "sync_worker startup (executor login)")
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "executors cannot log in as {}: {e}. With a password-protected server, allow the login in pg_hba.conf or give executor_database_url with its credentials",
+                login.user.as_deref().unwrap_or("the URL's user")
+            ))
+        })?;
+    let problem: Option<String> = exec
+        .query_one("SELECT sync.executor_session_problem()", &[])
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "cannot check the executor login: {}",
+                pg::describe(&e)
+            ))
+        })?
+        .get(0);
+    if let Some(why) = problem {
+        return Err(fail(format!(
+            "{why}: task code would run with more rights than its project's run_as role. Log executors in as sync_executor, or as a login that is only a member of it"
+        )));
+    }
+    Ok(login)
 }
 
 /// The database clock minus ours (ms), taking the round trip's midpoint as the moment

@@ -7,14 +7,15 @@
 // it, so PR_SET_PDEATHSIG (tied to the spawning thread) fires only when the process dies.
 use crate::claim::claim;
 use crate::config::Config;
-use crate::pg::{self, Backoff};
+use crate::pg::{self, Backoff, Note};
 use crate::pool::{Event, ExecutorProc, Inflight};
-use crate::protocol::{FromExecutor, ToExecutor, WebhookCall, WebhookReply};
+use crate::protocol::{FromExecutor, Login, ToExecutor, WebhookCall, WebhookReply, WorkerAuth};
 use crate::registry::{self, RegisterError};
 use crate::startup::{DbFacts, Listeners};
 use crate::state::{Shared, State, SupervisorCommand};
 use crate::status::monotonic_ns;
 use crate::{cron, http, rescuer, shutdown};
+use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ const DOORBELL_RECHECK: Duration = Duration::from_millis(20);
 const WEBHOOK_BATCH: usize = 64;
 /// Project names (for metrics) are read again this often, to follow renames.
 const PROJECT_NAMES_TTL: Duration = Duration::from_secs(60);
+/// A cancelled job that is still running this long after its executor was told to stop
+/// it (its code caught JobCancelled, or it is stuck outside Python) is killed.
+const CANCEL_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -58,8 +62,12 @@ struct PendingCall {
 
 struct Queue {
     client: Arc<Client>,
-    notes: mpsc::UnboundedReceiver<()>,
+    notes: mpsc::UnboundedReceiver<Note>,
     worker: i32,
+    /// What the batch functions check; handed to executors with each batch.
+    auth: WorkerAuth,
+    /// The worker's login: the user of webhook jobs.
+    caller: String,
 }
 
 #[derive(Default)]
@@ -72,6 +80,8 @@ struct Slot {
 
 pub struct Supervisor {
     cfg: Config,
+    /// How executors log in (sync_executor: no rights of its own).
+    login: Login,
     queue: Option<Queue>,
     /// Last worker id, to clean up after a reconnect.
     last_worker: Option<i32>,
@@ -190,6 +200,7 @@ pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<()
         .collect();
     let mut sup = Supervisor {
         cfg,
+        login: facts.executor.clone(),
         queue: None,
         last_worker: None,
         reconnect_at: Instant::now(),
@@ -256,11 +267,19 @@ impl Supervisor {
                 Some(ev) = self.events_rx.recv() => self.on_event(ev).await,
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
                 note = next_note(self.queue.as_mut()) => match note {
-                    Some(()) => {
+                    Some(first) => {
+                        let mut notes = vec![first];
                         if let Some(q) = self.queue.as_mut() {
-                            while q.notes.try_recv().is_ok() {}
+                            while let Ok(n) = q.notes.try_recv() {
+                                notes.push(n);
+                            }
                         }
-                        self.wanted = true;
+                        for n in notes {
+                            match n.channel.as_str() {
+                                "sync_cancel" => self.on_cancel(&n.payload),
+                                _ => self.wanted = true,
+                            }
+                        }
                     }
                     None => self.queue_lost("the connection closed"),
                 },
@@ -292,12 +311,14 @@ impl Supervisor {
         let attempt = async {
             let (client, notes) =
                 pg::connect_listening(&self.cfg.database_url, "sync_worker").await?;
-            let worker =
+            let (auth, caller) =
                 registry::register(&client, self.state.webhook_addr, self.state.admin_addr).await?;
             Ok::<_, RegisterError>(Queue {
                 client: Arc::new(client),
                 notes,
-                worker,
+                worker: auth.worker,
+                auth,
+                caller,
             })
         };
         match attempt.await {
@@ -448,7 +469,7 @@ impl Supervisor {
     /// Share the ready jobs between the executors that want work, evenly, each at most
     /// its batch size; a job marked solo goes alone.
     fn distribute(&mut self, wanting: &[usize]) {
-        let Some(worker) = self.queue.as_ref().map(|q| q.worker) else {
+        let Some((worker, auth)) = self.queue.as_ref().map(|q| (q.worker, q.auth.clone())) else {
             self.ready.clear();
             return;
         };
@@ -480,11 +501,14 @@ impl Supervisor {
             let batch = self.next_batch;
             self.next_batch += 1;
             if let Some(p) = self.slots[i].proc.as_mut() {
-                p.dispatch(Inflight {
-                    batch,
-                    worker,
-                    jobs,
-                });
+                p.dispatch(
+                    Inflight {
+                        batch,
+                        worker,
+                        jobs,
+                    },
+                    &auth,
+                );
             }
         }
     }
@@ -514,6 +538,7 @@ impl Supervisor {
         let webhooks = i >= self.cfg.executors;
         match ExecutorProc::spawn(
             &self.cfg,
+            &self.login,
             i,
             webhooks,
             slot.generation,
@@ -592,6 +617,18 @@ impl Supervisor {
                         }
                     }
                     FromExecutor::Bye => p.stopping = true,
+                    FromExecutor::NeedProject { project_id } => {
+                        self.load_project(i, generation, project_id)
+                    }
+                }
+            }
+            Event::Project(i, generation, project_id, data) => {
+                if let Some(p) = self.slots[i]
+                    .proc
+                    .as_ref()
+                    .filter(|p| p.generation == generation)
+                {
+                    p.send(ToExecutor::Project { project_id, data });
                 }
             }
             Event::Closed(i, generation) => {
@@ -688,8 +725,74 @@ impl Supervisor {
         }
     }
 
-    /// Hard time limits (kill the executor), and taking queued batches back from an
-    /// executor stuck on a long job.
+    /// Read a project (secrets included) for executor `i`, which asked for it: on this
+    /// connection, never the executor's. Its run_as role is granted to sync_executor
+    /// first, so that the executor can switch to it.
+    fn load_project(&mut self, i: usize, generation: u64, project_id: i64) {
+        let events = self.events_tx.clone();
+        let Some(client) = self.queue.as_ref().map(|q| q.client.clone()) else {
+            let _ = events.send(Event::Project(
+                i,
+                generation,
+                project_id,
+                Err("the worker is not connected to the database".into()),
+            ));
+            return;
+        };
+        tokio::spawn(async move {
+            let data = async {
+                client
+                    .query_one("SELECT sync.executor_sync_roles()", &[])
+                    .await?;
+                let row = client
+                    .query_opt("SELECT sync.project_runtime($1)", &[&project_id])
+                    .await?;
+                Ok::<_, tokio_postgres::Error>(row.and_then(|r| r.get::<_, Option<Value>>(0)))
+            }
+            .await;
+            let data = match data {
+                Ok(Some(v)) => Ok(v),
+                Ok(None) => {
+                    Err("the project does not exist (deleted after the job was queued?)".into())
+                }
+                Err(e) => Err(pg::describe(&e)),
+            };
+            let _ = events.send(Event::Project(i, generation, project_id, data));
+        });
+    }
+
+    /// sync_cancel_job asked to stop a running job (payload `{"job": id, "by": role}`):
+    /// tell the executor that has it; the watchdog kills it if it goes on.
+    fn on_cancel(&mut self, payload: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(payload) else {
+            return;
+        };
+        let (Some(job), by) = (
+            v.get("job").and_then(Value::as_i64),
+            v.get("by")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string(),
+        ) else {
+            return;
+        };
+        for slot in &mut self.slots {
+            let Some(p) = slot.proc.as_mut() else {
+                continue;
+            };
+            if p.inflight.iter().any(|b| b.jobs.contains(&job)) {
+                tracing::info!("job {job}: cancelled by {by}; stopping it");
+                p.send(ToExecutor::Cancel {
+                    job,
+                    by: by.clone(),
+                });
+                p.cancelling = Some((job, std::time::Instant::now()));
+            }
+        }
+    }
+
+    /// Hard time limits (kill the executor), cancelled jobs that go on, and taking
+    /// queued batches back from an executor stuck on a long job.
     fn watchdog(&mut self) {
         let now = monotonic_ns();
         for (i, slot) in self.slots.iter_mut().enumerate() {
@@ -697,8 +800,30 @@ impl Supervisor {
                 continue;
             };
             let Some(cur) = p.status.current() else {
+                if let Some((job, _)) = p.cancelling {
+                    if !p.inflight.iter().any(|b| b.jobs.contains(&job)) {
+                        p.cancelling = None;
+                    }
+                }
                 continue;
             };
+            if let Some((job, since)) = p.cancelling {
+                if cur.job == job
+                    && since.elapsed() > CANCEL_GRACE
+                    && p.killed_for.is_none()
+                    && !p.killed
+                {
+                    tracing::warn!(
+                        "job {job} goes on after it was cancelled: killing executor {i}"
+                    );
+                    p.killed_for = Some((job, "the job was cancelled and did not stop".into()));
+                    p.kill();
+                    continue;
+                }
+                if !p.inflight.iter().any(|b| b.jobs.contains(&job)) {
+                    p.cancelling = None;
+                }
+            }
             let running = Duration::from_nanos(now.saturating_sub(cur.started_ns));
             if now > cur.deadline_ns && p.killed_for.is_none() && !p.killed {
                 tracing::error!(
@@ -768,7 +893,11 @@ impl Supervisor {
         if self.hook_queue.is_empty() {
             return;
         }
-        let Some(worker) = self.queue.as_ref().map(|q| q.worker) else {
+        let Some((auth, caller)) = self
+            .queue
+            .as_ref()
+            .map(|q| (q.auth.clone(), q.caller.clone()))
+        else {
             return;
         };
         for i in self.cfg.executors..self.slots.len() {
@@ -792,7 +921,8 @@ impl Supervisor {
                 .push_back((batch, calls.iter().map(|c| c.id).collect()));
             p.send(ToExecutor::Webhooks {
                 batch,
-                worker,
+                auth: auth.clone(),
+                caller: caller.clone(),
                 calls,
             });
         }
@@ -1007,7 +1137,7 @@ impl Supervisor {
     }
 }
 
-async fn next_note(q: Option<&mut Queue>) -> Option<()> {
+async fn next_note(q: Option<&mut Queue>) -> Option<Note> {
     match q {
         Some(q) => q.notes.recv().await,
         None => std::future::pending().await,

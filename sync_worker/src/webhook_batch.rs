@@ -1,84 +1,40 @@
-// One batch of webhook calls in a webhook executor, in one transaction: look the tokens
-// up, check signatures, parse bodies, run handle_webhook(httprequest), record job rows.
+// One batch of webhook calls in a webhook executor, in one transaction: parse bodies,
+// run handle_webhook(httprequest), record job rows.
 //
 // Each call gets a job row (state running in the batch's transaction, then done or
 // failed with its log lines), written and committed with the handler's own writes;
-// answers go out only after the commit. Unknown or inactive tokens get a 404 and leave
-// no trace: the answer must not tell an unknown token from an inactive trigger.
+// answers go out only after the commit. The HTTP server already looked the token up
+// (unknown or inactive ones got a 404 there) and checked the signature: a call it
+// refused (401) arrives here only to be recorded as a failed job.
 use crate::batch::{complete, BatchError, Completion, Executor, LogRows};
-use crate::protocol::{WebhookCall, WebhookReply};
+use crate::protocol::{WebhookCall, WebhookReply, WebhookTrigger, WorkerAuth};
 use crate::python::db::JobDb;
 use crate::python::{JobSpec, LogLine, Outcome, WebhookRequest, WebhookResponse};
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::collections::HashMap;
 use std::time::Duration;
 
 /// Transmission log lines keep at most this much of a body.
 const LOG_BODY_LIMIT: usize = 64 << 10;
 
-const LOOKUP_SQL: &str = "
-SELECT w.token, w.id, w.name, w.project_id, p.version, w.task_id, w.content_type,
-       w.signing_secret, p.name, t.name, extract(epoch FROM t.time_limit)::float8
-FROM sync.webhook_trigger w
-JOIN sync.task t ON t.id = w.task_id
-JOIN sync.project p ON p.id = w.project_id
-WHERE w.token = ANY ($1) AND w.active AND t.active AND p.active";
-
-const CONTEXT_SQL: &str = "
-SELECT current_user::text, (SELECT value FROM sync.setting WHERE key = 'base_url')";
-
-/// Job ids for the calls, taken from the table's sequence up front so that each call's
-/// row, log lines and add_job children can name it.
-const IDS_SQL: &str = "
-SELECT nextval(pg_catalog.pg_get_serial_sequence('sync.job', 'id'))
-FROM generate_series(1, $1::integer)";
-
-/// The job rows of the accepted calls, running until the batch completes them (running
-/// rows wake no worker: see sync.notify_new_jobs).
-const INSERT_SQL: &str = "
-INSERT INTO sync.job (id, project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                      args, state, priority, attempts, max_retries, worker, started_at)
-SELECT u.id, u.project_id, u.task_id, 'webhook', u.trigger_id, u.trigger_name, 'handle_webhook',
-       u.args, 'running', 0, 1, 0, $7, $8
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::jsonb[])
-     AS u(id, project_id, task_id, trigger_id, trigger_name, args)";
-
-/// A webhook trigger, as looked up by token.
-struct Trigger {
-    id: i64,
-    name: String,
-    project_id: i64,
-    project_version: i64,
-    task_id: i64,
-    content_type: String,
-    signing_secret: Option<String>,
-    project: String,
-    task: String,
-    time_limit: Option<f64>,
-}
-
-struct Lookup {
-    triggers: HashMap<String, Trigger>,
-    /// The worker's role: who webhook jobs run for.
-    user: String,
-    base_url: Option<String>,
-    ids: Vec<i64>,
-}
-
 /// A call with a known trigger: rejected (400/401) or to be run.
 struct Accepted<'a> {
     call: &'a WebhookCall,
-    trigger: &'a Trigger,
+    trigger: &'a WebhookTrigger,
     request: Result<WebhookRequest, (u16, String)>,
 }
 
 impl Executor {
-    /// Run a batch of webhook calls for worker `worker`; one answer per call.
-    pub fn run_webhooks(&mut self, worker: i32, calls: &[WebhookCall]) -> Vec<WebhookReply> {
-        match self.try_webhooks(worker, calls) {
+    /// Run a batch of webhook calls for worker `auth.worker`; one answer per call.
+    /// `caller` (the worker's login) is the user of their job rows.
+    pub fn run_webhooks(
+        &mut self,
+        auth: &WorkerAuth,
+        caller: &str,
+        calls: &[WebhookCall],
+    ) -> Vec<WebhookReply> {
+        match self.try_webhooks(auth, caller, calls) {
             Ok(replies) => replies,
             Err(BatchError::Sql(e)) if calls.len() > 1 => {
                 // A commit that failed (say, a deferred constraint of one handler's
@@ -91,7 +47,7 @@ impl Executor {
                 );
                 calls
                     .iter()
-                    .flat_map(|c| self.run_webhooks(worker, std::slice::from_ref(c)))
+                    .flat_map(|c| self.run_webhooks(auth, caller, std::slice::from_ref(c)))
                     .collect()
             }
             Err(e) => {
@@ -118,87 +74,36 @@ impl Executor {
         }
     }
 
-    async fn lookup(&self, calls: &[WebhookCall]) -> Result<Lookup, BatchError> {
-        let tokens: Vec<&str> = calls.iter().map(|c| c.token.as_str()).collect();
-        let n = calls.len() as i32;
-        let lookup_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tokens];
-        let ids_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&n];
-        let (begin, rows, ctx, ids) = tokio::join!(
-            self.job.batch_execute("BEGIN"),
-            self.job.query(LOOKUP_SQL, &lookup_params),
-            self.job.query_one(CONTEXT_SQL, &[]),
-            self.job.query(IDS_SQL, &ids_params),
-        );
-        begin?;
-        let ctx = ctx?;
-        let ids = ids?.iter().map(|r| r.get(0)).collect();
-        let triggers = rows?
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    Trigger {
-                        id: r.get(1),
-                        name: r.get(2),
-                        project_id: r.get(3),
-                        project_version: r.get(4),
-                        task_id: r.get(5),
-                        content_type: r.get(6),
-                        signing_secret: r.get(7),
-                        project: r.get(8),
-                        task: r.get(9),
-                        time_limit: r.get(10),
-                    },
-                )
-            })
-            .collect();
-        Ok(Lookup {
-            triggers,
-            user: ctx.get(0),
-            base_url: ctx.get(1),
-            ids,
-        })
-    }
-
     fn try_webhooks(
         &mut self,
-        worker: i32,
+        auth: &WorkerAuth,
+        caller: &str,
         calls: &[WebhookCall],
     ) -> Result<Vec<WebhookReply>, BatchError> {
-        let Lookup {
-            triggers,
-            user,
-            base_url,
-            ids,
-        } = self.rt.block_on(self.lookup(calls))?;
-        let base_url = base_url.unwrap_or_default();
-        let mut replies: HashMap<u64, WebhookReply> = HashMap::new();
-        let mut accepted = Vec::new();
+        let mut accepted = Vec::with_capacity(calls.len());
         for call in calls {
-            match triggers.get(&call.token) {
-                None => {
-                    replies.insert(call.id, WebhookReply::error(call.id, 404, "not found"));
-                }
-                Some(trigger) => accepted.push(Accepted {
-                    call,
-                    trigger,
-                    request: self.rt.block_on(check_and_parse(call, trigger, &base_url)),
-                }),
-            }
+            let request = match &call.refused {
+                Some((status, why)) => Err((*status, why.clone())),
+                None => self.rt.block_on(parse(call, &call.trigger)),
+            };
+            accepted.push(Accepted {
+                call,
+                trigger: &call.trigger,
+                request,
+            });
         }
-        if accepted.is_empty() {
-            self.rt.block_on(self.job.batch_execute("COMMIT"))?;
-            return Ok(order(calls, replies));
-        }
-
         let started_at = Utc::now();
-        let ids: Vec<i64> = ids.into_iter().take(accepted.len()).collect();
-        self.rt
-            .block_on(self.insert_rows(&accepted, &ids, worker, started_at))?;
+        let rows = self
+            .rt
+            .block_on(self.insert_rows(&accepted, auth, caller, started_at))?;
         let mut done = Vec::with_capacity(accepted.len());
         let mut logs = LogRows::default();
-        for (a, job_id) in accepted.iter().zip(ids) {
-            let spec = self.spec(a, job_id, &user, started_at);
+        let mut replies = HashMap::new();
+        for (a, row) in accepted.iter().zip(rows) {
+            let job_id: i64 = row.get(0);
+            let mut spec = self.spec(a, job_id, caller, started_at);
+            spec.run_as = row.get(1);
+            spec.run_as_problem = row.get(2);
             let _span = tracing::info_span!(
                 "webhook",
                 job = job_id,
@@ -207,25 +112,24 @@ impl Executor {
                 trigger = %a.trigger.name,
             )
             .entered();
-            let (reply, completion) = self.run_call(a, &spec, &mut logs);
+            let (reply, completion) = self.run_call(a, &spec, auth, &mut logs);
             replies.insert(a.call.id, reply);
             done.push(completion);
         }
-        self.rt.block_on(complete(&self.job, &done, &logs))?;
+        self.rt.block_on(complete(&self.job, auth, &done, &logs))?;
         Ok(order(calls, replies))
     }
 
+    /// The calls' job rows (sync.batch_webhook_jobs), in a new transaction: (id, run_as,
+    /// run_as_problem) in call order.
     async fn insert_rows(
         &self,
         accepted: &[Accepted<'_>],
-        ids: &[i64],
-        worker: i32,
+        auth: &WorkerAuth,
+        caller: &str,
         started_at: DateTime<Utc>,
-    ) -> Result<(), BatchError> {
-        let project: Vec<i64> = accepted.iter().map(|a| a.trigger.project_id).collect();
-        let task: Vec<i64> = accepted.iter().map(|a| a.trigger.task_id).collect();
+    ) -> Result<Vec<tokio_postgres::Row>, BatchError> {
         let trigger: Vec<i64> = accepted.iter().map(|a| a.trigger.id).collect();
-        let name: Vec<&str> = accepted.iter().map(|a| a.trigger.name.as_str()).collect();
         let args: Vec<Value> = accepted
             .iter()
             .map(|a| {
@@ -239,18 +143,23 @@ impl Executor {
                 })
             })
             .collect();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-            &ids,
-            &project,
-            &task,
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &auth.worker,
+            &auth.token,
             &trigger,
-            &name,
             &args,
-            &worker,
             &started_at,
+            &caller,
         ];
-        self.job.execute(INSERT_SQL, &params).await?;
-        Ok(())
+        let (begin, rows) = tokio::join!(
+            self.job.batch_execute("BEGIN"),
+            self.job.query(
+                "SELECT * FROM sync.batch_webhook_jobs($1, $2, $3, $4, $5, $6::text::name)",
+                &params
+            ),
+        );
+        begin?;
+        Ok(rows?)
     }
 
     fn spec(&self, a: &Accepted<'_>, job_id: i64, user: &str, at: DateTime<Utc>) -> JobSpec {
@@ -273,6 +182,8 @@ impl Executor {
             max_retries: 0,
             started_at: at,
             soft_time_limit: soft,
+            run_as: None,
+            run_as_problem: None,
         }
     }
 
@@ -281,13 +192,13 @@ impl Executor {
         &mut self,
         a: &Accepted<'_>,
         spec: &JobSpec,
+        auth: &WorkerAuth,
         logs: &mut LogRows,
     ) -> (WebhookReply, Completion) {
         let call = a.call;
-        logs.push(
-            spec,
-            transmission("data_in", &call.remote_addr, request_text(call)),
-        );
+        // The request may carry a secret of the project (a token in a header): masked
+        // like everything the handler logs, once the project is known.
+        let request_line = transmission("data_in", &call.remote_addr, request_text(call));
         logs.line(
             spec,
             "info",
@@ -299,6 +210,7 @@ impl Executor {
         let request = match &a.request {
             Ok(r) => r,
             Err((status, why)) => {
+                logs.push_masked(spec, request_line, &self.runtime.masker(spec.project_id));
                 logs.line(
                     spec,
                     "error",
@@ -329,14 +241,18 @@ impl Executor {
         let hard_limit = spec.soft_time_limit + self.hard_margin;
         self.status.start(call.id as i64, hard_limit);
         let (outcome, response) = {
-            let mut db = JobDb::new(&self.job, &self.rt);
-            self.runtime.run_webhook(spec, request, &mut db, &mut lines)
+            let mut db = JobDb::new(&self.job, &self.rt, auth);
+            self.runtime
+                .run_webhook(spec, request, &mut db, &mut lines, self.projects.as_mut())
         };
         self.status.idle();
+        let mask = self.runtime.masker(spec.project_id);
+        logs.push_masked(spec, request_line, &mask);
         let warning = lines.iter().any(|l| l.level == "warning");
         for line in lines {
-            logs.push(spec, line);
+            logs.push_masked(spec, line, &mask);
         }
+        let outcome = crate::batch::mask_outcome(outcome, &mask);
         let (state, error, status, resp) = match (outcome, response) {
             (Outcome::Done { .. }, Some(resp)) => match check_headers(&resp) {
                 Ok(()) => ("done", None, resp.status, Some(resp)),
@@ -349,7 +265,9 @@ impl Executor {
                 None,
             ),
             (Outcome::Retry { message }, _) => ("failed", Some(message), 503, None),
-            (Outcome::Failed { message }, _) => ("failed", Some(message), 500, None),
+            (Outcome::Failed { message } | Outcome::Cancelled { message }, _) => {
+                ("failed", Some(message), 500, None)
+            }
         };
         let mut reply = match resp {
             Some(r) => WebhookReply {
@@ -367,9 +285,10 @@ impl Executor {
         };
         reply.job_id = Some(spec.job_id);
         reply.project = Some(a.trigger.project.clone());
-        logs.push(
+        logs.push_masked(
             spec,
             transmission("data_out", &call.remote_addr, response_text(&reply)),
+            &mask,
         );
         let result = match &error {
             None => Some(json!({ "status": reply.status })),
@@ -486,37 +405,13 @@ fn check_headers(resp: &WebhookResponse) -> Result<(), String> {
     Ok(())
 }
 
-/// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>` (GitHub's format).
-fn verify_signature(secret: &str, headers: &[(String, String)], body: &[u8]) -> Result<(), String> {
-    let Some(given) = header(headers, "x-hub-signature-256") else {
-        return Err(
-            "the trigger has a signing secret but the request has no X-Hub-Signature-256 header"
-                .into(),
-        );
-    };
-    let Some(hex_sig) = given.trim().strip_prefix("sha256=") else {
-        return Err("X-Hub-Signature-256 is not of the form sha256=<hex>".into());
-    };
-    let Ok(sig) = hex::decode(hex_sig) else {
-        return Err("X-Hub-Signature-256 is not hexadecimal".into());
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-        return Err("the signing secret cannot be used as an HMAC key".into());
-    };
-    mac.update(body);
-    mac.verify_slice(&sig)
-        .map_err(|_| "X-Hub-Signature-256 does not match the body (wrong signing secret?)".into())
-}
-
 /// The request as handle_webhook sees it, or (status, why) when it must be refused.
-async fn check_and_parse(
+/// (The signature was checked by the HTTP server, which holds the signing secret.)
+async fn parse(
     call: &WebhookCall,
-    trigger: &Trigger,
-    base_url: &str,
+    trigger: &WebhookTrigger,
 ) -> Result<WebhookRequest, (u16, String)> {
-    if let Some(secret) = trigger.signing_secret.as_deref().filter(|s| !s.is_empty()) {
-        verify_signature(secret, &call.headers, &call.body).map_err(|why| (401, why))?;
-    }
+    let base_url = &trigger.base_url;
     let ctype = header(&call.headers, "content-type").unwrap_or("");
     let essence = ctype
         .split(';')
@@ -613,20 +508,6 @@ async fn multipart(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signatures() {
-        let body = b"{\"zen\": \"hi\"}";
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
-        mac.update(body);
-        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-        let h = |v: &str| vec![("x-hub-signature-256".to_string(), v.to_string())];
-        assert!(verify_signature("s3cret", &h(&good), body).is_ok());
-        assert!(verify_signature("other", &h(&good), body).is_err());
-        assert!(verify_signature("s3cret", &h("sha256=zz"), body).is_err());
-        assert!(verify_signature("s3cret", &h("md5=00"), body).is_err());
-        assert!(verify_signature("s3cret", &[], body).is_err());
-    }
 
     #[test]
     fn multipart_fields_and_files() {

@@ -61,6 +61,16 @@ impl FakeServer {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// How logs, errors and results show `url(path)` when `url(base)` is a provider's
+    /// base URL: a secret, so masked (`***`) wherever the worker writes it.
+    pub fn masked(&self, base: &str, path: &str) -> String {
+        let full = self.url(path);
+        match full.strip_prefix(&self.url(base)) {
+            Some(rest) => format!("***{rest}"),
+            None => full,
+        }
+    }
+
     /// One request; (status, body parsed as JSON, or as a JSON string when it is text).
     pub fn request(
         &self,

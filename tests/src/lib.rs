@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod catalog;
 pub mod demos;
 pub mod fakes;
 pub mod python;

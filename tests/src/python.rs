@@ -164,43 +164,51 @@ impl PyProject {
 
     /// Wait until the job ran, and report on it.
     pub async fn finished(&self, job_id: i64) -> Value {
-        let sql = "SELECT state IN ('done', 'failed', 'cancelled') OR (state = 'pending' AND attempts > 0)
-                   FROM sync.job WHERE id = $1";
-        wait_for(
-            &format!("job {job_id}"),
-            Duration::from_secs(30),
-            || async {
-                self.client
-                    .query_one(sql, &[&job_id])
-                    .await
-                    .map(|r| r.get::<_, bool>(0))
-                    .unwrap_or(false)
-            },
-        )
-        .await;
-        let row = self
-            .client
-            .query_one(
-                "SELECT state, result, error, warning FROM sync.job WHERE id = $1",
-                &[&job_id],
-            )
-            .await
-            .expect("read job");
-        let state: String = row.get(0);
-        let outcome = match state.as_str() {
-            "pending" => "retry",
-            s => s,
-        };
-        json!({
-            "job_id": job_id,
-            "state": state,
-            "outcome": outcome,
-            "result": row.get::<_, Option<Value>>(1),
-            "error": row.get::<_, Option<String>>(2),
-            "warning": row.get::<_, bool>(3),
-        })
+        wait_job(&self.client, job_id).await
     }
+}
 
+/// Wait (30 s at most) until a job is done, failed, cancelled, or pending again for a
+/// retry, and report {job_id, state, outcome, result, error, warning}.
+pub async fn wait_job(client: &Client, job_id: i64) -> Value {
+    let sql =
+        "SELECT state IN ('done', 'failed', 'cancelled') OR (state = 'pending' AND attempts > 0)
+                   FROM sync.job WHERE id = $1";
+    wait_for(
+        &format!("job {job_id}"),
+        Duration::from_secs(30),
+        || async {
+            client
+                .query_one(sql, &[&job_id])
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    let row = client
+        .query_one(
+            "SELECT state, result, error, warning FROM sync.job WHERE id = $1",
+            &[&job_id],
+        )
+        .await
+        .expect("read job");
+    let state: String = row.get(0);
+    let outcome = match state.as_str() {
+        "pending" => "retry",
+        s => s,
+    };
+    json!({
+        "job_id": job_id,
+        "state": state,
+        "outcome": outcome,
+        "result": row.get::<_, Option<Value>>(1),
+        "error": row.get::<_, Option<String>>(2),
+        "warning": row.get::<_, bool>(3),
+    })
+}
+
+impl PyProject {
     /// One task with `code`, one job of `handler`, run by the worker; the report.
     pub async fn run_code(&self, code: &str, handler: &str, args: Value) -> Value {
         let name = format!(

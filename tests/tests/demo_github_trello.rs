@@ -257,8 +257,8 @@ async fn github_trello_demo_against_fake_apis() {
     demo.secret("GITHUB_TOKEN", GH_TOKEN).await;
     demo.secret("TRELLO_KEY", "trello-test-key").await;
     demo.secret("TRELLO_TOKEN", "trello-test-token").await;
-    demo.param("GITHUB_BASE_URL", &apis.gh.url("")).await;
-    demo.param("TRELLO_BASE_URL", &apis.tr.url("/1")).await;
+    demo.secret("GITHUB_BASE_URL", &apis.gh.url("")).await;
+    demo.secret("TRELLO_BASE_URL", &apis.tr.url("/1")).await;
     demo.param("GITHUB_REPO", REPO).await;
     demo.param("TRELLO_BOARD_ID", &apis.board).await;
     demo.activate().await;

@@ -78,20 +78,45 @@ async fn telegram_demo_against_a_fake_bot_api() {
     let mut demo = Demo::load("telegram", &["telegram_setup.sql"]).await;
     demo.secret("TELEGRAM_BOT_TOKEN", BOT_TOKEN).await;
     demo.secret("TELEGRAM_WEBHOOK_SECRET", HOOK_SECRET).await;
-    demo.param("TELEGRAM_BASE_URL", &tg.url("")).await;
+    demo.secret("TELEGRAM_BASE_URL", &tg.url("")).await;
     demo.activate().await;
     demo.start_worker().await;
 
     // SETUP_TELEGRAM points the bot's updates at the TELEGRAM webhook, with the secret.
     let hook = demo.webhook("TELEGRAM").await;
-    let (_, result) = demo.press("SETUP_TELEGRAM").await;
-    assert_eq!(result, json!({"webhook": hook}));
+    let hook_token = hook.rsplit('/').next().unwrap().to_string();
+    let masked = format!("{}/sync/webhook/***", demo.base_url);
+    let (setup, result) = demo.press("SETUP_TELEGRAM").await;
+    assert_eq!(result, json!({"webhook": masked}));
     let webhook = tg.state()["webhook"].clone();
     assert_eq!(webhook["url"], hook.as_str());
     assert_eq!(webhook["secret_token"], HOOK_SECRET);
     assert_eq!(
         webhook["allowed_updates"],
         json!(["message", "edited_message"])
+    );
+    // Its log says so with both tokens as ***: every sync_user reads sync.log, and with
+    // them anyone could post updates the webhook takes for Telegram's.
+    let lines = logs(&demo, Some(setup)).await;
+    let line = |kind: &str, recipient: Option<&str>| {
+        lines
+            .iter()
+            .filter(|(k, r, _)| k == kind && r.as_deref() == recipient)
+            .map(|(_, _, m)| m.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        line("message", None).contains(&format!(
+            "Telegram webhook set to {masked}, with a secret token"
+        )),
+        "{lines:?}"
+    );
+    assert_eq!(
+        line("data_out", Some("telegram")),
+        vec![format!(
+            "POST {}/bot***/setWebhook\n{{\"url\": \"{masked}\", \"allowed_updates\": [\"message\", \"edited_message\"], \"secret_token\": \"***\"}}",
+            tg.masked("", "")
+        )]
     );
 
     // /start: a partner <user id>@telegram, welcomed.
@@ -264,4 +289,43 @@ async fn telegram_demo_against_a_fake_bot_api() {
     assert_eq!(jobs[1].get::<_, Value>(2)["sent"], json!([]));
     assert_eq!(sent(&tg).len(), 3);
     demo.no_failed_jobs().await;
+
+    // Neither token in any log line, job result or error of the whole run.
+    let everything = logs(&demo, None).await;
+    assert!(everything.len() > 20, "{everything:?}");
+    let jobs = demo
+        .client
+        .query(
+            "SELECT coalesce(result::text, '') || coalesce(error, '') FROM sync.job",
+            &[],
+        )
+        .await
+        .unwrap();
+    for secret in [HOOK_SECRET, hook_token.as_str(), BOT_TOKEN] {
+        for (kind, recipient, message) in &everything {
+            assert!(
+                !message.contains(secret) && !recipient.as_deref().unwrap_or("").contains(secret),
+                "{secret} in a {kind} line: {message}"
+            );
+        }
+        for job in &jobs {
+            let text: String = job.get(0);
+            assert!(!text.contains(secret), "{secret} in a job: {text}");
+        }
+    }
+}
+
+/// Log lines (kind, recipient, message) of one job, or of all.
+async fn logs(demo: &Demo, job: Option<i64>) -> Vec<(String, Option<String>, String)> {
+    demo.client
+        .query(
+            "SELECT kind, recipient, message FROM sync.log
+             WHERE $1::bigint IS NULL OR job_id = $1 ORDER BY id",
+            &[&job],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
 }

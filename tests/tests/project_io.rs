@@ -702,9 +702,19 @@ async fn roles_export_and_import_with_their_own_rights() {
     c.batch_execute(FIXTURE).await.expect("fixture");
     let admin_doc = export(&c, "crm").await;
 
-    // sync_user exports (secret keys are readable, values are not) but imports nothing.
+    // sync_user exports (secret keys are readable, values and webhook tokens are not)
+    // but imports nothing.
     c.batch_execute("SET ROLE sync_user").await.unwrap();
+    let mut without_tokens = admin_doc.clone();
+    without_tokens["webhook_triggers"][0]["token"] = Value::Null;
+    assert_eq!(export(&c, "crm").await, without_tokens);
+    c.batch_execute("RESET ROLE; SET ROLE sync_developer")
+        .await
+        .unwrap();
     assert_eq!(export(&c, "crm").await, admin_doc);
+    c.batch_execute("RESET ROLE; SET ROLE sync_user")
+        .await
+        .unwrap();
     let mut copy = admin_doc.clone();
     copy["name"] = json!("copy");
     copy["webhook_triggers"][0]["token"] = Value::Null;

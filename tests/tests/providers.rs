@@ -145,7 +145,7 @@ async fn http_json_sends_bearer_auth_and_logs_every_exchange() {
     let p = PyProject::new("http").await;
     providers(&p, &["http_json"]).await;
     secret(&p, "HTTP_JSON_TOKEN", GH_TOKEN).await;
-    param(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
+    secret(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
     let report = p
         .run_code(
             r#"
@@ -173,7 +173,7 @@ def handle_button():
         report["result"],
         json!({"me": "pgsync-bot", "title": "Hello", "state": "closed", "listed": [1],
                "labels": ["x", "y"], "cleared": null, "status": 200,
-               "type": "application/json; charset=utf-8", "base": gh.url(""), "name": "http_json"}),
+               "type": "application/json; charset=utf-8", "base": gh.masked("", ""), "name": "http_json"}),
         "{report}"
     );
     // Every request reached the fake with the token, as a bearer token.
@@ -199,13 +199,13 @@ def handle_button():
         out[1],
         format!(
             "POST {}\n{{\"title\": \"Hello\", \"labels\": [\"bug\"]}}",
-            gh.url("/repos/acme/app/issues")
+            gh.masked("", "/repos/acme/app/issues")
         )
     );
     assert!(
         inn[1].starts_with(&format!(
             "201 Created POST {}\n{{\"id\":",
-            gh.url("/repos/acme/app/issues")
+            gh.masked("", "/repos/acme/app/issues")
         )),
         "{}",
         inn[1]
@@ -214,7 +214,7 @@ def handle_button():
         out[4],
         format!(
             "GET {}",
-            gh.url("/repos/acme/app/issues?state=closed&labels=bug")
+            gh.masked("", "/repos/acme/app/issues?state=closed&labels=bug")
         )
     );
     assert!(inn[6].starts_with("204 No Content DELETE"), "{}", inn[6]);
@@ -232,7 +232,7 @@ async fn http_json_basic_auth_clients_and_refusals() {
     providers(&p, &["http_json"]).await;
     secret(&p, "HTTP_JSON_USER", "ann").await;
     secret(&p, "HTTP_JSON_PASSWORD", HTTP_TOKEN).await;
-    param(&p, "HTTP_JSON_BASE_URL", &gh.url("/")).await;
+    secret(&p, "HTTP_JSON_BASE_URL", &gh.url("/")).await;
     // A second, independent client: its base URL must be a secret.
     secret(&p, "GH_BASE_URL", &gh.url("")).await;
     secret(&p, "GH_TOKEN", GH_TOKEN).await;
@@ -278,7 +278,8 @@ def handle_button():
     assert_eq!(r["absolute"], json!("pgsync-bot"));
     assert_eq!(
         r["crm"],
-        json!("crm: CRM_BASE_URL is not set: add it to sync.project_secret"),
+        json!("crm: CRM_BASE_URL is set as a param, which is ignored: a base URL decides where the credentials go, \
+               so it is read from secrets only (admins write them); set it as the secret CRM_BASE_URL in sync.project_secret"),
         "a base URL in params is not enough for a named client: {r}"
     );
     assert!(
@@ -292,7 +293,10 @@ def handle_button():
         .as_str()
         .unwrap_or_default()
         .contains("prefix in capitals"));
-    assert_eq!(r["repr"], json!(format!("<gh client {}>", gh.url(""))));
+    assert_eq!(
+        r["repr"],
+        json!(format!("<gh client {}>", gh.masked("", "")))
+    );
     // Basic auth went out as such; the other client used its own token.
     let requests = gh.requests();
     let basic = format!("Basic {}", b64(&format!("ann:{HTTP_TOKEN}")));
@@ -336,7 +340,7 @@ async fn http_json_failures_fail_or_retry_the_job() {
     let p = PyProject::new("http").await;
     providers(&p, &["http_json"]).await;
     secret(&p, "HTTP_JSON_TOKEN", GH_TOKEN).await;
-    param(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
+    secret(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
     secret(
         &p,
         "DOWN_BASE_URL",
@@ -372,7 +376,7 @@ def slow():
     assert!(
         err.contains(&format!(
             "HTTPClientError: http_json: GET {} returned 404 Not Found: {{\"message\": \"Not Found\"",
-            gh.url("/repos/acme/nope")
+            gh.masked("", "/repos/acme/nope")
         )),
         "{err}"
     );
@@ -411,7 +415,7 @@ async fn http_json_redirects_forms_headers_and_time_limits() {
     let p = PyProject::new("http").await;
     providers(&p, &["http_json"]).await;
     secret(&p, "HTTP_JSON_TOKEN", GH_TOKEN).await;
-    param(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
+    secret(&p, "HTTP_JSON_BASE_URL", &gh.url("")).await;
     secret(&p, "KEYED_BASE_URL", &gh.url("")).await;
     secret(&p, "KEYED_TOKEN", HTTP_TOKEN).await;
     param(&p, "KEYED_AUTH_HEADER", "X-Api-Key").await;
@@ -519,8 +523,8 @@ def hang():
         lines_of(&logs, "data_in", "http_json").contains(
             &format!(
                 "301 Moved Permanently GET {} -> {}",
-                gh.url("/repos/acme/old/issues/1"),
-                gh.url("/repos/acme/app/issues/1")
+                gh.masked("", "/repos/acme/old/issues/1"),
+                gh.masked("", "/repos/acme/app/issues/1")
             )
             .as_str()
         ),
@@ -557,7 +561,7 @@ async fn github_issues_comments_and_labels() {
     let p = PyProject::new("gh").await;
     providers(&p, &["github"]).await;
     secret(&p, "GITHUB_TOKEN", GH_TOKEN).await;
-    param(&p, "GITHUB_BASE_URL", &gh.url("")).await;
+    secret(&p, "GITHUB_BASE_URL", &gh.url("")).await;
     let report = p
         .run_code(
             r#"
@@ -639,7 +643,7 @@ def handle_button():
         lines_of(&logs, "data_out", "github").contains(
             &format!(
                 "POST {}\n{{\"title\": \"First\", \"body\": \"Body 1\", \"labels\": [\"bug\"]}}",
-                gh.url("/repos/acme/app/issues")
+                gh.masked("", "/repos/acme/app/issues")
             )
             .as_str()
         ),
@@ -712,7 +716,7 @@ async fn trello_cards_comments_labels_and_lists() {
     providers(&p, &["trello"]).await;
     secret(&p, "TRELLO_KEY", TRELLO_KEY).await;
     secret(&p, "TRELLO_TOKEN", TRELLO_TOKEN).await;
-    param(&p, "TRELLO_BASE_URL", &tr.url("/1")).await;
+    secret(&p, "TRELLO_BASE_URL", &tr.url("/1")).await;
     param(&p, "BOARD", &board_id).await;
     let report = p
         .run_code(
@@ -771,10 +775,13 @@ def handle_button():
         out.iter().any(|l| *l
             == format!(
                 "POST {}\n{{\"text\": \"first\"}}",
-                tr.url(&format!(
-                    "/1/cards/{}/actions/comments",
-                    tr.state()["cards"][0]["id"].as_str().unwrap_or("?")
-                ))
+                tr.masked(
+                    "/1",
+                    &format!(
+                        "/1/cards/{}/actions/comments",
+                        tr.state()["cards"][0]["id"].as_str().unwrap_or("?")
+                    )
+                )
             )),
         "{out:?}"
     );
@@ -815,7 +822,7 @@ async fn telegram_bot_api_with_the_token_masked() {
     let p = PyProject::new("tg").await;
     providers(&p, &["telegram"]).await;
     secret(&p, "TELEGRAM_BOT_TOKEN", TG_TOKEN).await;
-    param(&p, "TELEGRAM_BASE_URL", &tg.url("")).await;
+    secret(&p, "TELEGRAM_BASE_URL", &tg.url("")).await;
     let report = p
         .run_code(
             r#"
@@ -859,12 +866,24 @@ def handle_button():
         out[1],
         format!(
             "POST {}/bot***/sendMessage\n{{\"chat_id\": 42, \"text\": \"Hello <b>world</b>\", \"parse_mode\": \"HTML\"}}",
-            tg.url("")
+            tg.masked("", "")
         )
     );
-    assert!(lines_of(&logs, "data_in", "telegram")[1]
-        .starts_with(&format!("200 OK POST {}/bot***/sendMessage", tg.url(""))));
-    assert_nothing_leaked(&p, &[TG_TOKEN, "TG-S3CRET"]).await;
+    assert!(
+        lines_of(&logs, "data_in", "telegram")[1].starts_with(&format!(
+            "200 OK POST {}/bot***/sendMessage",
+            tg.masked("", "")
+        ))
+    );
+    // setWebhook's secret token and the webhook URL's token are credentials too.
+    assert_eq!(
+        out[2],
+        format!(
+            "POST {}/bot***/setWebhook\n{{\"url\": \"https://sync.example.com/sync/webhook/***\", \"secret_token\": \"***\"}}",
+            tg.masked("", "")
+        )
+    );
+    assert_nothing_leaked(&p, &[TG_TOKEN, "TG-S3CRET", "hook-secret"]).await;
 
     // Bot API errors fail the job with Telegram's description; 429 retries.
     let err = p
@@ -901,6 +920,121 @@ def handle_button():
         "{err}"
     );
     assert_nothing_leaked(&p, &[TG_TOKEN, "TG-S3CRET", "other-S3CRET"]).await;
+}
+
+// -----------------------------------------------------------------------------------
+// Base URLs come from secrets only
+// -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn base_urls_in_params_are_never_used() {
+    // Developers write params: a base URL taken from one would send the admin's
+    // credentials to a server the developer chose. This one records what it gets.
+    let evil = FakeServer::start("github", &[]);
+    let gh = github_fake();
+    let p = PyProject::new("params").await;
+    providers(&p, &["http_json", "github", "trello", "telegram"]).await;
+    for (k, v) in [
+        ("HTTP_JSON_TOKEN", HTTP_TOKEN),
+        ("GITHUB_TOKEN", GH_TOKEN),
+        ("TRELLO_KEY", TRELLO_KEY),
+        ("TRELLO_TOKEN", TRELLO_TOKEN),
+        ("TELEGRAM_BOT_TOKEN", TG_TOKEN),
+        ("CRM_TOKEN", HTTP_TOKEN),
+    ] {
+        secret(&p, k, v).await;
+    }
+    for key in [
+        "HTTP_JSON_BASE_URL",
+        "GITHUB_BASE_URL",
+        "TRELLO_BASE_URL",
+        "TELEGRAM_BASE_URL",
+        "CRM_BASE_URL",
+    ] {
+        param(&p, key, &evil.url("")).await;
+    }
+    let code = r#"
+def handle_cron():
+    calls = {
+        'http_json': lambda: http_json.get('/user'),
+        'crm': lambda: http_json_client('CRM').get('/user'),
+        'github': lambda: github.get_issue('acme/app', 1),
+        'trello': lambda: trello.get_board('abc123'),
+        'telegram': lambda: telegram.get_me(),
+    }
+    out = {}
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = 'sent'
+        except UserError as e:
+            out[name] = str(e)
+    out['bases'] = [http_json.base_url, github.base_url, trello.base_url, telegram.base_url, repr(github)]
+    return out
+"#;
+    let result = p.result(code, "handle_cron").await;
+    let refusal = |name: &str, key: &str, default: &str| {
+        let mut text = format!(
+            "{name}: {key} is set as a param, which is ignored: a base URL decides where the credentials go, \
+             so it is read from secrets only (admins write them); set it as the secret {key} in sync.project_secret"
+        );
+        if !default.is_empty() {
+            text.push_str(&format!(", or delete the param to use {default}"));
+        }
+        json!(text)
+    };
+    assert_eq!(
+        result,
+        json!({
+            "http_json": refusal("http_json", "HTTP_JSON_BASE_URL", ""),
+            "crm": refusal("crm", "CRM_BASE_URL", ""),
+            "github": refusal("github", "GITHUB_BASE_URL", "https://api.github.com"),
+            "trello": refusal("trello", "TRELLO_BASE_URL", "https://api.trello.com/1"),
+            "telegram": refusal("telegram", "TELEGRAM_BASE_URL", "https://api.telegram.org"),
+            "bases": [null, null, null, null, "<github client (not configured)>"],
+        }),
+        "a base URL in a param must not be used"
+    );
+    assert_eq!(
+        evil.requests(),
+        Vec::<Value>::new(),
+        "nothing may reach the param's host"
+    );
+
+    // A secret of the same name wins (the param stays ignored); a param that only
+    // repeats the default is harmless (documents shipped before kept them as params).
+    secret(&p, "GITHUB_BASE_URL", &gh.url("")).await;
+    param(&p, "TELEGRAM_BASE_URL", "https://api.telegram.org/").await;
+    let result = p
+        .result(
+            "def handle_cron():\n    return [github.get('/user')['login'], github.base_url, telegram.base_url]\n",
+            "handle_cron",
+        )
+        .await;
+    assert_eq!(
+        result,
+        json!(["pgsync-bot", gh.masked("", ""), "https://api.telegram.org"])
+    );
+    assert_eq!(evil.requests(), Vec::<Value>::new());
+    assert_eq!(gh.requests().len(), 1);
+    // Without the param, the default.
+    p.sql(&format!(
+        "DELETE FROM sync.project_param WHERE project_id = {} AND key = 'TRELLO_BASE_URL'",
+        p.id
+    ))
+    .await;
+    let result = p
+        .result(
+            "def handle_cron():\n    return trello.base_url\n",
+            "handle_cron",
+        )
+        .await;
+    assert_eq!(result, json!("https://api.trello.com/1"));
+    assert_nothing_leaked(
+        &p,
+        &[HTTP_TOKEN, GH_TOKEN, TRELLO_KEY, TRELLO_TOKEN, TG_TOKEN],
+    )
+    .await;
 }
 
 // -----------------------------------------------------------------------------------
@@ -1640,7 +1774,7 @@ async fn operator_providers_build_clients_with_pg_sync_rest() {
     std::fs::write(dir.join("shop.py"), readme_provider()).expect("write provider");
     p.worker_env("SYNC_EVAL_CONTEXT_PATH", &dir.to_string_lossy());
     providers(&p, &["shop"]).await;
-    param(&p, "SHOP_URL", &shop.url("")).await;
+    secret(&p, "SHOP_BASE_URL", &shop.url("")).await;
     secret(&p, "SHOP_API_KEY", HTTP_TOKEN).await;
     let report = p
         .run_code(
@@ -1657,7 +1791,12 @@ def handle_cron():
         .await;
     assert_eq!(
         report["result"],
-        json!([401, shop.url("/orders/SO-7"), "shop", shop.url("")]),
+        json!([
+            401,
+            shop.masked("", "/orders/SO-7"),
+            "shop",
+            shop.masked("", "")
+        ]),
         "{report}"
     );
     let request = &shop.requests()[0];
@@ -1669,7 +1808,7 @@ def handle_cron():
     let logs = project_logs(&p).await;
     assert_eq!(
         lines_of(&logs, "data_out", "shop"),
-        vec![format!("GET {}", shop.url("/orders/SO-7"))]
+        vec![format!("GET {}", shop.masked("", "/orders/SO-7"))]
     );
     assert_nothing_leaked(&p, &[HTTP_TOKEN]).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -3,6 +3,8 @@
 // log_transmission, add_job, libraries, tools, exceptions and MAGIC.
 use pg_sync_tests::python::PyProject;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -32,6 +34,7 @@ def handle_cron():
         'missing': missing,
         'text': texts.greeting, 'fallback': texts.bye, 'lang': get_lang(),
         'webhook': webhooks.incoming,
+        'webhook_seen': webhooks.incoming == 'https://sync.example.com/sync/webhook/' + 'tok123' * 3,
     }
 "#,
         )
@@ -51,7 +54,9 @@ def handle_cron():
             "param": "https://api.example.com", "key": "10", "get": "d",
             "missing": "params has no 'nope' (known: api_url, limit)",
             "text": "Bonjour", "fallback": "Bye", "lang": "fr_FR",
-            "webhook": "https://sync.example.com/sync/webhook/tok123tok123tok123",
+            // Code sees the URL; the token, its credential, is masked in the result.
+            "webhook": "https://sync.example.com/sync/webhook/***",
+            "webhook_seen": true,
         }),
         "{report}"
     );
@@ -293,31 +298,63 @@ def bad():
     );
 }
 
-/// A one-shot HTTP server answering `body`; returns its URL.
-async fn http_once(body: &'static [u8]) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+/// A loopback HTTP server on `ip` answering each request with what `answer` makes of its
+/// path (a whole HTTP response); its base URL and the number of connections it accepted.
+async fn http_server(
+    ip: &str,
+    answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (count, answer) = (hits.clone(), Arc::new(answer));
     tokio::spawn(async move {
-        if let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = sock.read(&mut buf).await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body).await;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                // The client may hang up first (a download over its size limit).
+                let _ = sock.write_all(&answer(&path)).await;
+                let _ = sock.shutdown().await;
+            });
         }
     });
-    format!("http://{addr}/image.png")
+    (format!("http://{addr}"), hits)
+}
+
+/// A 200 response with `body`.
+fn ok(body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn redirect(location: &str) -> Vec<u8> {
+    format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .into_bytes()
 }
 
 #[tokio::test]
 async fn libraries_and_tools() {
-    let p = PyProject::new("context").await;
-    let url = http_once(b"\x89PNG-bytes").await;
+    let mut p = PyProject::new("context").await;
+    // url2base64 refuses loopback addresses unless the worker allows them.
+    p.worker_env("SYNC_WORKER_FETCH_ALLOW", "127.0.0.1/32");
+    let (base, _) = http_server("127.0.0.1", |_| ok(b"\x89PNG-bytes")).await;
+    let url = format!("{base}/image.png");
     let code = format!(
         r#"
 def handle_cron():
@@ -357,6 +394,236 @@ def handle_cron():
             "get_lang": "en_US",
             "hidden_module_part": false,
         })
+    );
+}
+
+/// Task code fetching each URL of `urls` with url2base64: what it got (text) or the
+/// error (`UserError: ...`, `OSError: ...`), by URL. `extra`: more keyword arguments.
+async fn fetch_all(p: &PyProject, urls: &[String], extra: &str) -> Value {
+    let code = format!(
+        r#"
+URLS = {urls}
+
+def handle_cron():
+    out = {{}}
+    for url in URLS:
+        try:
+            out[url] = b64decode(url2base64(url{extra})).decode()
+        except UserError as e:
+            out[url] = 'UserError: ' + str(e)
+        except OSError as e:
+            out[url] = 'OSError: ' + str(e)
+    return out
+"#,
+        urls = serde_json::to_string(urls).unwrap()
+    );
+    p.result(&code, "handle_cron").await
+}
+
+#[tokio::test]
+async fn url2base64_refuses_the_workers_host_and_metadata_addresses() {
+    // Task code must not read the worker's own services (its admin API, anything else on
+    // the loopback) nor a cloud metadata service, however the address is written.
+    let p = PyProject::new("fetch").await;
+    let (local, hits) = http_server("127.0.0.1", |_| ok(b"local secret")).await;
+    let port = local.rsplit(':').next().unwrap().to_string();
+    let admin = p.worker().await.admin_url().await;
+    let refused: Vec<(String, &str)> = vec![
+        (format!("{admin}/health"), "127.0.0.1 is a loopback address"),
+        (format!("{local}/"), "127.0.0.1 is a loopback address"),
+        (
+            format!("http://localhost:{port}/"),
+            "localhost resolves to 127.0.0.1, a loopback address",
+        ),
+        (
+            format!("http://2130706433:{port}/"),
+            "2130706433 resolves to 127.0.0.1, a loopback address",
+        ),
+        (format!("http://127.8.9.10:{port}/"), "a loopback address"),
+        (format!("http://[::1]:{port}/"), "::1 is a loopback address"),
+        (
+            format!("http://[::ffff:127.0.0.1]:{port}/"),
+            "::ffff:127.0.0.1 is a loopback address",
+        ),
+        (
+            format!("http://0.0.0.0:{port}/"),
+            "0.0.0.0 is an unspecified address",
+        ),
+        (
+            format!("http://[::]:{port}/"),
+            ":: is an unspecified address",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data/".into(),
+            "169.254.169.254 is a link-local address",
+        ),
+        (
+            "http://[::ffff:169.254.169.254]/latest/meta-data/".into(),
+            "a link-local address",
+        ),
+        (
+            "http://[fe80::1]/".into(),
+            "fe80::1 is a link-local address",
+        ),
+        (
+            "http://[fd00:ec2::254]/latest/meta-data/".into(),
+            "fd00:ec2::254 is a cloud metadata address",
+        ),
+        (
+            "http://224.0.0.251/".into(),
+            "224.0.0.251 is a multicast address",
+        ),
+        ("http://[ff02::1]/".into(), "ff02::1 is a multicast address"),
+        (
+            "http://255.255.255.255/".into(),
+            "255.255.255.255 is the broadcast address",
+        ),
+    ];
+    let urls: Vec<String> = refused.iter().map(|(u, _)| u.clone()).collect();
+    let got = fetch_all(&p, &urls, "").await;
+    for (url, why) in &refused {
+        let err = got[url.as_str()].as_str().unwrap_or_default();
+        assert!(
+            err.starts_with(&format!("UserError: url2base64: refusing to fetch {url}: "))
+                && err.contains(why)
+                && err.contains("; to allow it, set SYNC_WORKER_FETCH_ALLOW=")
+                && err.ends_with(" in the worker's environment"),
+            "{url}: expected a refusal saying {why:?}, got {err:?}"
+        );
+    }
+    assert!(
+        got[format!("http://[::ffff:127.0.0.1]:{port}/").as_str()]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SYNC_WORKER_FETCH_ALLOW=127.0.0.1/32"),
+        "an IPv4-mapped address is judged, and allowed, as its IPv4 address: {got}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "refused before connecting");
+    // Uncaught, the refusal fails the job at once (a UserError: no retry).
+    let err = p
+        .error(
+            "def handle_cron():\n    return url2base64('http://169.254.169.254/latest/meta-data/iam/')\n",
+            "handle_cron",
+        )
+        .await;
+    assert!(
+        err.contains("UserError: url2base64: refusing to fetch http://169.254.169.254/latest/meta-data/iam/: \
+             169.254.169.254 is a link-local address (where cloud metadata services answer); \
+             to allow it, set SYNC_WORKER_FETCH_ALLOW=169.254.169.254/32 in the worker's environment"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn url2base64_allow_list_redirects_and_size_limit() {
+    let mut p = PyProject::new("fetch").await;
+    p.worker_env("SYNC_WORKER_FETCH_ALLOW", " 127.0.0.1/32 ,::1");
+    // Loopback too, but not in the allow-list: only reachable through a redirect.
+    let (hidden, hidden_hits) = http_server("127.0.0.2", |_| ok(b"internal")).await;
+    let to_hidden = format!("{hidden}/admin");
+    let (base, _) = http_server("127.0.0.1", move |path| match path {
+        "/image" => ok(b"image-bytes"),
+        "/moved" => redirect("/image"),
+        "/to-hidden" => redirect(&to_hidden),
+        "/to-metadata" => redirect("http://169.254.169.254/latest/meta-data/"),
+        // 21 MiB, with no length announced: the limit is found while reading.
+        "/endless" => {
+            let mut out =
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n\r\n".to_vec();
+            out.resize(out.len() + 21 * 1024 * 1024, b'x');
+            out
+        }
+        // A length over the limit is refused before the body is read.
+        "/announced" => {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\nConnection: close\r\n\r\nxx".to_vec()
+        }
+        "/2000" => ok(&[b'k'; 2000]),
+        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+    })
+    .await;
+    let url = |path: &str| format!("{base}{path}");
+    let paths = [
+        "/image",
+        "/moved",
+        "/to-hidden",
+        "/to-metadata",
+        "/endless",
+        "/announced",
+        "/nope",
+    ];
+    let urls: Vec<String> = paths.iter().map(|path| url(path)).collect();
+    let got = fetch_all(&p, &urls, "").await;
+    // The allow-list lets the loopback server through; a redirect within it is followed.
+    assert_eq!(got[url("/image").as_str()], json!("image-bytes"), "{got}");
+    assert_eq!(got[url("/moved").as_str()], json!("image-bytes"), "{got}");
+    // Every redirect target is checked again: 127.0.0.2 is not in the allow-list.
+    assert_eq!(
+        got[url("/to-hidden").as_str()],
+        json!(format!(
+            "UserError: url2base64: refusing to fetch {hidden}/admin (redirected to by {}): \
+             127.0.0.2 is a loopback address (the worker's own host); to allow it, set \
+             SYNC_WORKER_FETCH_ALLOW=127.0.0.2/32 in the worker's environment",
+            url("/to-hidden")
+        ))
+    );
+    assert_eq!(hidden_hits.load(Ordering::SeqCst), 0, "{got}");
+    assert!(
+        got[url("/to-metadata").as_str()]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(
+                "UserError: url2base64: refusing to fetch http://169.254.169.254/latest/meta-data/ (redirected to by"
+            ),
+        "{got}"
+    );
+    // 20 MiB at most, read or announced.
+    for path in ["/endless", "/announced"] {
+        assert_eq!(
+            got[url(path).as_str()],
+            json!(format!(
+                "UserError: url2base64: {} is larger than 20 MiB, the most url2base64 downloads: \
+                 pass max_size=<bytes> to allow more",
+                url(path)
+            )),
+            "{got}"
+        );
+    }
+    assert_eq!(
+        got[url("/nope").as_str()],
+        json!(format!(
+            "OSError: url2base64: GET {} returned 404 Not Found",
+            url("/nope")
+        ))
+    );
+    // max_size moves the limit.
+    let small = fetch_all(&p, &[url("/2000")], ", max_size=1999").await;
+    assert_eq!(
+        small[url("/2000").as_str()],
+        json!(format!(
+            "UserError: url2base64: {} is larger than 1999 bytes, the most url2base64 downloads: \
+             pass max_size=<bytes> to allow more",
+            url("/2000")
+        ))
+    );
+    let fits = fetch_all(&p, &[url("/2000")], ", max_size=2000").await;
+    assert_eq!(fits[url("/2000").as_str()], json!("k".repeat(2000)));
+}
+
+#[tokio::test]
+async fn url2base64_names_a_bad_allow_list() {
+    let mut p = PyProject::new("fetch").await;
+    p.worker_env("SYNC_WORKER_FETCH_ALLOW", "127.0.0.1/32,localhost");
+    let err = p
+        .error(
+            "def handle_cron():\n    return url2base64('https://example.com/')\n",
+            "handle_cron",
+        )
+        .await;
+    assert!(
+        err.contains(
+            "UserError: url2base64: SYNC_WORKER_FETCH_ALLOW holds 'localhost', which is not an IP network"
+        ),
+        "{err}"
     );
 }
 

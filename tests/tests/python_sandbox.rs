@@ -106,10 +106,10 @@ const ATTACKS: &[(&str, &str)] = &[
     ("return db.query('SELECT value FROM sync.project_secret')", "permission denied"),
     ("db.execute('SET ROLE postgres')\n    return db.query('SELECT value FROM sync.project_secret')", "may not run SET ROLE"),
     ("db.execute('RESET ROLE')\n    return db.query('SELECT value FROM sync.project_secret')", "may not run RESET"),
-    ("db.query(\"SELECT set_config('role', 'postgres', false)\")\n    return db.query('SELECT value FROM sync.project_secret')", "changed the database role"),
-    ("try:\n        db.query(\"SELECT set_config('role', 'postgres', true)\")\n    except Exception:\n        pass\n    return db.query('SELECT value FROM sync.project_secret')", "changed the database role"),
+    ("db.query(\"SELECT set_config('role', 'none', false)\")\n    return db.query('SELECT value FROM sync.project_secret')", "changed the database role"),
+    ("try:\n        db.query(\"SELECT set_config('role', 'none', true)\")\n    except Exception:\n        pass\n    return db.query('SELECT value FROM sync.project_secret')", "changed the database role"),
     ("db.execute('COMMIT')", "may not run transaction control"),
-    ("db.query(\"SELECT set_config('session_authorization', 'postgres', true)\")\n    return db.query('SELECT value FROM sync.project_secret')", "changed the database role"),
+    ("db.query(\"SELECT set_config('session_authorization', 'postgres', true)\")\n    return db.query('SELECT value FROM sync.project_secret')", "permission denied"),
     ("db.execute(\"DO $$ BEGIN PERFORM set_config('role', 'postgres', true); RAISE EXCEPTION '%', (SELECT string_agg(value, ',') FROM sync.project_secret); END $$\")", "may not run DO blocks"),
     ("db.execute(\"CREATE FUNCTION leak() RETURNS text LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('role', 'postgres', true); RETURN 'x'; END $$\")", "may not run CREATE FUNCTION"),
 ];

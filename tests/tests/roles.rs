@@ -77,14 +77,23 @@ async fn sync_user_reads_but_no_secret_values_and_writes_nothing() {
     assert!(relations.len() >= 14, "{relations:?}");
     c.batch_execute("SET ROLE sync_user").await.unwrap();
 
-    // Reads every table and view...
+    // Reads every table and view (but the executor login's password and the workers'
+    // token hashes)...
     for (rel, _, _) in &relations {
+        if rel == "sync.executor_credential" || rel == "sync.worker" {
+            continue;
+        }
         ok(&c, &format!("SELECT count(*) FROM {rel}")).await;
     }
     ok(&c, "SELECT id, project_id, key FROM sync.project_secret").await;
     ok(
         &c,
-        "SELECT id, task_id, project_id, name, active, content_type, token FROM sync.webhook_trigger",
+        "SELECT id, task_id, project_id, name, active, content_type FROM sync.webhook_trigger",
+    )
+    .await;
+    ok(
+        &c,
+        "SELECT id, hostname, pid, version, started_at, last_seen, stopped_at FROM sync.worker",
     )
     .await;
     let code: String = scalar(&c, "SELECT core_code FROM sync.project").await;
@@ -96,6 +105,11 @@ async fn sync_user_reads_but_no_secret_values_and_writes_nothing() {
         "SELECT signing_secret FROM sync.webhook_trigger",
         "SELECT * FROM sync.webhook_trigger",
         "SELECT count(*) FROM sync.project_secret WHERE value LIKE 's%'",
+        // A webhook's token is the credential of its URL.
+        "SELECT token FROM sync.webhook_trigger",
+        "SELECT sync_webhook_url('crm', 'hook')",
+        "SELECT token_hash FROM sync.worker",
+        "SELECT * FROM sync.executor_credential",
     ] {
         expect_error(&c, sql, "42501").await;
     }
@@ -363,6 +377,11 @@ async fn sync_admin_does_everything() {
         .await
         .unwrap();
     for (rel, _, _) in &relations {
+        // Only the extension's owner reads the executor login's password.
+        if rel == "sync.executor_credential" {
+            expect_error(&c, &format!("SELECT * FROM {rel}"), "42501").await;
+            continue;
+        }
         ok(&c, &format!("SELECT * FROM {rel}")).await;
     }
     let secret: String = scalar(&c, "SELECT value FROM sync.project_secret").await;

@@ -12,5 +12,5 @@ async fn extension_creates_schema_and_roles() {
         "SELECT extversion FROM pg_extension WHERE extname = 'pg_sync'",
     )
     .await;
-    assert_eq!(v, "0.1.0");
+    assert_eq!(v, env!("CARGO_PKG_VERSION"));
 }

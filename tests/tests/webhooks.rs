@@ -319,19 +319,23 @@ def handle_webhook(httprequest):
     )
     .await;
     assert!(msg.contains("base_url is not set"), "{msg}");
-    // sync_user may build URLs (it reads tokens); it may not record calls.
+    // A token is the URL's credential: developers build URLs, sync_user may not (nor
+    // record calls).
     h.p.sql("INSERT INTO sync.setting VALUES ('base_url', 'https://x.test')")
         .await;
+    let dev = h.p.db.connect_as("hook_dev").await;
+    h.p.sql("GRANT sync_developer TO hook_dev").await;
+    let url: String = scalar(&dev, "SELECT sync_webhook_url('hooks', 'hook')").await;
+    assert_eq!(url, format!("https://x.test/sync/webhook/{token}"));
     let reader = h.p.db.connect_as("hook_reader").await;
     h.p.sql("GRANT sync_user TO hook_reader").await;
-    let url: String = scalar(&reader, "SELECT sync_webhook_url('hooks', 'hook')").await;
-    assert_eq!(url, format!("https://x.test/sync/webhook/{token}"));
-    expect_error(
-        &reader,
+    for sql in [
+        "SELECT sync_webhook_url('hooks', 'hook')",
+        "SELECT token FROM sync.webhook_trigger",
         "SELECT sync.webhook_call_failed('x', 1, 'y')",
-        "42501",
-    )
-    .await;
+    ] {
+        expect_error(&reader, sql, "42501").await;
+    }
 }
 
 #[tokio::test]

@@ -141,7 +141,10 @@ async fn check_validates_everything_prints_a_summary_and_exits_0() {
     for want in [
         format!("  config file        {file_s}"),
         "  environment        test".to_string(),
-        "  database           reachable, pg_sync 0.1.0".to_string(),
+        format!(
+            "  database           reachable, pg_sync {}",
+            env!("CARGO_PKG_VERSION")
+        ),
         "  executors          3 for jobs, 1 for webhooks".to_string(),
         "  admin_listen       127.0.0.1:".to_string(),
         "  webhook_listen     127.0.0.1:".to_string(),
@@ -472,12 +475,20 @@ async fn a_database_without_pg_sync_or_with_another_version_is_refused() {
     let db = TestDb::new().await;
     let c = db.connect().await;
     // A patch release of the extension is fine; another minor version is not.
-    c.batch_execute("UPDATE pg_extension SET extversion = '0.1.7' WHERE extname = 'pg_sync'")
-        .await
-        .unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let minor = version.rsplit_once('.').map_or(version, |(a, _)| a);
+    let patch = format!("{minor}.7");
+    c.batch_execute(&format!(
+        "UPDATE pg_extension SET extversion = '{patch}' WHERE extname = 'pg_sync'"
+    ))
+    .await
+    .unwrap();
     let e = check(&db.url, &[], &[]).await;
     assert_eq!(e.code, 0, "{e:?}");
-    assert!(e.stdout.contains("reachable, pg_sync 0.1.7"), "{e:?}");
+    assert!(
+        e.stdout.contains(&format!("reachable, pg_sync {patch}")),
+        "{e:?}"
+    );
     c.batch_execute("UPDATE pg_extension SET extversion = '9.9.0' WHERE extname = 'pg_sync'")
         .await
         .unwrap();
@@ -496,7 +507,7 @@ async fn a_database_without_pg_sync_or_with_another_version_is_refused() {
     refused(
         &e,
         &[
-            "database_url: the database has pg_sync 9.9.0, but this sync_worker 0.1.0 works with 0.1.x only",
+            &format!("database_url: the database has pg_sync 9.9.0, but this sync_worker {version} works with {minor}.x only"),
             "ALTER EXTENSION pg_sync UPDATE",
         ],
     );

@@ -17,8 +17,13 @@ use crate::tables::{parse_record_literal, TableInfo};
 pub const CLEANUP_TRIGGER: &str = "pg_sync_link_cleanup";
 pub const TRUNCATE_TRIGGER: &str = "pg_sync_link_truncate";
 
-/// Run `f` as `role` the way PostgreSQL runs foreign key checks. An error inside `f`
-/// aborts the (sub)transaction, which restores the caller's user id.
+/// Run `f` as the table's owner the way PostgreSQL runs foreign key checks: with the
+/// owner's user id and a pinned search_path (names in the SQL are qualified, operators
+/// too). An error inside `f` aborts the (sub)transaction, which restores both.
+fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    as_role(owner, || crate::session::with_pinned_search_path(f))
+}
+
 fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     let mut user = pg_sys::InvalidOid;
     let mut context = 0;
@@ -103,8 +108,9 @@ pub fn row_ref(info: &TableInfo, id: &str, func: &str) -> String {
     let conds: Vec<String> = info
         .pk
         .iter()
+        .zip(&info.pk_eq)
         .enumerate()
-        .map(|(i, (col, ty))| format!("t.{col} = ${}::{ty}", i + 1))
+        .map(|(i, ((col, ty), eq))| format!("t.{col} {eq} ${}::{ty}", i + 1))
         .collect();
     let sql = format!(
         "SELECT {} FROM {} t WHERE {} FOR KEY SHARE OF t",
@@ -114,7 +120,7 @@ pub fn row_ref(info: &TableInfo, id: &str, func: &str) -> String {
     );
     let types = vec![pg_sys::TEXTOID; values.len()];
     let args: Vec<DatumWithOid> = values.iter().map(|v| v.as_deref().into()).collect();
-    let found: Option<String> = as_role(info.owner, || {
+    let found: Option<String> = as_owner(info.owner, || {
         Spi::connect_mut(|client| {
             plans::run(client, &sql, &types, &args)
                 .first()
@@ -153,7 +159,7 @@ pub fn ensure_cleanup(info: &TableInfo) {
             info.quoted
         ),
     ];
-    as_role(info.owner, || {
+    as_owner(info.owner, || {
         Spi::connect_mut(|client| {
             for sql in &statements {
                 client

@@ -3,11 +3,13 @@
 //
 // Why each step:
 // - The savepoint is lazy so a job that never touches the database costs no round trip.
-// - `SET LOCAL ROLE run_as` runs with the savepoint; project data (secrets) is read
-//   before it, as the worker's own role.
+// - `SET LOCAL ROLE run_as` runs with the savepoint. The session itself logs in as
+//   sync_executor, which has no privileges of its own: project data (secrets) never
+//   comes through it but from the supervisor.
 // - After every task statement `current_user` is checked in the same round trip
-//   (pipelined): SQL can switch roles (`SELECT set_config('role', ...)`), and task code
-//   must never act as the worker's role, which can read secret values.
+//   (pipelined): SQL can switch roles (`SELECT set_config('role', ...)`); a job whose
+//   SQL left its role is stopped. (Inside one statement a switch cannot be seen, which
+//   is why the login itself must hold nothing.)
 // - At the end `RESET ALL` drops settings the task changed (`SET LOCAL search_path`
 //   would otherwise reach the next jobs of the batch, which may belong to other projects).
 use std::collections::HashMap;
@@ -17,6 +19,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use super::convert::Param;
+use crate::protocol::WorkerAuth;
 
 const SAVEPOINT: &str = "pg_sync_job";
 /// Prepared statements kept per connection; cleared when full (task SQL is mostly static).
@@ -113,15 +116,18 @@ pub(crate) struct StatementCache {
 pub struct JobDb<'a> {
     client: &'a Client,
     rt: &'a tokio::runtime::Runtime,
+    /// For the batch functions (child jobs); never handed to Python.
+    auth: &'a WorkerAuth,
     cache: StatementCache,
     job: JobState,
 }
 
 impl<'a> JobDb<'a> {
-    pub fn new(client: &'a Client, rt: &'a tokio::runtime::Runtime) -> Self {
+    pub fn new(client: &'a Client, rt: &'a tokio::runtime::Runtime, auth: &'a WorkerAuth) -> Self {
         JobDb {
             client,
             rt,
+            auth,
             cache: StatementCache::default(),
             job: JobState::default(),
         }
@@ -134,16 +140,6 @@ impl<'a> JobDb<'a> {
 
     fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
-    }
-
-    /// Reads as the worker's own role, outside the job's savepoint (project data).
-    pub(crate) fn query_as_worker(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, DbError> {
-        let client = self.client;
-        Ok(self.block_on(client.query(sql, params))?)
     }
 
     pub(crate) fn start_job(&mut self, run_as: Result<String, String>) {
@@ -338,12 +334,13 @@ impl<'a> JobDb<'a> {
         Ok(answer)
     }
 
-    /// Insert the jobs queued with add_job, as the worker's role, inside the job's
-    /// savepoint (taken here if the job did not touch the database).
+    /// Queue the jobs the job added with add_job (sync.batch_add_jobs, as the executor
+    /// login with the worker's token), inside the job's savepoint (taken here if the job
+    /// did not touch the database) so that they go if the job's writes cannot be kept.
     pub(crate) fn insert_children(
         &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        job_id: i64,
+        children: &serde_json::Value,
     ) -> Result<(), DbError> {
         let client = self.client;
         if self.job.savepoint {
@@ -352,7 +349,11 @@ impl<'a> JobDb<'a> {
             self.job.savepoint = true;
             self.block_on(client.batch_execute(&format!("SAVEPOINT {SAVEPOINT}")))?;
         }
-        self.block_on(client.execute(sql, params))?;
+        let auth = self.auth;
+        self.block_on(client.execute(
+            "SELECT sync.batch_add_jobs($1, $2, $3, $4)",
+            &[&auth.worker, &auth.token, &job_id, children],
+        ))?;
         Ok(())
     }
 

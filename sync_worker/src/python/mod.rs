@@ -9,7 +9,7 @@
 // httprequest argument, and the return value mapped to an HTTP response besides.
 pub mod convert;
 pub mod db;
-mod native;
+pub mod native;
 mod remote;
 
 use std::collections::HashMap;
@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use serde_json::Value;
 
+use crate::mask::Masker;
 use convert::{json_to_py, py_to_json};
 use db::JobDb;
 
@@ -42,6 +43,10 @@ pub struct JobSpec {
     pub max_retries: i32,
     pub started_at: DateTime<Utc>,
     pub soft_time_limit: Duration,
+    /// The project's run_as role and why it may not be used (checked when the job was
+    /// locked, not when the project was cached: a role can gain rights at any time).
+    pub run_as: Option<String>,
+    pub run_as_problem: Option<String>,
 }
 
 /// How a job ended.
@@ -56,6 +61,8 @@ pub enum Outcome {
     Retry { message: String },
     /// Any other error, or an error logged: message and traceback.
     Failed { message: String },
+    /// Stopped by sync_cancel_job while running (what the code raised, if anything).
+    Cancelled { message: String },
 }
 
 /// A line for sync.log, written by the executor outside the job's transaction.
@@ -104,10 +111,12 @@ pub enum RuntimeError {
     Init(String),
 }
 
-/// Where evaluation-context providers are searched (besides the built-in ones).
+/// Where evaluation-context providers are searched (besides the built-in ones), and the
+/// executor's memory limit (for the message of a job that runs out of memory).
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeOptions {
     pub eval_context_path: Vec<PathBuf>,
+    pub memory_limit: usize,
 }
 
 impl RuntimeOptions {
@@ -120,7 +129,10 @@ impl RuntimeOptions {
                     .collect()
             })
             .unwrap_or_default();
-        RuntimeOptions { eval_context_path }
+        RuntimeOptions {
+            eval_context_path,
+            memory_limit: 0,
+        }
     }
 }
 
@@ -151,17 +163,27 @@ const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
     ("telegram", include_str!("eval_context/telegram.py")),
 ];
 
+/// Where a project's data (code layers, params, secrets: sync.project_runtime) comes
+/// from. Executors ask their supervisor over the pipe, since their own connection may not
+/// read secrets; `run-job` reads it on its privileged connection.
+pub trait ProjectSource {
+    fn project(&mut self, project_id: i64) -> Result<Value, String>;
+}
+
 /// A prepared project (its code layers), or why it could not be prepared.
 struct Prepared {
     version: i64,
     project: Py<PyAny>,
-    run_as: Result<String, String>,
+    masker: std::rc::Rc<Masker>,
 }
 
 pub struct Runtime {
     runner: Py<PyModule>,
     projects: HashMap<i64, Prepared>,
     statements: db::StatementCache,
+    /// The masker of a project whose code failed to prepare (its error may quote a
+    /// secret, e.g. in core_code's traceback).
+    failed_masker: Option<(i64, std::rc::Rc<Masker>)>,
 }
 
 impl Runtime {
@@ -177,6 +199,7 @@ impl Runtime {
                 runner: runner.unbind(),
                 projects: HashMap::new(),
                 statements: db::StatementCache::default(),
+                failed_masker: None,
             })
         })
     }
@@ -184,10 +207,17 @@ impl Runtime {
     /// Runs one job inside the executor's open transaction on `db`. Guarantees: on failure
     /// the job's own database writes are rolled back (savepoint) and the session role is
     /// reset; on success they stay in the transaction (the executor commits a whole
-    /// batch). Loads and caches project code per (project_id, project_version).
-    pub fn run(&mut self, job: &JobSpec, db: &mut JobDb, logs: &mut Vec<LogLine>) -> Outcome {
+    /// batch). Loads (from `source`) and caches project code per (project_id,
+    /// project_version).
+    pub fn run(
+        &mut self,
+        job: &JobSpec,
+        db: &mut JobDb,
+        logs: &mut Vec<LogLine>,
+        source: &mut dyn ProjectSource,
+    ) -> Outcome {
         db.swap_cache(&mut self.statements);
-        let (outcome, _) = self.run_inner(job, db, logs, None);
+        let (outcome, _) = self.run_inner(job, db, logs, None, source);
         db.swap_cache(&mut self.statements);
         outcome
     }
@@ -200,11 +230,24 @@ impl Runtime {
         request: &WebhookRequest,
         db: &mut JobDb,
         logs: &mut Vec<LogLine>,
+        source: &mut dyn ProjectSource,
     ) -> (Outcome, Option<WebhookResponse>) {
         db.swap_cache(&mut self.statements);
-        let answer = self.run_inner(job, db, logs, Some(request));
+        let answer = self.run_inner(job, db, logs, Some(request), source);
         db.swap_cache(&mut self.statements);
         answer
+    }
+
+    /// What must be masked in the job's log lines, error and result: the secret values
+    /// of its project as last prepared (nothing when it could not be loaded).
+    pub fn masker(&self, project_id: i64) -> std::rc::Rc<Masker> {
+        if let Some(p) = self.projects.get(&project_id) {
+            return p.masker.clone();
+        }
+        match &self.failed_masker {
+            Some((id, m)) if *id == project_id => m.clone(),
+            _ => std::rc::Rc::default(),
+        }
     }
 
     /// Call after the executor replaced its database connection: prepared statements of
@@ -219,13 +262,14 @@ impl Runtime {
         db: &mut JobDb,
         logs: &mut Vec<LogLine>,
         request: Option<&WebhookRequest>,
+        source: &mut dyn ProjectSource,
     ) -> (Outcome, Option<WebhookResponse>) {
         Python::attach(|py| {
-            let (project, run_as) = match self.project(py, job, db) {
+            let project = match self.project(py, job, source) {
                 Ok(p) => p,
                 Err(message) => return (Outcome::Failed { message }, None),
             };
-            db.start_job(run_as);
+            db.start_job(run_as(job));
             let answer = native::with_job_db(db, || self.call_runner(py, &project, job, request));
             let mut outcome = match &answer {
                 Ok(a) => {
@@ -236,7 +280,18 @@ impl Runtime {
                     message: format!("pg_sync runtime error: {}", format_py_err(py, e)),
                 },
             };
-            if let Some(why) = db.broken() {
+            if native::take_cancel(job.job_id) {
+                // Stopped by sync_cancel_job: its writes go, whatever its code did with
+                // the exception.
+                outcome = Outcome::Cancelled {
+                    message: match outcome {
+                        Outcome::Done { .. } => String::new(),
+                        Outcome::Retry { message }
+                        | Outcome::Failed { message }
+                        | Outcome::Cancelled { message } => message,
+                    },
+                };
+            } else if let Some(why) = db.broken() {
                 outcome = Outcome::Failed {
                     message: why.to_string(),
                 };
@@ -262,29 +317,20 @@ impl Runtime {
         &mut self,
         py: Python<'_>,
         job: &JobSpec,
-        db: &mut JobDb,
-    ) -> Result<(Py<PyAny>, Result<String, String>), String> {
+        source: &mut dyn ProjectSource,
+    ) -> Result<Py<PyAny>, String> {
         if let Some(p) = self.projects.get(&job.project_id) {
             if p.version >= job.project_version {
-                return Ok((p.project.clone_ref(py), p.run_as.clone()));
+                return Ok(p.project.clone_ref(py));
             }
         }
-        let data = load_project(db, job.project_id)
+        let data = source
+            .project(job.project_id)
             .map_err(|e| format!("cannot load project {}: {e}", job.project_id))?;
+        let masker = std::rc::Rc::new(Masker::from_json(data.get("mask")));
         let version = data.get("version").and_then(Value::as_i64).unwrap_or(0);
-        let run_as = match (
-            data.get("run_as").and_then(Value::as_str),
-            data.get("run_as_problem").and_then(Value::as_str),
-        ) {
-            (Some(role), None) => Ok(role.to_string()),
-            (Some(role), Some(problem)) => Err(format!(
-                "project run_as role \"{role}\" {problem}; task code may not use the database as it"
-            )),
-            (None, _) => Err(
-                "the project has no run_as role, so its task code may not use the database"
-                    .to_string(),
-            ),
-        };
+        // An older version is dropped whether or not the new one prepares.
+        self.projects.remove(&job.project_id);
         let project = (|| -> PyResult<Py<PyAny>> {
             let data = json_to_py(py, &data)?;
             Ok(self
@@ -294,16 +340,19 @@ impl Runtime {
                 .call1((data,))?
                 .unbind())
         })()
-        .map_err(|e| format_py_err(py, &e))?;
+        .map_err(|e| {
+            self.failed_masker = Some((job.project_id, masker.clone()));
+            format_py_err(py, &e)
+        })?;
         self.projects.insert(
             job.project_id,
             Prepared {
                 version,
                 project: project.clone_ref(py),
-                run_as: run_as.clone(),
+                masker,
             },
         );
-        Ok((project, run_as))
+        Ok(project)
     }
 
     fn call_runner(
@@ -402,6 +451,19 @@ impl Runtime {
     }
 }
 
+/// The role the job's SQL runs as, or why its code may not use the database.
+fn run_as(job: &JobSpec) -> Result<String, String> {
+    match (&job.run_as, &job.run_as_problem) {
+        (Some(role), None) => Ok(role.clone()),
+        (Some(role), Some(problem)) => Err(format!(
+            "project run_as role \"{role}\" {problem}; task code may not use the database as it"
+        )),
+        (None, _) => {
+            Err("the project has no run_as role, so its task code may not use the database".into())
+        }
+    }
+}
+
 struct RunnerAnswer {
     outcome: Outcome,
     logs: Vec<LogLine>,
@@ -436,32 +498,11 @@ fn request_dict<'py>(py: Python<'py>, req: &WebhookRequest) -> PyResult<Bound<'p
     Ok(d)
 }
 
-/// Jobs queued with add_job, through sync.add_job (identity_key: no second job).
-const INSERT_CHILDREN: &str = "
-SELECT sync.add_job($1::bigint, $2::bigint, c.handler, coalesce(c.args, '{}'), c.priority,
-         coalesce(c.eta, sync.clock() + pg_catalog.make_interval(secs => c.eta_seconds)),
-         c.max_retries, c.description, c.identity_key, $6::bigint, $5::text::name, $4::text,
-         'job', NULL, $3::text)
-FROM pg_catalog.jsonb_to_recordset($7::jsonb) AS c(handler text, args jsonb, priority integer,
-     eta timestamptz, eta_seconds double precision, max_retries integer, identity_key text,
-     description text)";
-
 /// Insert child jobs, then keep or roll back the job's writes.
 fn finish(job: &JobSpec, db: &mut JobDb, outcome: Outcome, children: Option<Value>) -> Outcome {
     let mut outcome = outcome;
     if let (Outcome::Done { .. }, Some(children)) = (&outcome, children) {
-        let inserted = db.insert_children(
-            INSERT_CHILDREN,
-            &[
-                &job.project_id,
-                &job.task_id,
-                &job.trigger_name,
-                &job.lang,
-                &job.user_name,
-                &job.job_id,
-                &children,
-            ],
-        );
+        let inserted = db.insert_children(job.job_id, &children);
         if let Err(e) = inserted {
             outcome = Outcome::Failed {
                 message: format!("add_job: cannot queue the jobs: {e}"),
@@ -480,45 +521,6 @@ fn finish(job: &JobSpec, db: &mut JobDb, outcome: Outcome, children: Option<Valu
         };
     }
     outcome
-}
-
-const LOAD_PROJECT: &str = "
-SELECT pg_catalog.jsonb_build_object(
-  'id', p.id, 'name', p.name, 'version', p.version,
-  'core_code', p.core_code, 'common_code', p.common_code,
-  'eval_context', pg_catalog.to_jsonb(p.eval_context), 'run_as', p.run_as,
-  'run_as_problem', CASE
-       WHEN p.run_as IS NULL THEN NULL
-       WHEN r.oid IS NULL THEN 'does not exist'
-       WHEN r.rolsuper THEN 'is a superuser'
-       WHEN pg_catalog.has_column_privilege(r.oid, 'sync.project_secret'::regclass, 'value', 'SELECT')
-            THEN 'can read secret values (sync.project_secret.value)'
-       END,
-  'params', coalesce((SELECT pg_catalog.jsonb_object_agg(x.key, x.value)
-                      FROM sync.project_param x WHERE x.project_id = p.id), '{}'),
-  'texts', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(x.key, x.lang, x.value))
-                     FROM sync.project_text x WHERE x.project_id = p.id), '[]'),
-  'secrets', coalesce((SELECT pg_catalog.jsonb_object_agg(x.key, x.value)
-                       FROM sync.project_secret x WHERE x.project_id = p.id), '{}'),
-  'tasks', coalesce((SELECT pg_catalog.jsonb_object_agg(x.id::text,
-                              pg_catalog.jsonb_build_object('name', x.name, 'code', x.code))
-                     FROM sync.task x WHERE x.project_id = p.id), '{}'),
-  'webhooks', coalesce((SELECT pg_catalog.jsonb_object_agg(x.name, x.token)
-                        FROM sync.webhook_trigger x WHERE x.project_id = p.id), '{}'),
-  'base_url', (SELECT s.value FROM sync.setting s WHERE s.key = 'base_url'))
-FROM sync.project p LEFT JOIN pg_catalog.pg_roles r ON r.rolname = p.run_as
-WHERE p.id = $1";
-
-/// Everything a project's code layers need, read as the worker's role.
-fn load_project(db: &mut JobDb, project_id: i64) -> Result<Value, db::DbError> {
-    let rows = db.query_as_worker(LOAD_PROJECT, &[&project_id])?;
-    match rows.first() {
-        Some(row) => Ok(row.try_get::<_, Value>(0).map_err(db::DbError::from)?),
-        None => Err(db::DbError::refused(
-            "the project does not exist",
-            "It may have been deleted after the job was queued.",
-        )),
-    }
 }
 
 /// Load the embedded package into sys.modules and initialise it.
@@ -551,7 +553,9 @@ fn load_package<'py>(py: Python<'py>, options: &RuntimeOptions) -> PyResult<Boun
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    runner.getattr("init")?.call1((builtin, path))?;
+    runner
+        .getattr("init")?
+        .call1((builtin, path, options.memory_limit))?;
     Ok(runner)
 }
 

@@ -1,6 +1,7 @@
 // The Rust primitives behind the Python context (module `pg_sync._native`): SQL in the
 // running job's transaction, remote databases (remote.rs); the rest is Python on top.
 use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
@@ -15,6 +16,33 @@ pyo3::create_exception!(
     pyo3::exceptions::PyException,
     "An error reported by PostgreSQL (or refused before reaching it); `.code` is the SQLSTATE."
 );
+
+/// The job sync_cancel_job asked to stop (0: none). Set from the executor's pipe thread;
+/// read by the Python signal handler (SIGUSR1, see runner.py), which raises JobCancelled
+/// only in that job, and by the runtime, which rolls back a job cancelled while running
+/// even if its code caught the exception.
+static CANCELLED_JOB: AtomicI64 = AtomicI64::new(0);
+
+/// Ask the running job `job` to stop: its handler gets JobCancelled at its next Python
+/// instruction (a job that is not running is not touched).
+pub fn request_cancel(job: i64) {
+    CANCELLED_JOB.store(job, Ordering::SeqCst);
+    // SAFETY: kill() on our own pid with a signal whose handler Python installed.
+    unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+}
+
+/// Whether `job` was asked to stop; takes the request (once decided, a late request
+/// cannot change what was recorded).
+pub(crate) fn take_cancel(job: i64) -> bool {
+    CANCELLED_JOB
+        .compare_exchange(job, 0, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+}
+
+#[pyfunction]
+fn cancelled_job() -> i64 {
+    CANCELLED_JOB.load(Ordering::SeqCst)
+}
 
 thread_local! {
     /// The job database of the job running on this thread, set only inside `with_job_db`.
@@ -142,6 +170,7 @@ pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(execute, &m)?)?;
     m.add_function(wrap_pyfunction!(query, &m)?)?;
     m.add_function(wrap_pyfunction!(savepoint, &m)?)?;
+    m.add_function(wrap_pyfunction!(cancelled_job, &m)?)?;
     m.add("DatabaseError", py.get_type::<DatabaseError>())?;
     m.add_class::<super::remote::RemoteConnection>()?;
     Ok(m)

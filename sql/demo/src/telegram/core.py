@@ -1,6 +1,7 @@
 # Telegram demo, core code (admins only): the optional TELEGRAM_WEBHOOK_SECRET stays
 # here. Task code gets two functions that use it, never the value.
 import hmac as _hmac
+import re as _re
 
 
 def _webhook_secret():
@@ -9,10 +10,17 @@ def _webhook_secret():
 
 def telegram_set_webhook(url, **options):
     """setWebhook(url, ...), with the secret_token Telegram then sends back in every
-    update when the secret TELEGRAM_WEBHOOK_SECRET is set."""
-    if _webhook_secret():
-        options["secret_token"] = _webhook_secret()
-    return telegram.set_webhook(url, **options)
+    update when the secret TELEGRAM_WEBHOOK_SECRET is set. Logs that the webhook was set
+    and returns the URL as logged: with its token as ***."""
+    secret = _webhook_secret()
+    if secret:
+        options["secret_token"] = secret
+    telegram.set_webhook(url, **options)
+    # sync.log and job results are read by every sync_user: the secret token and the
+    # webhook's token would let anyone post updates the handler takes for Telegram's.
+    shown = _re.sub(r"/sync/webhook/[^/?#]+", "/sync/webhook/***", url)
+    log("Telegram webhook set to %s, %s" % (shown, "with a secret token" if secret else "without a secret token"))
+    return shown
 
 
 def telegram_update_is_genuine(httprequest):

@@ -1,7 +1,7 @@
 # Telegram demo, SETUP_TELEGRAM button: have Telegram send the bot's updates to the
-# TELEGRAM webhook.
+# TELEGRAM webhook (the result shows its URL with the token as ***).
 
 
 def handle_button():
-    telegram_set_webhook(webhooks.TELEGRAM, allowed_updates=["message", "edited_message"])
-    return {"webhook": webhooks.TELEGRAM}
+    shown = telegram_set_webhook(webhooks.TELEGRAM, allowed_updates=["message", "edited_message"])
+    return {"webhook": shown}

@@ -3,7 +3,8 @@
 #
 # Settings:
 #   GITHUB_TOKEN     secret: a personal access token or app token (Bearer)
-#   GITHUB_BASE_URL  default https://api.github.com (a secret wins over a param)
+#   GITHUB_BASE_URL  secret; default https://api.github.com (never a param: it decides
+#                    where the token goes, and developers write params)
 #   GITHUB_TIMEOUT   seconds (default 30)
 # `repo` arguments are "owner/name"; numbers are issue numbers; list_* read every page.
 import re
@@ -160,13 +161,15 @@ class GitHub(rest.JsonClient):
 
 def eval_context(secrets, context):
     s = rest.Settings("GITHUB", secrets, context["params"])
+    base, problem = s.base_url("github", DEFAULT_BASE_URL)
+    missing = s.missing("TOKEN")
     client = GitHub(
-        s.value("BASE_URL", DEFAULT_BASE_URL),
+        base,
         name="github",
         token=s.secret("TOKEN"),
         headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
         timeout=s.number("TIMEOUT", rest.DEFAULT_TIMEOUT),
-        problem=("github: " + s.missing("TOKEN")) if s.missing("TOKEN") else None,
+        problem=problem or (("github: " + missing) if missing else None),
     )
     helpers = {"github": client}
     helpers.update(rest.ERRORS)

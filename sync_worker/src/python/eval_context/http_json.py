@@ -1,14 +1,13 @@
 # Built-in provider "http_json": REST/JSON clients for task code. `http_json` is configured
 # by the project's HTTP_JSON_* settings; `http_json_client(NAME)` makes more, from NAME_*.
 #
-# Settings (credentials from secrets only; the rest from secrets, else params):
-#   HTTP_JSON_BASE_URL   base URL of every request (required)
+# Settings (credentials and the base URL from secrets only; the rest from secrets, else
+# params: developers write params, and the base URL decides where the credentials go):
+#   HTTP_JSON_BASE_URL   secret: base URL of every request (required)
 #   HTTP_JSON_TOKEN      secret: sent as "Authorization: Bearer <token>"
 #   HTTP_JSON_AUTH_HEADER / HTTP_JSON_AUTH_SCHEME   other header / scheme ("none": bare token)
 #   HTTP_JSON_USER, HTTP_JSON_PASSWORD   secrets: HTTP basic authentication instead
 #   HTTP_JSON_TIMEOUT    seconds (default 30)
-# Clients of http_json_client(NAME) read NAME_BASE_URL from secrets only: the name is
-# chosen by task code, so where NAME_TOKEN goes must be decided by an admin.
 import re
 
 from pg_sync import rest
@@ -27,7 +26,7 @@ def eval_context(secrets, context):
             raise ValueError("http_json_client: the name is the settings' prefix in capitals, e.g. 'CRM' for CRM_BASE_URL, not %r" % (name,))
         client = clients.get(name)
         if client is None:
-            client = rest.client_from_settings(name, secrets, params, name=name.lower(), base_url_secret_only=True)
+            client = rest.client_from_settings(name, secrets, params, name=name.lower())
             clients[name] = client
         return client
 

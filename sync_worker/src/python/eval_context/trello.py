@@ -4,7 +4,9 @@
 # Settings:
 #   TRELLO_KEY, TRELLO_TOKEN   secrets: API key and token (sent as the query parameters
 #                              key= and token=, as Trello expects; masked in logs)
-#   TRELLO_BASE_URL            default https://api.trello.com/1 (a secret wins over a param)
+#   TRELLO_BASE_URL            secret; default https://api.trello.com/1 (never a param: it
+#                              decides where the key and token go, and developers
+#                              write params)
 #   TRELLO_TIMEOUT             seconds (default 30)
 import re
 import urllib.parse
@@ -96,13 +98,14 @@ class Trello(rest.JsonClient):
 
 def eval_context(secrets, context):
     s = rest.Settings("TRELLO", secrets, context["params"])
+    base, problem = s.base_url("trello", DEFAULT_BASE_URL)
     missing = s.missing("KEY", "TOKEN")
     client = Trello(
-        s.value("BASE_URL", DEFAULT_BASE_URL),
+        base,
         name="trello",
         auth_params={"key": s.secret("KEY") or "", "token": s.secret("TOKEN") or ""},
         timeout=s.number("TIMEOUT", rest.DEFAULT_TIMEOUT),
-        problem=("trello: " + missing) if missing else None,
+        problem=problem or (("trello: " + missing) if missing else None),
     )
     helpers = {"trello": client}
     helpers.update(rest.ERRORS)

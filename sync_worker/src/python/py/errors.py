@@ -51,6 +51,14 @@ class TimeLimitExceeded(BaseException, metaclass=Frozen):
     __module__ = _SHORT
 
 
+class JobCancelled(BaseException, metaclass=Frozen):
+    """Raised inside task code when sync_cancel_job stops the running job. A
+    BaseException like TimeLimitExceeded; a job that catches it anyway is still rolled
+    back and recorded cancelled (and killed if it goes on for long)."""
+
+    __module__ = _SHORT
+
+
 class MissingHandler(Exception, metaclass=Frozen):
     """The task code does not define the handler the job calls."""
 

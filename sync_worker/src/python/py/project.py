@@ -82,6 +82,7 @@ def base_context(project):
         "ValidationError": _errors.ValidationError,
         "RetryableJobError": _errors.RetryableJobError,
         "TimeLimitExceeded": _errors.TimeLimitExceeded,
+        "JobCancelled": _errors.JobCancelled,
         "DatabaseError": _errors.DatabaseError,
         "OSError": OSError,
     }

@@ -172,6 +172,18 @@ def _clip(text, limit):
     return "%s... (%d more characters)" % (text[:limit], len(text) - limit)
 
 
+def _encodings(values):
+    """The forms a value to hide may take in a log line: as is, URL-encoded (in a path or
+    a query), JSON-escaped (in a body)."""
+    forms = set()
+    for v in values:
+        if v:
+            forms.update((v, _parse.quote(v, safe=""), _parse.quote_plus(v), _parse.quote(v)))
+            forms.update((_json.dumps(v)[1:-1], _json.dumps(v, ensure_ascii=False)[1:-1]))
+    forms.discard("")
+    return forms
+
+
 def _alive(conn):
     """A kept-alive connection with nothing to read (a closed one reads EOF)."""
     sock = conn.sock
@@ -268,12 +280,7 @@ class JsonClient:
             values.extend([encoded, str(password or "")])
         values.extend(str(v) for _, v in self._auth_params if v)
         self._headers = hdrs
-        masks_all = set()
-        for v in values:
-            if v:
-                masks_all.update((v, _parse.quote(v, safe=""), _parse.quote_plus(v), _parse.quote(v)))
-        masks_all.discard("")
-        self._masks = sorted(masks_all, key=len, reverse=True)
+        self._masks = sorted(_encodings(values), key=len, reverse=True)
 
     def _set_base(self, base_url):
         if not isinstance(base_url, str) or not base_url.strip():
@@ -342,18 +349,21 @@ class JsonClient:
         """DELETE `path`; the parsed response body (often None)."""
         return self.request("DELETE", path, json=json, params=params, headers=headers, timeout=timeout)
 
-    def request(self, method, path, json=None, params=None, headers=None, timeout=None, data=None):
+    def request(self, method, path, json=None, params=None, headers=None, timeout=None, data=None, masks=()):
         """Any method; the parsed response body. Raises HTTPClientError (4xx),
-        HTTPRetryableError (5xx, 408, 429, rate limit), HTTPConnectionError (no response)."""
-        return self.response(method, path, json=json, params=params, headers=headers, timeout=timeout, data=data).data
+        HTTPRetryableError (5xx, 408, 429, rate limit), HTTPConnectionError (no response).
+        `masks`: more values (a secret sent in the body...) to hide in this request's log
+        lines, errors and response, besides the client's credentials."""
+        return self.response(method, path, json=json, params=params, headers=headers, timeout=timeout, data=data, masks=masks).data
 
-    def response(self, method, path, json=None, params=None, headers=None, timeout=None, data=None):
+    def response(self, method, path, json=None, params=None, headers=None, timeout=None, data=None, masks=()):
         """Like request(), but returns the whole Response (status, headers, text, data)."""
         if self._problem is not None:
             raise _errors.UserError(self._problem)
         method = str(method).upper()
         if not _METHOD.match(method):
             raise ValueError("%r is not an HTTP method" % method)
+        mask = self._masker(masks)
         url = self._url(path, params)
         body, ctype, shown_body = self._body(json, data)
         hdrs = dict(self._headers)
@@ -365,11 +375,11 @@ class JsonClient:
             else:
                 hdrs[str(key)] = str(value)
         wait = self._timeout if timeout is None else float(timeout)
-        shown = self._mask(url)
+        shown = mask(url)
         line = "%s %s" % (method, shown)
         if shown_body:
             line += "\n" + shown_body
-        _job.log_transmission(self._name, self._mask(_clip(line, self._log_limit)))
+        _job.log_transmission(self._name, mask(_clip(line, self._log_limit)))
         for _hop in range(MAX_REDIRECTS + 1):
             status, reason, rheaders, raw = self._exchange(method, url, body, hdrs, wait, shown)
             location = rheaders.get("location")
@@ -377,17 +387,17 @@ class JsonClient:
                 target = _parse.urljoin(url, location)
                 follow = self._same_origin(target) and (status in (307, 308) or method in ("GET", "HEAD") or status == 303)
                 if follow:
-                    _job.log_response(self._name, self._mask("%d %s %s %s -> %s" % (status, reason, method, shown, target)))
+                    _job.log_response(self._name, mask("%d %s %s %s -> %s" % (status, reason, method, shown, target)))
                     if status == 303 and method not in ("GET", "HEAD"):
                         method, body = "GET", None
                         hdrs.pop("Content-Type", None)
-                    url, shown = target, self._mask(target)
+                    url, shown = target, mask(target)
                     continue
             break
         # A server may echo credentials (a Location with key= and token=...).
-        rheaders = {k: self._mask(v) for k, v in rheaders.items()}
+        rheaders = {k: mask(v) for k, v in rheaders.items()}
         text, parsed = _decode(raw, rheaders)
-        masked = self._mask(text)
+        masked = mask(text)
         if masked != text:
             text, parsed = _decode(masked.encode(), rheaders)
         line = "%d %s %s %s" % (status, reason, method, shown)
@@ -407,11 +417,20 @@ class JsonClient:
 
     # -- internals -----------------------------------------------------------------
 
-    def _mask(self, text):
-        for m in self._masks:
+    def _mask(self, text, masks=None):
+        for m in self._masks if masks is None else masks:
             if m in text:
                 text = text.replace(m, _MASK)
         return text
+
+    def _masker(self, extra):
+        """The mask function of one request: the client's values and `extra` ones."""
+        if not extra:
+            return self._mask
+        masks = set(self._masks)
+        masks.update(_encodings([str(v) for v in extra if v]))
+        ordered = sorted(masks, key=len, reverse=True)
+        return lambda text: self._mask(text, ordered)
 
     def _same_origin(self, url):
         try:
@@ -585,8 +604,12 @@ class JsonClient:
 
 
 class Settings:
-    """A provider's settings `<PREFIX>_<KEY>`. Credentials come from secrets only; other
-    settings from secrets first (admins only can write them), then params."""
+    """A provider's settings `<PREFIX>_<KEY>`. Credentials and base URLs come from secrets
+    only; other settings from secrets first (admins only can write them), then params.
+
+    A base URL decides where the credentials are sent, and developers write params: a
+    base URL taken from a param would let a developer send an admin's token to a server
+    of their own."""
 
     __slots__ = ("prefix", "_secrets", "_params")
 
@@ -602,11 +625,35 @@ class Settings:
         value = self._secrets.get(self.key(key)) if self._secrets is not None else None
         return value if value not in (None, "") else None
 
+    def param(self, key):
+        value = self._params.get(self.key(key)) if self._params is not None else None
+        return value if value not in (None, "") else None
+
     def value(self, key, default=None, secret_only=False):
         value = self.secret(key)
-        if value is None and not secret_only and self._params is not None:
-            value = self._params.get(self.key(key))
+        if value is None and not secret_only and not key.endswith("BASE_URL"):
+            value = self.param(key)
         return value if value not in (None, "") else default
+
+    def base_url(self, name, default=None):
+        """(base URL, problem): the secret <PREFIX>_BASE_URL, else `default`. `problem` (a
+        message for JsonClient's problem=, naming client `name`) when there is neither,
+        or when a param of that name points elsewhere than the default: it is ignored,
+        and rather than sending the credentials somewhere unexpected the client says so."""
+        key = self.key("BASE_URL")
+        value = self.secret("BASE_URL")
+        if value is not None:
+            return value, None
+        param = self.param("BASE_URL")
+        if param is not None and (default is None or str(param).strip().rstrip("/") != default.rstrip("/")):
+            return None, (
+                "%s: %s is set as a param, which is ignored: a base URL decides where the credentials go, so it is read "
+                "from secrets only (admins write them); set it as the secret %s in sync.project_secret%s"
+                % (name, key, key, ", or delete the param to use %s" % default if default else "")
+            )
+        if default is None:
+            return None, "%s: %s is not set: add it to sync.project_secret" % (name, key)
+        return default, None
 
     def number(self, key, default):
         value = self.value(key)
@@ -641,18 +688,12 @@ class Settings:
         return "secret %s is not set: add it to sync.project_secret" % names[0]
 
 
-def client_from_settings(prefix, secrets, params, name, default_base_url=None, base_url_secret_only=False, cls=JsonClient, **options):
-    """A JsonClient configured by `<PREFIX>_BASE_URL`, `_TOKEN` (bearer; `_AUTH_HEADER`,
-    `_AUTH_SCHEME` change how it is sent), `_USER` + `_PASSWORD` (basic) and `_TIMEOUT`."""
+def client_from_settings(prefix, secrets, params, name, default_base_url=None, cls=JsonClient, **options):
+    """A JsonClient configured by `<PREFIX>_BASE_URL` (a secret), `_TOKEN` (bearer;
+    `_AUTH_HEADER`, `_AUTH_SCHEME` change how it is sent), `_USER` + `_PASSWORD` (basic)
+    and `_TIMEOUT`."""
     s = Settings(prefix, secrets, params)
-    base = s.value("BASE_URL", default_base_url, secret_only=base_url_secret_only)
-    problem = None
-    if base is None:
-        problem = "%s: %s is not set: add it to %s" % (
-            name,
-            s.key("BASE_URL"),
-            "sync.project_secret" if base_url_secret_only else "sync.project_param (or sync.project_secret)",
-        )
+    base, problem = s.base_url(name, default_base_url)
     scheme = s.value("AUTH_SCHEME")
     return cls(
         base,

@@ -6,6 +6,7 @@ import signal as _signal
 import threading as _threading
 import traceback as _traceback
 
+from pg_sync import _native
 from pg_sync import errors as _errors
 from pg_sync import job as _job
 from pg_sync import project as _project
@@ -18,14 +19,28 @@ _limit = 0.0
 _timer = None
 
 
-def init(builtin_providers, provider_path):
+_job_id = None
+_memory_limit = 0
+
+
+def init(builtin_providers, provider_path, memory_limit=0):
     """Called once by Runtime::new."""
-    global _providers, _use_alarm
+    global _providers, _use_alarm, _memory_limit
     _providers = _project.Providers(builtin_providers, provider_path)
-    # SIGALRM is ours in executor processes: it raises TimeLimitExceeded in task code.
+    _memory_limit = memory_limit
+    # SIGALRM and SIGUSR1 are ours in executor processes: they raise TimeLimitExceeded
+    # and JobCancelled in task code.
     if _threading.current_thread() is _threading.main_thread():
         _signal.signal(_signal.SIGALRM, _on_alarm)
+        _signal.signal(_signal.SIGUSR1, _on_cancel)
         _use_alarm = True
+
+
+def _on_cancel(signum, frame):
+    # The pipe thread names the job to stop; a signal that arrives after that job ended
+    # must not stop the next one.
+    if _job_id is not None and _native.cancelled_job() == _job_id:
+        raise _errors.JobCancelled("the job was cancelled (sync_cancel_job)")
 
 
 def prepare(data):
@@ -111,8 +126,10 @@ def _is_retryable(exc):
 def _execute(project, info, extra_args=None):
     """Run the job's handler; returns (status, result or error text, state) where status
     is done|retry|failed."""
+    global _job_id
     state = _job.start(info)
     _project.set_current(project)
+    _job_id = info.get("job_id")
     status, outcome = "done", None
     try:
         try:
@@ -137,6 +154,13 @@ def _execute(project, info, extra_args=None):
                 outcome = fn(*args, **kwargs)
             finally:
                 _disarm()
+        except MemoryError as e:
+            status = "failed"
+            outcome = format_exception(e, project) + (
+                "\nThe job ran out of memory: its executor may use %s (executor_memory_limit). Work in smaller pieces, or raise the limit." % _size(_memory_limit)
+                if _memory_limit
+                else ""
+            )
         except BaseException as e:  # noqa: B902 - the job's failure, whatever it is
             status = "retry" if _is_retryable(e) else "failed"
             outcome = format_exception(e, project)
@@ -144,8 +168,17 @@ def _execute(project, info, extra_args=None):
             status, outcome = "failed", "the job logged an error: %s" % state.error
         return status, outcome, state
     finally:
+        _job_id = None
         _job.stop()
         _project.set_current(None)
+
+
+def _size(n):
+    for unit in ("GiB", "MiB", "KiB"):
+        scale = {"GiB": 1 << 30, "MiB": 1 << 20, "KiB": 1 << 10}[unit]
+        if n >= scale and n % scale == 0:
+            return "%d %s" % (n // scale, unit)
+    return "%d bytes" % n
 
 
 def run_job(project, info):

@@ -1,0 +1,1173 @@
+-- pg_sync 0.1.0 -> 0.2.0: trust boundaries. Run by ALTER EXTENSION pg_sync UPDATE.
+--
+-- Executors log in as sync_executor (no rights of its own; token-checked batch
+-- functions), jobs are queued through SECURITY DEFINER functions that record the caller,
+-- trigger functions refuse foreign tables, grants are narrowed, and running jobs can be
+-- cancelled. Existing rows are kept; workers of version 0.1 must be stopped first (a
+-- 0.2 worker refuses a 0.1 extension and the other way round).
+-- Roles the new grants name (cluster-wide; another database may have made them).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_worker') THEN
+        BEGIN
+            CREATE ROLE sync_worker NOLOGIN;
+        EXCEPTION WHEN unique_violation OR duplicate_object THEN
+            NULL;
+        END;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_executor') THEN
+        BEGIN
+            CREATE ROLE sync_executor NOLOGIN NOINHERIT;
+        EXCEPTION WHEN unique_violation OR duplicate_object THEN
+            NULL;
+        END;
+    END IF;
+END
+$$;
+-- The caller of SECURITY DEFINER functions (Rust, pg_sync/src/session.rs).
+CREATE FUNCTION sync."caller"() RETURNS TEXT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'caller_wrapper';
+------------------------------------------------------------------------------------
+-- sql/schema.sql
+------------------------------------------------------------------------------------
+ALTER TABLE sync.worker ADD COLUMN token_hash bytea;
+COMMENT ON COLUMN sync.worker.token_hash IS 'SHA-256 of the token its executors show to the batch functions (sync.batch_*); readable by admins only.';
+CREATE OR REPLACE FUNCTION sync.notify_new_jobs() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_RELID <> 'sync.job'::regclass THEN
+        RAISE EXCEPTION 'sync.notify_new_jobs() only runs as the trigger of sync.job'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    -- Once per transaction: a bulk insert queues one event per row.
+    IF current_setting('sync.doorbell_checked', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('sync.doorbell_checked', 'on', true);
+    UPDATE sync.doorbell SET rung = true WHERE NOT rung;
+    IF FOUND THEN
+        PERFORM pg_notify('sync_job', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION sync.trigger_register_name() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- Not named `kind`: that is also a column of sync.trigger_name (ambiguous).
+    trg_kind text := TG_ARGV[0];
+BEGIN
+    -- SECURITY DEFINER (sql/roles.sql): only on the four trigger tables, for their kind.
+    IF TG_RELID IS DISTINCT FROM to_regclass('sync.' || trg_kind || '_trigger') THEN
+        RAISE EXCEPTION 'sync.trigger_register_name() only runs as the trigger of sync.<kind>_trigger'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        DELETE FROM sync.trigger_name WHERE trigger_name.kind = trg_kind AND trigger_id = OLD.id;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        BEGIN
+            INSERT INTO sync.trigger_name (project_id, name, kind, trigger_id)
+            VALUES (NEW.project_id, NEW.name, trg_kind, NEW.id);
+        EXCEPTION WHEN unique_violation THEN
+            RAISE EXCEPTION 'a trigger named "%" already exists in this project', NEW.name
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'Trigger names are unique per project across cron, db, webhook and button triggers; choose another name.';
+        END;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE FUNCTION sync.bump_project_version() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- SECURITY DEFINER (sql/roles.sql): only on pg_sync's own tables.
+    IF TG_TABLE_SCHEMA <> 'sync' OR TG_RELID NOT IN (
+           'sync.project'::regclass, 'sync.project_param'::regclass, 'sync.project_text'::regclass,
+           'sync.project_secret'::regclass, 'sync.task'::regclass, 'sync.cron_trigger'::regclass,
+           'sync.db_trigger'::regclass, 'sync.webhook_trigger'::regclass, 'sync.button_trigger'::regclass) THEN
+        RAISE EXCEPTION 'sync.bump_project_version() only runs as a trigger of pg_sync''s project tables'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    IF TG_TABLE_NAME = 'project' THEN
+        IF TG_OP = 'UPDATE' THEN
+            NEW.version := OLD.version + 1;
+            NEW.updated_at := now();
+        END IF;
+        RETURN NEW;
+    END IF;
+    UPDATE sync.project SET version = version + 1
+    WHERE id IN (SELECT project_id FROM changed_rows);
+    RETURN NULL;
+END
+$$;
+------------------------------------------------------------------------------------
+-- sql/jobs.sql
+------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION sync_run_button(project text, trigger_name text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    b record;
+    new_id bigint;
+BEGIN
+    SELECT bt.id, bt.task_id, bt.project_id, bt.active, t.active AS task_active,
+           t.name AS task, p.active AS project_active
+      INTO b
+    FROM sync.button_trigger bt
+    JOIN sync.project p ON p.id = bt.project_id
+    JOIN sync.task t ON t.id = bt.task_id
+    WHERE p.name = sync_run_button.project AND bt.name = sync_run_button.trigger_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'project "%" has no button trigger named "%"', project, trigger_name
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'List the buttons with: SELECT p.name, b.name FROM sync.button_trigger b JOIN sync.project p ON p.id = b.project_id;';
+    END IF;
+    IF NOT b.project_active THEN
+        RAISE EXCEPTION 'project "%" is inactive', project
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Activate it first: UPDATE sync.project SET active = true WHERE name = %L;', project);
+    END IF;
+    IF NOT b.active OR NOT b.task_active THEN
+        RAISE EXCEPTION 'button "%" of project "%" is inactive', trigger_name, project
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Activate the button trigger and its task "%s".', b.task);
+    END IF;
+    INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                          priority, eta, user_name)
+    VALUES (b.project_id, b.task_id, 'button', b.id, sync_run_button.trigger_name, 'handle_button',
+            0, sync.clock(), sync.caller())
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END
+$$;
+CREATE FUNCTION sync_add_job(project text, task text, handler text, args jsonb DEFAULT '{}',
+                             priority integer DEFAULT 10, eta timestamptz DEFAULT NULL,
+                             max_retries integer DEFAULT 5, description text DEFAULT NULL,
+                             identity_key text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+BEGIN
+    SELECT k.id, k.project_id INTO t
+    FROM sync.task k JOIN sync.project p ON p.id = k.project_id
+    WHERE p.name = sync_add_job.project AND k.name = sync_add_job.task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'project "%" has no task named "%"', project, task
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'List the tasks with: SELECT p.name, t.name FROM sync.task t JOIN sync.project p ON p.id = t.project_id;';
+    END IF;
+    IF handler IS NULL OR handler !~ '^[A-Za-z_][A-Za-z0-9_]*$' THEN
+        RAISE EXCEPTION 'handler % is not a Python function name', coalesce(quote_literal(handler), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Name a function defined in the task code, e.g. ''sync_partner''.';
+    END IF;
+    IF priority < 0 OR max_retries < 0 THEN
+        RAISE EXCEPTION 'priority and max_retries must not be negative'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'priority 0 is the highest; max_retries 0 retries forever.';
+    END IF;
+    RETURN sync.add_job(t.project_id, t.id, handler, args, priority, eta, max_retries, description,
+                        identity_key, NULL, sync.caller(), NULL, 'job', NULL, NULL);
+END
+$$;
+COMMENT ON FUNCTION sync_add_job(text, text, text, jsonb, integer, timestamptz, integer, text, text)
+    IS 'Queue a job of a task from SQL (add_job of task code): args as {"args": [...], "kwargs": {...}}; returns the job id (the existing one when identity_key is held by a pending or running job).';
+CREATE OR REPLACE FUNCTION sync_retry_job(job_id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j record;
+BEGIN
+    SELECT id, state, trigger_kind, identity_key INTO j
+    FROM sync.job WHERE id = sync_retry_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id
+            USING ERRCODE = 'no_data_found', HINT = 'Find failed jobs with: SELECT id, error FROM sync.job WHERE state = ''failed'';';
+    END IF;
+    IF j.state <> 'failed' THEN
+        RAISE EXCEPTION 'job % is %, not failed', job_id, j.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only failed jobs can be retried by hand.';
+    END IF;
+    IF j.trigger_kind IS NULL OR j.trigger_kind NOT IN ('cron', 'db', 'job') THEN
+        RAISE EXCEPTION 'job % was started by a % trigger; only cron, db and add_job jobs can be retried by hand', job_id, coalesce(j.trigger_kind, 'unknown')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = CASE j.trigger_kind WHEN 'button' THEN 'Press the button again: SELECT sync_run_button(project, trigger_name);'
+                                            ELSE 'Send the request again.' END;
+    END IF;
+    BEGIN
+        UPDATE sync.job
+        SET state = 'pending', eta = sync.clock(), attempts = 0, worker = NULL, error = NULL,
+            result = NULL, warning = false, started_at = NULL, finished_at = NULL
+        WHERE id = sync_retry_job.job_id;
+    EXCEPTION WHEN unique_violation THEN
+        RAISE EXCEPTION 'job % cannot be retried: another job with identity key "%" is pending or running', job_id, j.identity_key
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Wait for that job to finish, or cancel it with sync_cancel_job().';
+    END;
+    PERFORM pg_notify('sync_job', '');
+END
+$$;
+CREATE TABLE sync.job_cancel (
+    job_id       bigint PRIMARY KEY REFERENCES sync.job ON DELETE CASCADE,
+    requested_by name NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE sync.job_cancel IS 'Cancel requests for running jobs, consumed by the worker running them.';
+COMMENT ON COLUMN sync.job_cancel.job_id IS 'The running job to stop.';
+COMMENT ON COLUMN sync.job_cancel.requested_by IS 'Who called sync_cancel_job.';
+COMMENT ON COLUMN sync.job_cancel.requested_at IS 'When.';
+SELECT pg_catalog.pg_extension_config_dump('sync.job_cancel', '');
+
+CREATE OR REPLACE FUNCTION sync_cancel_job(job_id bigint) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st text;
+    who name := sync.caller();
+BEGIN
+    -- SKIP LOCKED: a job being run holds its row lock until its batch commits; waiting
+    -- for it would make cancelling a stuck job hang.
+    SELECT state INTO st FROM sync.job WHERE id = sync_cancel_job.job_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF NOT EXISTS (SELECT 1 FROM sync.job WHERE id = sync_cancel_job.job_id) THEN
+            RAISE EXCEPTION 'job % does not exist', job_id
+                USING ERRCODE = 'no_data_found', HINT = 'Find pending jobs with: SELECT id, handler FROM sync.job WHERE state = ''pending'';';
+        END IF;
+        INSERT INTO sync.job_cancel AS c (job_id, requested_by) VALUES (sync_cancel_job.job_id, who)
+        ON CONFLICT ON CONSTRAINT job_cancel_pkey DO NOTHING;
+        PERFORM pg_notify('sync_cancel', json_build_object('job', job_id, 'by', who)::text);
+        RAISE NOTICE 'job % is running; its worker stops it within a second and records it cancelled', job_id;
+        RETURN;
+    END IF;
+    IF st NOT IN ('pending', 'running') THEN
+        RAISE EXCEPTION 'job % is %; only pending and running jobs can be cancelled', job_id, st
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'It is not going to run anyway.';
+    END IF;
+    -- Pending, or claimed by a worker that has not started it (or that died): it will
+    -- not run; a worker about to start it sees it is no longer running for it.
+    UPDATE sync.job
+    SET state = 'cancelled', finished_at = now(), error = format('cancelled by %s', who)
+    WHERE id = sync_cancel_job.job_id;
+    DELETE FROM sync.job_cancel c WHERE c.job_id = sync_cancel_job.job_id;
+END
+$$;
+COMMENT ON FUNCTION sync_cancel_job(bigint) IS 'Cancel a job: a pending one will not run; a running one is stopped by its worker within a second and recorded cancelled. Returns at once.';
+CREATE OR REPLACE FUNCTION sync.interrupt_job(job_id bigint, worker_id integer, reason text, give_up boolean)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    j record;
+    fail boolean;
+    cancelled_by name;
+BEGIN
+    SELECT id, project_id, task_id, trigger_name, started_at, attempts, max_retries INTO j
+    FROM sync.job WHERE id = job_id AND state = 'running' AND worker = worker_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT c.requested_by INTO cancelled_by FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
+    IF FOUND THEN
+        UPDATE sync.job SET state = 'cancelled', error = format('cancelled by %s: %s', cancelled_by, reason),
+                            finished_at = now()
+        WHERE id = job_id;
+        DELETE FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
+        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+        VALUES (j.project_id, j.task_id, j.trigger_name, j.id, j.started_at, 'warning',
+                format('job cancelled by %s: %s', cancelled_by, reason));
+        RETURN 'cancelled';
+    END IF;
+    fail := give_up OR j.attempts >= greatest(j.max_retries, 1);
+    UPDATE sync.job
+    SET state = CASE WHEN fail THEN 'failed' ELSE 'pending' END,
+        error = reason,
+        finished_at = CASE WHEN fail THEN now() END
+    WHERE id = job_id;
+    INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+    VALUES (j.project_id, j.task_id, j.trigger_name, j.id, j.started_at,
+            CASE WHEN fail THEN 'error' ELSE 'warning' END,
+            CASE WHEN fail THEN 'job failed: ' || reason ELSE 'job interrupted: ' || reason || '; it will run again' END);
+    IF NOT fail THEN
+        PERFORM pg_notify('sync_job', '');
+    END IF;
+    RETURN CASE WHEN fail THEN 'failed' ELSE 'pending' END;
+END
+$$;
+CREATE OR REPLACE FUNCTION sync.log_cleanup() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- TG_RELID, not TG_TABLE_NAME: a table named `job` in another schema is not ours.
+    IF TG_RELID = 'sync.project'::regclass THEN
+        DELETE FROM sync.log l USING deleted_rows d WHERE l.project_id = d.id;
+    ELSIF TG_RELID = 'sync.job'::regclass THEN
+        DELETE FROM sync.log l USING deleted_rows d WHERE l.job_id = d.id;
+    ELSIF TG_RELID = 'sync.task'::regclass THEN
+        UPDATE sync.log l SET task_id = NULL FROM deleted_rows d WHERE l.task_id = d.id;
+    ELSE
+        RAISE EXCEPTION 'sync.log_cleanup() only runs as a trigger of sync.project, sync.job or sync.task'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    RETURN NULL;
+END
+$$;
+------------------------------------------------------------------------------------
+-- sql/triggers.sql
+------------------------------------------------------------------------------------
+DROP FUNCTION sync.dbt_schedule(bigint, jsonb[], timestamptz[], name);
+CREATE FUNCTION sync.dbt_schedule(dbt_id bigint, keys jsonb[], dues timestamptz[])
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM sync.db_trigger_due WHERE trigger_id = dbt_id;
+    INSERT INTO sync.db_trigger_due (trigger_id, key, due_at, user_name)
+    SELECT DISTINCT ON (u.k) dbt_id, u.k, u.d, sync.caller()
+    FROM unnest(keys, dues) AS u(k, d)
+    WHERE u.k IS NOT NULL AND u.d IS NOT NULL
+    ORDER BY u.k;
+$$;
+CREATE OR REPLACE FUNCTION sync.dbt_backfill(dbt_id bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d sync.db_trigger;
+    keys jsonb[];
+    dues timestamptz[];
+BEGIN
+    SELECT * INTO d FROM sync.db_trigger WHERE id = dbt_id;
+    IF NOT FOUND OR d.event <> 'timed' THEN
+        RETURN;
+    END IF;
+    EXECUTE format(E'SELECT array_agg(s.k), array_agg(s.due) FROM (\n'
+                   || E'SELECT %s AS k, new.%I::timestamptz + $1 AS due FROM %s AS new\n'
+                   || E'WHERE new.%I IS NOT NULL AND (\n%s\n)) s\n'
+                   || E'WHERE s.due > sync.clock()\n'
+                   || '   OR s.k IN (SELECT key FROM sync.db_trigger_due WHERE trigger_id = $2)',
+                   sync.dbt_key_expr(d.table_name, 'new'), d.date_column, d.table_name,
+                   d.date_column, coalesce(d.apply_on, 'true'))
+        INTO keys, dues USING d.time_offset, d.id;
+    PERFORM sync.dbt_schedule(d.id, coalesce(keys, '{}'), coalesce(dues, '{}'));
+END
+$$;
+CREATE OR REPLACE FUNCTION sync.dbt_on_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM sync.dbt_apply(OLD.id, false);
+        RETURN NULL;
+    END IF;
+    -- apply_on and before_update run as the writers of the table, as a trigger's WHEN
+    -- does: defining them, and installing them, takes the right to create triggers on
+    -- it. So the writer's privilege is checked on every new or changed definition and
+    -- whenever a write may install the triggers (a repaired or re-activated trigger),
+    -- whatever broken_reason says.
+    IF (TG_OP = 'INSERT'
+        OR (NEW.table_name, NEW.event, NEW.apply_on, NEW.before_update, NEW.watched_columns, NEW.date_column)
+           IS DISTINCT FROM
+           (OLD.table_name, OLD.event, OLD.apply_on, OLD.before_update, OLD.watched_columns, OLD.date_column)
+        OR (OLD.broken_reason IS NOT NULL AND NEW.broken_reason IS NULL)
+        OR (NEW.active AND NOT OLD.active))
+       AND NOT coalesce(has_table_privilege(NEW.table_name, 'TRIGGER'), true) THEN
+        RAISE EXCEPTION 'db trigger "%": permission denied to watch table %', NEW.name, NEW.table_name
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('Its expressions run as the writers of the table, so defining it takes the TRIGGER privilege: GRANT TRIGGER ON %s TO %I.',
+                                NEW.table_name, current_user);
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.id <> OLD.id THEN
+        PERFORM sync.dbt_apply(OLD.id, false);
+    END IF;
+    IF sync.dbt_apply(NEW.id, true) AND NEW.event = 'timed' THEN
+        PERFORM sync.dbt_backfill(NEW.id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+------------------------------------------------------------------------------------
+-- sql/projects.sql
+------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION sync_export_project(name text) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET IntervalStyle = 'postgres'
+AS $$
+#variable_conflict use_column
+DECLARE
+    p record;
+    broken record;
+    hooks jsonb;
+BEGIN
+    SELECT id, name, active, core_code, common_code, eval_context, run_as INTO p
+    FROM sync.project WHERE name = sync_export_project.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'project "%" does not exist', sync_export_project.name
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'List the projects with: SELECT name FROM sync.project ORDER BY name;';
+    END IF;
+    SELECT d.name, d.broken_reason INTO broken FROM sync.db_trigger d
+    WHERE d.project_id = p.id AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = d.table_name)
+    ORDER BY d.name COLLATE "C" LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'db trigger "%" of project "%" watches a table that no longer exists (%)',
+                        broken.name, p.name, coalesce(broken.broken_reason, 'dropped')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('A document must name existing tables: point it to one (UPDATE sync.db_trigger SET table_name = ''schema.table'' WHERE project_id = %s AND name = %L) or delete it, then export again.', p.id, broken.name);
+    END IF;
+    -- A webhook's token is its URL's credential: exported only for those who may read
+    -- it (developers, admins). Each statement is planned when it runs, so a sync_user
+    -- never reaches the one reading the column.
+    IF has_column_privilege('sync.webhook_trigger', 'token', 'SELECT') THEN
+        hooks := coalesce((
+            SELECT jsonb_agg(jsonb_build_object('name', w.name, 'task', t.name, 'active', w.active,
+                                                'content_type', w.content_type, 'token', w.token)
+                             ORDER BY w.name COLLATE "C")
+            FROM sync.webhook_trigger w JOIN sync.task t ON t.id = w.task_id
+            WHERE w.project_id = p.id), '[]');
+    ELSE
+        hooks := coalesce((
+            SELECT jsonb_agg(jsonb_build_object('name', w.name, 'task', t.name, 'active', w.active,
+                                                'content_type', w.content_type, 'token', NULL)
+                             ORDER BY w.name COLLATE "C")
+            FROM sync.webhook_trigger w JOIN sync.task t ON t.id = w.task_id
+            WHERE w.project_id = p.id), '[]');
+    END IF;
+    RETURN jsonb_build_object(
+        'pg_sync_export', 1,
+        'name', p.name,
+        'active', p.active,
+        'core_code', p.core_code,
+        'common_code', p.common_code,
+        'eval_context', to_jsonb(p.eval_context),
+        'run_as', p.run_as,
+        'params', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('key', key, 'value', value, 'initial_value', initial_value,
+                                                'description', description, 'url', url)
+                             ORDER BY key COLLATE "C")
+            FROM sync.project_param WHERE project_id = p.id), '[]'),
+        'texts', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('key', key, 'lang', lang, 'value', value)
+                             ORDER BY key COLLATE "C", lang COLLATE "C")
+            FROM sync.project_text WHERE project_id = p.id), '[]'),
+        'secrets', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('key', key) ORDER BY key COLLATE "C")
+            FROM sync.project_secret WHERE project_id = p.id), '[]'),
+        'tasks', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('name', name, 'code', code, 'active', active,
+                                                'time_limit', time_limit)
+                             ORDER BY name COLLATE "C")
+            FROM sync.task WHERE project_id = p.id), '[]'),
+        'cron_triggers', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('name', c.name, 'task', t.name, 'active', c.active,
+                                                'interval', c."interval", 'next_run_at', c.next_run_at,
+                                                'calls_left', c.calls_left, 'run_as', c.run_as)
+                             ORDER BY c.name COLLATE "C")
+            FROM sync.cron_trigger c JOIN sync.task t ON t.id = c.task_id
+            WHERE c.project_id = p.id), '[]'),
+        'db_triggers', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('name', d.name, 'task', t.name, 'active', d.active,
+                                                'table_name', format('%I.%I', n.nspname, r.relname),
+                                                'event', d.event, 'apply_on', d.apply_on,
+                                                'before_update', d.before_update,
+                                                'watched_columns', d.watched_columns,
+                                                'date_column', d.date_column,
+                                                'time_offset', d.time_offset,
+                                                'chunk_size', d.chunk_size)
+                             ORDER BY d.name COLLATE "C")
+            FROM sync.db_trigger d JOIN sync.task t ON t.id = d.task_id
+            JOIN pg_class r ON r.oid = d.table_name
+            JOIN pg_namespace n ON n.oid = r.relnamespace
+            WHERE d.project_id = p.id), '[]'),
+        'webhook_triggers', hooks,
+        'button_triggers', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('name', b.name, 'task', t.name, 'active', b.active,
+                                                'description', b.description)
+                             ORDER BY b.name COLLATE "C")
+            FROM sync.button_trigger b JOIN sync.task t ON t.id = b.task_id
+            WHERE b.project_id = p.id), '[]'));
+END
+$$;
+------------------------------------------------------------------------------------
+-- sql/executor.sql (new)
+------------------------------------------------------------------------------------
+------------------------------------------------------------------------------------
+-- Limits that hold against the code they limit
+------------------------------------------------------------------------------------
+
+-- The ceiling of a task's time_limit (the sync.setting max_time_limit, default 1 hour):
+-- a larger one is refused when written and clamped when run.
+CREATE FUNCTION sync.max_time_limit() RETURNS interval
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT s.value::interval FROM sync.setting s WHERE s.key = 'max_time_limit'),
+                    interval '1 hour')
+$$;
+COMMENT ON FUNCTION sync.max_time_limit() IS 'Longest time_limit a task may have: the max_time_limit setting (sync.setting), default 1 hour. Workers clamp every job to it.';
+
+CREATE FUNCTION sync.task_check_time_limit() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ceiling interval := sync.max_time_limit();
+BEGIN
+    IF NEW.time_limit > ceiling THEN
+        RAISE EXCEPTION 'task "%": time_limit % is longer than max_time_limit (%)', NEW.name, NEW.time_limit, ceiling
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Use a shorter time_limit, or have an admin raise the ceiling: INSERT INTO sync.setting VALUES (''max_time_limit'', ''2 hours'') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER check_time_limit BEFORE INSERT OR UPDATE OF time_limit ON sync.task
+    FOR EACH ROW WHEN (NEW.time_limit IS NOT NULL)
+    EXECUTE FUNCTION sync.task_check_time_limit();
+
+-- The setting itself must be an interval, or every job would fail to start.
+CREATE FUNCTION sync.setting_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.key = 'max_time_limit' THEN
+        BEGIN
+            IF NEW.value::interval <= interval '0' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'setting max_time_limit: "%" is not a positive interval', NEW.value
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Write it like ''1 hour'' or ''90 minutes''.';
+        END;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER check_value BEFORE INSERT OR UPDATE ON sync.setting
+    FOR EACH ROW EXECUTE FUNCTION sync.setting_check();
+
+------------------------------------------------------------------------------------
+-- Which roles task code may run as
+------------------------------------------------------------------------------------
+
+-- Why role `r` must not be a project's run_as, or NULL when it may. The executor login
+-- can become any role r is a member of (SET ROLE follows memberships whatever INHERIT
+-- says), so every such role is checked, not only r.
+CREATE FUNCTION sync.run_as_problem(r name) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+-- plpgsql, not sql: its plan is kept for the session (executors check every batch).
+DECLARE
+    why_not text;
+BEGIN
+    WITH RECURSIVE reach(oid) AS (
+        SELECT a.oid FROM pg_catalog.pg_roles a WHERE a.rolname = r
+        UNION
+        SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN reach ON m.member = reach.oid
+    ), bad AS (
+        SELECT a.rolname,
+               CASE
+                   WHEN a.rolsuper THEN 'is a superuser'
+                   WHEN a.rolcreaterole THEN 'may create and grant roles (CREATEROLE)'
+                   WHEN a.rolname IN ('pg_read_server_files', 'pg_write_server_files',
+                                      'pg_execute_server_program')
+                       THEN 'may read or write the server''s files or run programs on it'
+                   WHEN a.rolname IN ('sync_admin', 'sync_worker', 'sync_executor')
+                       THEN 'is a pg_sync administration role'
+                   WHEN pg_catalog.has_column_privilege(a.oid, 'sync.project_secret'::pg_catalog.regclass, 'value', 'SELECT')
+                       THEN 'can read secret values (sync.project_secret.value)'
+                   WHEN pg_catalog.has_column_privilege(a.oid, 'sync.project'::pg_catalog.regclass, 'core_code', 'UPDATE')
+                     OR pg_catalog.has_column_privilege(a.oid, 'sync.project'::pg_catalog.regclass, 'eval_context', 'UPDATE')
+                     OR pg_catalog.has_column_privilege(a.oid, 'sync.project'::pg_catalog.regclass, 'run_as', 'UPDATE')
+                       THEN 'can change core_code, eval_context or run_as (admin columns)'
+               END AS why
+        FROM reach JOIN pg_catalog.pg_roles a ON a.oid = reach.oid
+    )
+    SELECT CASE
+        WHEN r IS NULL THEN NULL
+        WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles a WHERE a.rolname = r) THEN 'does not exist'
+        ELSE (SELECT CASE WHEN b.rolname = r THEN b.why
+                          ELSE pg_catalog.format('is a member of %s, which %s', b.rolname, b.why) END
+              FROM bad b WHERE b.why IS NOT NULL
+              ORDER BY b.rolname = r DESC, b.rolname LIMIT 1)
+    END INTO why_not;
+    RETURN why_not;
+END
+$$;
+COMMENT ON FUNCTION sync.run_as_problem(name) IS 'Why a role may not be a project''s run_as (superuser, CREATEROLE, server file access, pg_sync admin roles, secret values or admin columns within reach through its memberships), or NULL when it may.';
+
+-- Make sync_executor a member of every valid run_as role of this database's projects,
+-- and revoke every membership that stopped qualifying (say, a role granted superuser
+-- rights after it became a run_as). Roles are shared by every database of the cluster,
+-- so a valid role no project here uses any more stays: another database may use it.
+-- Called by workers at start, before they hand a project to an executor, and every few
+-- seconds; returns how many memberships changed.
+CREATE FUNCTION sync.executor_sync_roles() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    n integer := 0;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT p.run_as AS role FROM sync.project p
+        WHERE p.run_as IS NOT NULL AND sync.run_as_problem(p.run_as) IS NULL
+          AND NOT pg_catalog.pg_has_role('sync_executor', p.run_as, 'MEMBER')
+        ORDER BY 1
+    LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('GRANT %I TO sync_executor', r.role);
+            n := n + 1;
+        EXCEPTION WHEN unique_violation OR internal_error OR duplicate_object THEN
+            NULL; -- another worker granted it at the same moment
+        END;
+    END LOOP;
+    FOR r IN
+        SELECT a.rolname AS role FROM pg_catalog.pg_auth_members m
+        JOIN pg_catalog.pg_roles a ON a.oid = m.roleid
+        WHERE m.member = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = 'sync_executor')
+          AND sync.run_as_problem(a.rolname) IS NOT NULL
+        ORDER BY 1
+    LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('REVOKE %I FROM sync_executor', r.role);
+            n := n + 1;
+        EXCEPTION WHEN internal_error OR undefined_object THEN
+            NULL;
+        END;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.executor_sync_roles() IS 'Used by workers: make sync_executor a member of every valid run_as role and revoke roles that stopped qualifying (sync.run_as_problem). Returns the number of changes.';
+
+-- Only a member of a role may have task code run as it: run_as delegates the role's
+-- rights, and nobody may delegate rights they do not hold. SECURITY INVOKER, so it sees
+-- the writer.
+CREATE FUNCTION sync.project_check_run_as() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text := sync.run_as_problem(NEW.run_as);
+BEGIN
+    IF NOT pg_catalog.pg_has_role(current_user, NEW.run_as, 'MEMBER') THEN
+        RAISE EXCEPTION 'project "%": permission denied to set run_as to role %', NEW.name, NEW.run_as
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = pg_catalog.format('Only a member of a role may make task code run as it: GRANT %I TO %I;', NEW.run_as, current_user);
+    END IF;
+    IF problem IS NOT NULL THEN
+        -- Not refused (a role can change later anyway; jobs check it when they run),
+        -- but said at once.
+        RAISE WARNING 'project "%": run_as role % %; its task code will not be able to use the database', NEW.name, NEW.run_as, problem;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER check_run_as BEFORE INSERT OR UPDATE OF run_as ON sync.project
+    FOR EACH ROW WHEN (NEW.run_as IS NOT NULL)
+    EXECUTE FUNCTION sync.project_check_run_as();
+
+-- Grant a project's run_as to sync_executor as soon as an admin sets it, so that a
+-- worker's batch transaction, which may have begun before the worker could grant it,
+-- finds the membership (a session sees a new membership only at its next transaction).
+CREATE FUNCTION sync.project_grant_run_as() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_RELID <> 'sync.project'::regclass THEN
+        RAISE EXCEPTION 'sync.project_grant_run_as() only runs as the trigger of sync.project'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    IF NEW.run_as IS NOT NULL AND sync.run_as_problem(NEW.run_as) IS NULL
+       AND NOT pg_catalog.pg_has_role('sync_executor', NEW.run_as, 'MEMBER') THEN
+        BEGIN
+            EXECUTE pg_catalog.format('GRANT %I TO sync_executor', NEW.run_as);
+        EXCEPTION WHEN unique_violation OR internal_error OR duplicate_object THEN
+            NULL; -- granted at the same moment elsewhere
+        END;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER grant_run_as AFTER INSERT OR UPDATE OF run_as ON sync.project
+    FOR EACH ROW WHEN (NEW.run_as IS NOT NULL)
+    EXECUTE FUNCTION sync.project_grant_run_as();
+
+-- Why the current session may not run task code (a misconfigured executor login), or
+-- NULL. Run by every executor on its own connection right after connecting.
+CREATE FUNCTION sync.executor_session_problem() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN NOT pg_catalog.pg_has_role(session_user, 'sync_executor', 'MEMBER')
+            THEN pg_catalog.format('login %s is not a member of sync_executor', session_user)
+        WHEN a.rolsuper THEN pg_catalog.format('login %s is a superuser', session_user)
+        WHEN a.rolcreaterole THEN pg_catalog.format('login %s has CREATEROLE', session_user)
+        WHEN a.rolname <> 'sync_executor' AND EXISTS (
+                 SELECT 1 FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                 WHERE m.member = a.oid AND g.rolname <> 'sync_executor')
+            THEN pg_catalog.format('login %s is a member of roles besides sync_executor', session_user)
+        WHEN pg_catalog.has_column_privilege(session_user, 'sync.project_secret'::pg_catalog.regclass, 'value', 'SELECT')
+            THEN pg_catalog.format('login %s can read secret values', session_user)
+        WHEN pg_catalog.has_table_privilege(session_user, 'sync.job'::pg_catalog.regclass, 'UPDATE')
+          OR pg_catalog.has_table_privilege(session_user, 'sync.project'::pg_catalog.regclass, 'UPDATE')
+            THEN pg_catalog.format('login %s can write pg_sync tables directly', session_user)
+    END
+    FROM pg_catalog.pg_roles a WHERE a.rolname = session_user
+$$;
+COMMENT ON FUNCTION sync.executor_session_problem() IS 'Why the current login may not run task code (superuser, CREATEROLE, other memberships, secrets or pg_sync tables within reach), or NULL.';
+
+-- The password of sync_executor as this database knows it, set on the role the first
+-- time. A role is shared by every database of the cluster: when the role already has a
+-- password this database did not set, it is left alone and NULL is returned (the
+-- worker then logs in without one, which works where pg_hba trusts local logins, and
+-- otherwise says to set executor_database_url).
+CREATE TABLE sync.executor_credential (
+    id       boolean PRIMARY KEY DEFAULT true CHECK (id),
+    password text NOT NULL
+);
+COMMENT ON TABLE sync.executor_credential IS 'Password pg_sync set on the sync_executor login (readable by its owner only).';
+COMMENT ON COLUMN sync.executor_credential.id IS 'Always true: the table has one row.';
+COMMENT ON COLUMN sync.executor_credential.password IS 'The password sync.executor_login() set on sync_executor.';
+REVOKE ALL ON sync.executor_credential FROM PUBLIC;
+
+CREATE FUNCTION sync.executor_login() RETURNS TABLE (login name, password text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pw text;
+    candidate text;
+BEGIN
+    -- Workers of this database starting together: one sets the password, the others
+    -- wait and read it.
+    PERFORM pg_catalog.pg_advisory_xact_lock(sync.worker_lock_class(), 0);
+    SELECT c.password INTO pw FROM sync.executor_credential c;
+    IF pw IS NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_authid a
+                                  WHERE a.rolname = 'sync_executor' AND a.rolpassword IS NOT NULL) THEN
+        candidate := pg_catalog.replace(pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text, '-', '');
+        BEGIN
+            EXECUTE pg_catalog.format('ALTER ROLE sync_executor LOGIN PASSWORD %L', candidate);
+            INSERT INTO sync.executor_credential (password) VALUES (candidate);
+            pw := candidate;
+        EXCEPTION WHEN internal_error THEN
+            -- "tuple concurrently updated": another database set it at this moment.
+            pw := NULL;
+        END;
+    END IF;
+    IF NOT (SELECT a.rolcanlogin FROM pg_catalog.pg_roles a WHERE a.rolname = 'sync_executor') THEN
+        BEGIN
+            ALTER ROLE sync_executor LOGIN;
+        EXCEPTION WHEN internal_error THEN
+            NULL; -- switched on by another database at this moment
+        END;
+    END IF;
+    RETURN QUERY SELECT 'sync_executor'::name, pw;
+END
+$$;
+COMMENT ON FUNCTION sync.executor_login() IS 'Used by workers that derive the executors'' login from their own URL: enables the sync_executor login and returns its password (NULL when it was set outside this database).';
+
+------------------------------------------------------------------------------------
+-- Batches: what an executor session may do, for its worker only
+------------------------------------------------------------------------------------
+
+-- Raises unless `token` is the live token of worker `worker_id`. Only the worker's
+-- Rust code knows it (sync.worker keeps its hash), so task code that reaches the
+-- executor login cannot use the functions below.
+CREATE FUNCTION sync.worker_token_check(worker_id integer, token text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF token IS NULL OR NOT EXISTS (
+        SELECT 1 FROM sync.worker w
+        WHERE w.id = worker_id AND w.stopped_at IS NULL
+          AND w.token_hash = pg_catalog.sha256(pg_catalog.convert_to(token, 'UTF8'))) THEN
+        RAISE EXCEPTION 'not the batch token of a running worker'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'These functions are for sync_worker''s executors only.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION sync.worker_token_check(integer, text) FROM PUBLIC;
+
+-- Lock the claimed jobs `ids` of worker `worker_id` for the batch transaction and say
+-- what the executor needs to run them: the task's time_limit and the ceiling every
+-- limit is clamped to (sync.max_time_limit()), and cancelled_by when sync_cancel_job
+-- asked to stop the job. FOR NO KEY UPDATE, not FOR UPDATE: foreign-key checks of other
+-- transactions (child jobs, log lines) need not wait for the batch.
+CREATE FUNCTION sync.batch_lock(worker_id integer, token text, ids bigint[])
+RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id bigint,
+               trigger_kind text, trigger_name text, handler text, args jsonb, user_name text,
+               lang text, attempts integer, max_retries integer, started_at timestamptz,
+               time_limit double precision, project_active boolean, task_active boolean,
+               project_name text, task_name text, cancelled_by name, run_as name,
+               run_as_problem text, max_time_limit double precision)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
+#variable_conflict use_column
+DECLARE
+    max_limit double precision;
+BEGIN
+    -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
+    -- at every call).
+    PERFORM sync.worker_token_check(worker_id, token);
+    max_limit := pg_catalog.date_part('epoch', sync.max_time_limit());
+    RETURN QUERY
+    WITH j AS (
+        SELECT j.* FROM sync.job j
+        WHERE j.id = ANY (batch_lock.ids) AND j.state = 'running' AND j.worker = batch_lock.worker_id
+        FOR NO KEY UPDATE
+    ), p AS MATERIALIZED (
+        -- run_as is checked now, once per project of the batch: a role can gain rights
+        -- at any time.
+        SELECT p.id, p.version, p.active, p.name, p.run_as,
+               CASE WHEN p.run_as IS NOT NULL THEN sync.run_as_problem(p.run_as) END AS problem
+        FROM sync.project p WHERE p.id IN (SELECT j.project_id FROM j)
+    )
+    SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
+           j.args, j.user_name::text, j.lang, j.attempts, j.max_retries, j.started_at,
+           pg_catalog.date_part('epoch', t.time_limit)::double precision,
+           p.active, coalesce(t.active, true), p.name, t.name,
+           (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
+           p.run_as, p.problem,
+           max_limit
+    FROM j
+    JOIN p ON p.id = j.project_id
+    LEFT JOIN sync.task t ON t.id = j.task_id
+    ORDER BY j.priority, j.eta, j.id;
+END
+$$;
+COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[]) IS 'Executors: lock the claimed jobs of a batch of their worker (token-checked) and return what running them needs.';
+
+-- Finish a batch: every job's outcome and every log line in one statement. A job still
+-- to be retried gets its eta from the database clock and sync.retry_delay.
+CREATE FUNCTION sync.batch_finish(
+    worker_id integer, token text,
+    ids bigint[], states text[], errors text[], results jsonb[], warnings boolean[],
+    log_at timestamptz[], log_project bigint[], log_task bigint[], log_trigger text[],
+    log_job bigint[], log_job_started timestamptz[], log_level text[], log_kind text[],
+    log_recipient text[], log_message text[])
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+    owned bigint[];
+BEGIN
+    PERFORM sync.worker_token_check(worker_id, token);
+    -- Ownership first, on its own: with these conditions in the UPDATE the planner may
+    -- scan the worker's running jobs and re-read the arrays once per job (quadratic).
+    SELECT pg_catalog.array_agg(j.id) INTO owned FROM sync.job j
+    WHERE j.id = ANY (ids) AND j.worker = worker_id AND j.state = 'running';
+    WITH done AS (
+        UPDATE sync.job j
+        SET state = u.state, error = u.error, result = u.result, warning = u.warning,
+            eta = CASE WHEN u.state = 'pending'
+                       THEN (SELECT sync.clock()) + sync.retry_delay(j.attempts)
+                       ELSE j.eta END,
+            finished_at = CASE WHEN u.state = 'pending' THEN NULL
+                               ELSE pg_catalog.clock_timestamp() END
+        FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
+        WHERE j.id = u.id AND u.id = ANY (owned)
+          AND u.state = ANY ('{pending,done,failed,cancelled}'::text[])
+        RETURNING 1
+    ), handled AS (
+        DELETE FROM sync.job_cancel c WHERE c.job_id = ANY (ids)
+    ), logged AS (
+        -- Runs whether or not it is referenced, like every data-modifying CTE.
+        INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
+                              level, kind, recipient, message)
+        SELECT * FROM unnest(log_at, log_project, log_task, log_trigger, log_job, log_job_started,
+                             log_level, log_kind, log_recipient, log_message)
+        RETURNING 1
+    )
+    SELECT count(*)::integer INTO n FROM done;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[])
+    IS 'Executors: record the outcome of a batch''s jobs of their worker and its log lines in one statement (token-checked); returns the number of jobs finished.';
+
+-- A job whose batch could not commit even alone: record the failure on its own.
+CREATE FUNCTION sync.batch_fail_job(worker_id integer, token text, job_id bigint, message text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    j record;
+BEGIN
+    PERFORM sync.worker_token_check(worker_id, token);
+    UPDATE sync.job AS x SET state = 'failed', error = message, finished_at = pg_catalog.clock_timestamp()
+    WHERE x.id = job_id AND x.state = 'running'
+      AND x.worker = worker_id
+    RETURNING x.id, x.project_id, x.task_id, x.trigger_name, x.started_at INTO j;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+    VALUES (j.project_id, j.task_id, j.trigger_name, j.id, j.started_at, 'error', 'job failed: ' || message);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executors: fail one running job of their worker whose transaction could not commit (token-checked).';
+
+-- Jobs queued with add_job by a job that succeeded: project, task, trigger, language and
+-- user come from the parent job's row, never from the caller.
+CREATE FUNCTION sync.batch_add_jobs(worker_id integer, token text, parent bigint, children jsonb)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM sync.worker_token_check(worker_id, token);
+    SELECT count(sync.add_job(j.project_id, j.task_id, c.handler, coalesce(c.args, '{}'), c.priority,
+                              coalesce(c.eta, sync.clock() + pg_catalog.make_interval(secs => c.eta_seconds)),
+                              c.max_retries, c.description, c.identity_key, j.id, j.user_name, j.lang,
+                              'job', NULL, j.trigger_name))::integer INTO n
+    FROM sync.job j,
+         pg_catalog.jsonb_to_recordset(children) AS c(handler text, args jsonb, priority integer,
+             eta timestamptz, eta_seconds double precision, max_retries integer, identity_key text,
+             description text)
+    WHERE j.id = parent AND j.state = 'running'
+      AND j.worker = worker_id;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.batch_add_jobs(integer, text, bigint, jsonb) IS 'Executors: queue the jobs a running job of their worker added with add_job (token-checked).';
+
+-- Job rows of a batch of webhook calls, running until the batch finishes them: their ids
+-- in the order of the calls, with the run_as role of each call's project and why it may
+-- not be used (checked once per project of the batch). Project, task and name come from
+-- the trigger rows.
+CREATE FUNCTION sync.batch_webhook_jobs(worker_id integer, token text, trigger_ids bigint[],
+                                        call_args jsonb[], started timestamptz, caller name)
+RETURNS TABLE (id bigint, run_as name, run_as_problem text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    new_ids bigint[];
+BEGIN
+    PERFORM sync.worker_token_check(worker_id, token);
+    new_ids := ARRAY(SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sync.job', 'id'))
+                     FROM pg_catalog.generate_series(1, coalesce(pg_catalog.cardinality(trigger_ids), 0)));
+    INSERT INTO sync.job (id, project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                          args, state, priority, attempts, max_retries, worker, started_at, user_name)
+    SELECT new_ids[u.n], w.project_id, w.task_id, 'webhook', w.id, w.name, 'handle_webhook',
+           u.a, 'running', 0, 1, 0, batch_webhook_jobs.worker_id, started, caller
+    FROM unnest(trigger_ids, call_args) WITH ORDINALITY AS u(t, a, n)
+    JOIN sync.webhook_trigger w ON w.id = u.t;
+    RETURN QUERY
+    WITH p AS MATERIALIZED (
+        SELECT p.id, p.run_as, CASE WHEN p.run_as IS NOT NULL THEN sync.run_as_problem(p.run_as) END AS problem
+        FROM sync.project p
+        WHERE p.id IN (SELECT w.project_id FROM sync.webhook_trigger w WHERE w.id = ANY (trigger_ids))
+    )
+    -- One row per call, also for a trigger deleted meanwhile (its call has no row).
+    SELECT new_ids[u.n], p.run_as, p.problem
+    FROM unnest(trigger_ids) WITH ORDINALITY AS u(t, n)
+    LEFT JOIN sync.webhook_trigger w ON w.id = u.t
+    LEFT JOIN p ON p.id = w.project_id
+    ORDER BY u.n;
+END
+$$;
+COMMENT ON FUNCTION sync.batch_webhook_jobs(integer, text, bigint[], jsonb[], timestamptz, name) IS 'Executors: job rows (running) for a batch of webhook calls of their worker (token-checked); returns their ids in call order.';
+
+------------------------------------------------------------------------------------
+-- What the supervisor hands an executor about a project
+------------------------------------------------------------------------------------
+
+-- Everything a project's code layers need, secrets included, as one JSON document. Read
+-- on the supervisor's connection only: executors receive it over their pipe. `mask`
+-- lists every value that must never appear in a log line, error or result.
+CREATE FUNCTION sync.project_runtime(project_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.jsonb_build_object(
+      'id', p.id, 'name', p.name, 'version', p.version,
+      'core_code', p.core_code, 'common_code', p.common_code,
+      'eval_context', pg_catalog.to_jsonb(p.eval_context), 'run_as', p.run_as,
+      'run_as_problem', sync.run_as_problem(p.run_as),
+      'params', coalesce((SELECT pg_catalog.jsonb_object_agg(x.key, x.value)
+                          FROM sync.project_param x WHERE x.project_id = p.id), '{}'),
+      'texts', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(x.key, x.lang, x.value))
+                         FROM sync.project_text x WHERE x.project_id = p.id), '[]'),
+      'secrets', coalesce((SELECT pg_catalog.jsonb_object_agg(x.key, x.value)
+                           FROM sync.project_secret x WHERE x.project_id = p.id), '{}'),
+      'tasks', coalesce((SELECT pg_catalog.jsonb_object_agg(x.id::text,
+                                  pg_catalog.jsonb_build_object('name', x.name, 'code', x.code))
+                         FROM sync.task x WHERE x.project_id = p.id), '{}'),
+      'webhooks', coalesce((SELECT pg_catalog.jsonb_object_agg(x.name, x.token)
+                            FROM sync.webhook_trigger x WHERE x.project_id = p.id), '{}'),
+      'mask', coalesce((SELECT pg_catalog.jsonb_agg(DISTINCT v.value) FROM (
+                            SELECT x.value FROM sync.project_secret x WHERE x.project_id = p.id
+                            UNION ALL
+                            SELECT x.token FROM sync.webhook_trigger x WHERE x.project_id = p.id
+                            UNION ALL
+                            SELECT x.signing_secret FROM sync.webhook_trigger x WHERE x.project_id = p.id
+                        ) v WHERE coalesce(v.value, '') <> ''), '[]'),
+      'base_url', (SELECT s.value FROM sync.setting s WHERE s.key = 'base_url'))
+    FROM sync.project p
+    WHERE p.id = project_id
+$$;
+COMMENT ON FUNCTION sync.project_runtime(bigint) IS 'Used by workers: a project''s code layers, params, texts, secrets and the values to mask, as sent to executors.';
+
+------------------------------------------------------------------------------------
+-- sql/roles.sql: grants narrowed since 0.1.0, then the file itself (idempotent)
+------------------------------------------------------------------------------------
+REVOKE INSERT, UPDATE ON sync.job FROM sync_developer;
+REVOKE INSERT, UPDATE ON sync.db_trigger FROM sync_developer;
+REVOKE EXECUTE ON FUNCTION
+    sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text)
+    FROM sync_developer;
+REVOKE EXECUTE ON FUNCTION sync_webhook_url(text, text) FROM sync_user;
+-- Roles are shared by all databases of the cluster: CREATE EXTENSION running at the
+-- same time in two databases must not fail on the other's role (unique_violation).
+DO $$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['sync_user', 'sync_developer', 'sync_admin', 'sync_worker'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+            EXCEPTION WHEN unique_violation OR duplicate_object THEN
+                NULL;
+            END;
+        END IF;
+    END LOOP;
+    -- NOINHERIT: its memberships (the run_as roles) give it the right to SET ROLE to
+    -- them, not their privileges. LOGIN is switched on by sync.executor_login().
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_executor') THEN
+        BEGIN
+            CREATE ROLE sync_executor NOLOGIN NOINHERIT;
+        EXCEPTION WHEN unique_violation OR duplicate_object THEN
+            NULL;
+        END;
+    END IF;
+    ALTER ROLE sync_executor NOINHERIT NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS;
+    BEGIN
+        IF NOT pg_has_role('sync_developer', 'sync_user', 'MEMBER') THEN
+            GRANT sync_user TO sync_developer;
+        END IF;
+        IF NOT pg_has_role('sync_admin', 'sync_developer', 'MEMBER') THEN
+            GRANT sync_developer TO sync_admin;
+        END IF;
+        IF NOT pg_has_role('sync_worker', 'sync_admin', 'MEMBER') THEN
+            GRANT sync_admin TO sync_worker;
+        END IF;
+        -- Ending an executor's backend when the executor had to be killed.
+        IF NOT pg_has_role('sync_worker', 'pg_signal_backend', 'MEMBER') THEN
+            GRANT pg_signal_backend TO sync_worker;
+        END IF;
+    EXCEPTION WHEN unique_violation OR duplicate_object THEN
+        NULL;
+    END;
+END
+$$;
+
+------------------------------------------------------------------------------------
+-- Functions: nothing for PUBLIC unless listed
+------------------------------------------------------------------------------------
+
+-- Maintenance trigger functions write tables users may not write directly.
+ALTER FUNCTION sync.trigger_register_name() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION sync.bump_project_version() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+-- Start from nothing: every function of the extension is revoked from PUBLIC, then the
+-- ones meant for everybody or for a role are granted below.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                        AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+        JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_sync'
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$$;
+
+-- For everybody: pure helpers, the clock, and functions that act as the caller (reading
+-- sync.link as the caller, so they need sync_user's SELECT; writing ones are granted to
+-- developers below).
+GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_delay(integer),
+    sync.max_time_limit(), sync.run_as_problem(name), sync.executor_session_problem(),
+    sync.dbt_check_expression(text, text, text), sync.dbt_key_expr(regclass, text),
+    sync_search_links(text, regclass), sync_search_links(text, regclass, anycompatiblearray),
+    sync_search_links(text, jsonb), sync.search_local_links(text, regclass, text[]),
+    sync.refs_filter(text, jsonb), sync_get_link(text, text), sync_get_link(text, jsonb),
+    sync.caller(), sync.live_workers(),
+    -- Helpers of export and import, which run as the caller.
+    sync.pio_fail(text, text, text), sync.pio_show(jsonb), sync.pio_check_object(jsonb, text, jsonb),
+    sync.pio_format(), sync.pio_check_document(jsonb), sync.pio_require(boolean, text),
+    sync.pio_may(text, text[], text)
+    TO PUBLIC;
+-- Installed on linked tables by their owners (sync_set_link, as the owner): it derives
+-- the links it deletes from the table it fires on (TG_RELID), nothing else.
+GRANT EXECUTE ON FUNCTION sync.link_cleanup() TO PUBLIC;
+
+GRANT USAGE ON SCHEMA sync TO sync_user, sync_executor, sync_worker;
+
+------------------------------------------------------------------------------------
+-- sync_user: read everything but secret values, webhook tokens and signing secrets,
+-- and the worker's credentials.
+------------------------------------------------------------------------------------
+GRANT SELECT ON ALL TABLES IN SCHEMA sync TO sync_user;
+REVOKE SELECT ON sync.project_secret, sync.webhook_trigger, sync.worker, sync.executor_credential
+    FROM sync_user;
+GRANT SELECT (id, project_id, key) ON sync.project_secret TO sync_user;
+GRANT SELECT (id, task_id, project_id, name, active, content_type) ON sync.webhook_trigger TO sync_user;
+GRANT SELECT (id, hostname, pid, version, started_at, last_seen, stopped_at, webhook_listen, admin_listen)
+    ON sync.worker TO sync_user;
+GRANT EXECUTE ON FUNCTION sync_export_project(text) TO sync_user;
+
+------------------------------------------------------------------------------------
+-- sync_developer: projects (not core_code, run_as or eval_context: those decide what
+-- code sees secrets and under which role it runs), tasks, triggers (not their installed
+-- state, the run_as of cron triggers or webhook signing secrets), params, texts, links;
+-- jobs only through functions, which record who called them; never secrets.
+------------------------------------------------------------------------------------
+GRANT INSERT (name, active, common_code),
+      UPDATE (name, active, common_code), DELETE
+    ON sync.project TO sync_developer;
+GRANT INSERT, UPDATE, DELETE ON sync.project_param, sync.project_text, sync.task,
+    sync.button_trigger, sync.link TO sync_developer;
+GRANT INSERT (task_id, project_id, name, active, table_name, event, apply_on, before_update,
+              watched_columns, date_column, time_offset, chunk_size),
+      UPDATE (task_id, project_id, name, active, table_name, event, apply_on, before_update,
+              watched_columns, date_column, time_offset, chunk_size), DELETE
+    ON sync.db_trigger TO sync_developer;
+GRANT INSERT (task_id, project_id, name, active, "interval", next_run_at, calls_left),
+      UPDATE (task_id, project_id, name, active, "interval", next_run_at, calls_left), DELETE
+    ON sync.cron_trigger TO sync_developer;
+GRANT INSERT (task_id, project_id, name, active, content_type, token),
+      UPDATE (task_id, project_id, name, active, content_type, token), DELETE
+    ON sync.webhook_trigger TO sync_developer;
+-- The URL of a webhook is its credential: developers, who create webhooks, read it.
+GRANT SELECT (token) ON sync.webhook_trigger TO sync_developer;
+
+GRANT EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestamptz, boolean),
+    sync_set_link(text, regclass, text, text, timestamptz, boolean),
+    sync_set_link(text, jsonb, timestamptz, boolean),
+    sync_update_links(bigint[], timestamptz), sync_unlink(bigint[]),
+    sync_add_job(text, text, text, jsonb, integer, timestamptz, integer, text, text),
+    sync_run_button(text, text), sync_retry_job(bigint), sync_cancel_job(bigint),
+    sync_webhook_url(text, text), sync_import_project(jsonb, boolean),
+    sync.dbt_apply(bigint, boolean), sync.dbt_schedule(bigint, jsonb[], timestamptz[]),
+    sync.dbt_backfill(bigint)
+    TO sync_developer;
+
+------------------------------------------------------------------------------------
+-- sync_admin: everything, including secrets, core_code, run_as and eval_context; and
+-- the queue maintenance functions workers call.
+------------------------------------------------------------------------------------
+GRANT ALL ON ALL TABLES IN SCHEMA sync TO sync_admin;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA sync TO sync_admin;
+-- Only the extension's owner reads the executor login's password.
+REVOKE ALL ON sync.executor_credential FROM sync_admin;
+GRANT EXECUTE ON FUNCTION
+    sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text),
+    sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.enqueue_timed_triggers(),
+    sync.rescue_jobs(), sync.release_jobs(bigint[], integer),
+    sync.interrupt_job(bigint, integer, text, boolean),
+    sync.webhook_call_failed(text, integer, text)
+    TO sync_admin;
+
+------------------------------------------------------------------------------------
+-- sync_worker: the worker's own login (member of sync_admin, see above) also manages
+-- the executor login and reads projects for its executors.
+------------------------------------------------------------------------------------
+GRANT EXECUTE ON FUNCTION sync.executor_login(), sync.executor_sync_roles(),
+    sync.project_runtime(bigint)
+    TO sync_worker;
+
+------------------------------------------------------------------------------------
+-- sync_executor: the batch functions (they check the worker's token).
+------------------------------------------------------------------------------------
+GRANT EXECUTE ON FUNCTION sync.batch_lock(integer, text, bigint[]),
+    sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[]),
+    sync.batch_fail_job(integer, text, bigint, text),
+    sync.batch_add_jobs(integer, text, bigint, jsonb),
+    sync.batch_webhook_jobs(integer, text, bigint[], jsonb[], timestamptz, name)
+    TO sync_executor;
