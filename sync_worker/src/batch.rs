@@ -225,6 +225,7 @@ impl Executor {
         let mut ran = Vec::with_capacity(jobs.len());
         let mut outcomes = Vec::with_capacity(jobs.len());
         let mut busy = Duration::ZERO;
+        let mut first_start: Option<Instant> = None;
         for (i, job) in jobs.iter().enumerate() {
             let cut = i > 0 && started.elapsed() > TIME_SLICE;
             if cut || self.stop.load(Ordering::Relaxed) {
@@ -233,7 +234,12 @@ impl Executor {
                     .extend(jobs[i..].iter().map(|j| j.spec.job_id));
                 break;
             }
+            if job.project_active && job.task_active {
+                // Loading the project is not part of the job's time (throttle_ms).
+                self.runtime.prepare(&job.spec, self.projects.as_mut());
+            }
             let t0 = Instant::now();
+            first_start.get_or_insert(t0);
             let completion = {
                 let _span = tracing::info_span!(
                     "job",
@@ -294,8 +300,9 @@ impl Executor {
                 // throttle_ms: the pause comes after the commit, so that no row stays
                 // locked while waiting (the supervisor sends one job per batch then).
                 let least = self.throttle * ran.len() as u32;
-                if started.elapsed() < least {
-                    std::thread::sleep(least - started.elapsed());
+                let from = first_start.unwrap_or(started);
+                if from.elapsed() < least {
+                    std::thread::sleep(least - from.elapsed());
                 }
                 report.completed = ran;
                 report.outcomes = outcomes;

@@ -238,6 +238,15 @@ impl Runtime {
         answer
     }
 
+    /// Load and prepare the job's project code now (it is cached), so that the time a
+    /// job is measured from starts with its handler, not with loading its project.
+    /// Errors are reported again by `run`.
+    pub fn prepare(&mut self, job: &JobSpec, source: &mut dyn ProjectSource) {
+        Python::attach(|py| {
+            let _ = self.project(py, job, source);
+        });
+    }
+
     /// What must be masked in the job's log lines, error and result: the secret values
     /// of its project as last prepared (nothing when it could not be loaded).
     pub fn masker(&self, project_id: i64) -> std::rc::Rc<Masker> {
