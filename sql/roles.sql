@@ -15,11 +15,14 @@
 -- run the token-checked batch functions, nothing else.
 
 -- Roles are shared by all databases of the cluster: CREATE EXTENSION running at the
--- same time in two databases must not fail on the other's role (unique_violation).
+-- same time in two databases must not fail on the other's role. Advisory locks are per
+-- database, so the shared catalog itself is locked: concurrent installs wait for each
+-- other here (until commit) instead of failing with "tuple concurrently updated".
 DO $$
 DECLARE
     r text;
 BEGIN
+    LOCK TABLE pg_catalog.pg_authid IN SHARE ROW EXCLUSIVE MODE;
     FOREACH r IN ARRAY ARRAY['sync_user', 'sync_developer', 'sync_admin', 'sync_worker'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             BEGIN
@@ -38,7 +41,10 @@ BEGIN
             NULL;
         END;
     END IF;
-    ALTER ROLE sync_executor NOINHERIT NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_executor'
+               AND (rolinherit OR rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls)) THEN
+        ALTER ROLE sync_executor NOINHERIT NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS;
+    END IF;
     BEGIN
         IF NOT pg_has_role('sync_developer', 'sync_user', 'MEMBER') THEN
             GRANT sync_user TO sync_developer;

@@ -480,3 +480,39 @@ async fn create_extension_in_two_databases_at_once() {
     .await;
     assert!(member);
 }
+
+#[tokio::test]
+async fn installs_in_many_databases_at_once_never_collide_on_roles() {
+    // Roles are cluster-wide: installs and reinstalls racing in six databases once
+    // failed with "tuple concurrently updated" on ALTER ROLE sync_executor.
+    let cluster = Cluster::start();
+    let admin = connect(&cluster.url("postgres")).await;
+    let names: Vec<String> = (0..6).map(|i| format!("race{i}")).collect();
+    for name in &names {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    }
+    let mut clients = Vec::new();
+    for name in &names {
+        clients.push(connect(&cluster.url(name)).await);
+    }
+    for round in 0..4 {
+        let sql = if round == 0 {
+            "CREATE EXTENSION pg_sync"
+        } else {
+            "DROP EXTENSION pg_sync; CREATE EXTENSION pg_sync"
+        };
+        let runs = clients.iter().map(|c| c.batch_execute(sql));
+        for (i, r) in futures_util::future::join_all(runs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            if let Err(e) = r {
+                panic!("round {round}, database race{i}: {e:?}");
+            }
+        }
+    }
+}
