@@ -46,6 +46,16 @@ CREATE TRIGGER check_time_limit BEFORE INSERT OR UPDATE OF time_limit ON sync.ta
 CREATE FUNCTION sync.setting_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF NEW.key IN ('keep_done_jobs', 'keep_failed_jobs') THEN
+        BEGIN
+            IF NEW.value::interval < interval '0' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'setting %: "%" is not an interval of 0 or more', NEW.key, NEW.value
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Write it like ''7 days'' or ''12 hours''.';
+        END;
+    END IF;
     IF NEW.key = 'max_time_limit' THEN
         BEGIN
             IF NEW.value::interval <= interval '0' THEN
@@ -299,14 +309,15 @@ $$;
 REVOKE ALL ON FUNCTION sync.worker_token_check(integer, text) FROM PUBLIC;
 
 -- Lock the claimed jobs `ids` of worker `worker_id` for the batch transaction and say
--- what the executor needs to run them: the task's time_limit and the ceiling every
+-- what the executor needs to run them: try_no is the try about to start (tries that
+-- ended, plus one); the task's time_limit and the ceiling every
 -- limit is clamped to (sync.max_time_limit()), and cancelled_by when sync_cancel_job
 -- asked to stop the job. FOR NO KEY UPDATE, not FOR UPDATE: foreign-key checks of other
 -- transactions (child jobs, log lines) need not wait for the batch.
 CREATE FUNCTION sync.batch_lock(worker_id integer, token text, ids bigint[])
 RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id bigint,
                trigger_kind text, trigger_name text, handler text, args jsonb, user_name text,
-               lang text, attempts integer, max_retries integer, started_at timestamptz,
+               lang text, try_no integer, max_retries integer, started_at timestamptz,
                time_limit double precision, project_active boolean, task_active boolean,
                project_name text, task_name text, cancelled_by name, run_as name,
                run_as_problem text, max_time_limit double precision)
@@ -332,7 +343,7 @@ BEGIN
         FROM sync.project p WHERE p.id IN (SELECT j.project_id FROM j)
     )
     SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
-           j.args, j.user_name::text, j.lang, j.attempts, j.max_retries, j.started_at,
+           j.args, j.user_name::text, j.lang, j.attempts + 1, j.max_retries, j.started_at,
            pg_catalog.date_part('epoch', t.time_limit)::double precision,
            p.active, coalesce(t.active, true), p.name, t.name,
            (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
@@ -346,8 +357,11 @@ END
 $$;
 COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[]) IS 'Executors: lock the claimed jobs of a batch of their worker (token-checked) and return what running them needs.';
 
--- Finish a batch: every job's outcome and every log line in one statement. A job still
--- to be retried gets its eta from the database clock and sync.retry_delay.
+-- Finish a batch: every job's outcome and every log line in one statement. Outcomes:
+-- done, failed, cancelled (the try ran), retry (RetryableJobError: pending again after
+-- sync.retry_delay, or failed once sync.may_try_again says no; the line saying which is
+-- written here) and skipped (cancelled before it ran: no try counted). Every outcome but
+-- skipped counts the try that just ended.
 CREATE FUNCTION sync.batch_finish(
     worker_id integer, token text,
     ids bigint[], states text[], errors text[], results jsonb[], warnings boolean[],
@@ -365,17 +379,33 @@ BEGIN
     -- scan the worker's running jobs and re-read the arrays once per job (quadratic).
     SELECT pg_catalog.array_agg(j.id) INTO owned FROM sync.job j
     WHERE j.id = ANY (ids) AND j.worker = worker_id AND j.state = 'running';
-    WITH done AS (
-        UPDATE sync.job j
-        SET state = u.state, error = u.error, result = u.result, warning = u.warning,
-            eta = CASE WHEN u.state = 'pending'
-                       THEN (SELECT sync.clock()) + sync.retry_delay(j.attempts)
-                       ELSE j.eta END,
-            finished_at = CASE WHEN u.state = 'pending' THEN NULL
-                               ELSE pg_catalog.clock_timestamp() END
+    WITH outcome AS (
+        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.max_retries,
+               u.error, u.result, u.warning,
+               CASE WHEN u.state = 'skipped' THEN j.attempts ELSE j.attempts + 1 END AS tries,
+               CASE u.state
+                   WHEN 'skipped' THEN 'cancelled'
+                   WHEN 'retry' THEN CASE WHEN sync.may_try_again(j.attempts + 1, j.max_retries, false)
+                                          THEN 'pending' ELSE 'failed' END
+                   ELSE u.state END AS state,
+               u.state = 'retry' AS retryable
         FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
-        WHERE j.id = u.id AND u.id = ANY (owned)
-          AND u.state = ANY ('{pending,done,failed,cancelled}'::text[])
+        JOIN sync.job j ON j.id = u.id
+        WHERE u.id = ANY (owned)
+          AND u.state = ANY ('{done,failed,cancelled,retry,skipped}'::text[])
+    ), done AS (
+        UPDATE sync.job j
+        SET state = o.state, attempts = o.tries, result = o.result, warning = o.warning,
+            error = CASE WHEN o.retryable AND o.state = 'failed'
+                         THEN pg_catalog.format('gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
+                         ELSE o.error END,
+            eta = CASE WHEN o.state = 'pending'
+                       THEN (SELECT sync.clock()) + sync.retry_delay(o.tries)
+                       ELSE j.eta END,
+            finished_at = CASE WHEN o.state = 'pending' THEN NULL
+                               ELSE pg_catalog.clock_timestamp() END
+        FROM outcome o
+        WHERE j.id = o.id
         RETURNING 1
     ), handled AS (
         DELETE FROM sync.job_cancel c WHERE c.job_id = ANY (ids)
@@ -385,6 +415,17 @@ BEGIN
                               level, kind, recipient, message)
         SELECT * FROM unnest(log_at, log_project, log_task, log_trigger, log_job, log_job_started,
                              log_level, log_kind, log_recipient, log_message)
+        UNION ALL
+        SELECT pg_catalog.clock_timestamp(), o.project_id, o.task_id, o.trigger_name, o.id, o.started_at,
+               CASE o.state WHEN 'pending' THEN 'warning' ELSE 'error' END, 'message', NULL,
+               CASE o.state
+                   WHEN 'pending' THEN pg_catalog.format('job will be retried in %s (try %s of %s): %s',
+                       sync.delay_text(sync.retry_delay(o.tries)), o.tries,
+                       CASE WHEN o.max_retries = 0 THEN 'unlimited' ELSE o.max_retries::text END,
+                       pg_catalog.rtrim(o.error))
+                   ELSE pg_catalog.format('job failed: gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
+               END
+        FROM outcome o WHERE o.retryable
         RETURNING 1
     )
     SELECT count(*)::integer INTO n FROM done;
@@ -392,7 +433,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[])
-    IS 'Executors: record the outcome of a batch''s jobs of their worker and its log lines in one statement (token-checked); returns the number of jobs finished.';
+    IS 'Executors: record the outcome (done, failed, cancelled, retry, skipped) of a batch''s jobs of their worker and its log lines in one statement (token-checked); returns the number of jobs finished.';
 
 -- A job whose batch could not commit even alone: record the failure on its own.
 CREATE FUNCTION sync.batch_fail_job(worker_id integer, token text, job_id bigint, message text)
@@ -402,7 +443,8 @@ DECLARE
     j record;
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
-    UPDATE sync.job AS x SET state = 'failed', error = message, finished_at = pg_catalog.clock_timestamp()
+    UPDATE sync.job AS x SET state = 'failed', error = message, attempts = x.attempts + 1,
+                             finished_at = pg_catalog.clock_timestamp()
     WHERE x.id = job_id AND x.state = 'running'
       AND x.worker = worker_id
     RETURNING x.id, x.project_id, x.task_id, x.trigger_name, x.started_at INTO j;
@@ -458,7 +500,7 @@ BEGIN
     INSERT INTO sync.job (id, project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
                           args, state, priority, attempts, max_retries, worker, started_at, user_name)
     SELECT new_ids[u.n], w.project_id, w.task_id, 'webhook', w.id, w.name, 'handle_webhook',
-           u.a, 'running', 0, 1, 0, batch_webhook_jobs.worker_id, started, caller
+           u.a, 'running', 0, 0, 1, batch_webhook_jobs.worker_id, started, caller
     FROM unnest(trigger_ids, call_args) WITH ORDINALITY AS u(t, a, n)
     JOIN sync.webhook_trigger w ON w.id = u.t;
     RETURN QUERY

@@ -1,18 +1,22 @@
 -- Job queue functions: buttons, manual retry/cancel, add_job with identity keys, cron
 -- scheduling, and the queue maintenance that sync_worker calls (rescue, release, give up).
 --
--- How attempts and max_retries count (same meaning as OCA queue_job):
---   attempts    = how many times a worker started the job (set when it is claimed);
---   max_retries = how many tries a job gets in all while it keeps raising
---                 RetryableJobError, the first try included. With the default 5 the
---                 tries happen at once, then 5 min, 15 min, 60 min and 3 h after each
---                 failed try (sync.retry_delay); the 5th is the last. 0 and 1 mean no retry.
--- A job whose worker died while running it goes back to pending, unless it already had
--- greatest(max_retries, 1) tries: then it is failed (a job that kills its worker every
--- time must not block the queue forever).
+-- How attempts and max_retries count (same meaning as OCA queue_job and Sync Studio):
+--   attempts    = tries that ended or were cut short: counted when a try ends, when the
+--                 executor running it dies, or when its worker dies while it runs (the
+--                 supervisor publishes what each executor is running in
+--                 sync.job_started). Claiming a job counts nothing: a worker that dies
+--                 costs a try only to the jobs it was actually running.
+--   max_retries = tries in all while the job keeps raising RetryableJobError, the
+--                 first try included. With the default 5 the tries happen at once, then
+--                 5 min, 15 min, 60 min and 3 h after each failed try
+--                 (sync.retry_delay); the 5th is the last. 0 means no limit.
+-- sync.may_try_again is the only place that decides; a job that keeps killing its
+-- executor or worker is given up after max_retries tries, or after 10 with max_retries
+-- 0 (a crash loop must not block the queue forever).
 
-COMMENT ON COLUMN sync.job.attempts IS 'How many times a worker started the job (counted when it is claimed).';
-COMMENT ON COLUMN sync.job.max_retries IS 'Tries in all while the job keeps raising RetryableJobError, the first included (queue_job meaning): 5 = now, +5 min, +15 min, +60 min, +3 h. 0 or 1 = no retry.';
+COMMENT ON COLUMN sync.job.attempts IS 'Tries that ended or were cut short (the try running now is attempts + 1).';
+COMMENT ON COLUMN sync.job.max_retries IS 'Tries in all while the job keeps raising RetryableJobError, the first included (queue_job meaning): 5 = now, +5 min, +15 min, +60 min, +3 h. 0 = no limit.';
 
 -- Delay before the next try after `attempts` tries ended with RetryableJobError.
 CREATE FUNCTION sync.retry_delay(attempts integer) RETURNS interval
@@ -25,6 +29,26 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$;
 COMMENT ON FUNCTION sync.retry_delay(integer) IS 'Delay before the next try of a job after this many tries ended with RetryableJobError: 5 min, 15 min, 60 min, then 3 h.';
+
+-- The retry rule: may a job that has had `tries` tries run once more? `crashed`: the
+-- last try was cut short by a dying executor or worker rather than RetryableJobError.
+CREATE FUNCTION sync.may_try_again(tries integer, max_retries integer, crashed boolean)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN max_retries = 0 THEN NOT crashed OR tries < 10
+                ELSE tries < max_retries END
+$$;
+COMMENT ON FUNCTION sync.may_try_again(integer, integer, boolean) IS 'The retry rule: true when a job with this many tries and this max_retries (0 = no limit) may run again; crashed = the try was cut short (at most 10 tries when max_retries is 0).';
+
+-- A delay as the log lines write it: 5 min, 60 min, 3 h.
+CREATE FUNCTION sync.delay_text(d interval) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN s >= 7200 AND s % 3600 = 0 THEN (s / 3600)::text || ' h'
+                WHEN s % 60 = 0 THEN (s / 60)::text || ' min'
+                ELSE s::text || ' s' END
+    FROM (SELECT pg_catalog.date_part('epoch', d)::bigint AS s) x
+$$;
+COMMENT ON FUNCTION sync.delay_text(interval) IS 'A retry delay as log lines write it (5 min, 60 min, 3 h).';
 
 ------------------------------------------------------------------------------------
 -- Enqueueing
@@ -341,34 +365,78 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION sync.live_workers() IS 'Ids of the workers alive now (holding advisory lock (sync.worker_lock_class(), id)).';
 
--- Put back the running jobs of dead workers. Rows still locked (an executor's
--- transaction that has not ended yet) are skipped and picked up on a later call.
+-- What each worker's executors are running now, published by its supervisor every
+-- 100 ms when it changed (sync.worker_running). Unlogged: it only matters while its
+-- worker lives, and it is written often. A job listed here when its worker died had its
+-- handler started, so the rescue counts that try; the worker's other claimed jobs
+-- never started and go back without one.
+CREATE UNLOGGED TABLE sync.job_started (
+    worker     integer NOT NULL,
+    job_id     bigint NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (worker, job_id)
+);
+COMMENT ON TABLE sync.job_started IS 'Jobs whose handler is running now, per worker (published by each worker''s supervisor about every 100 ms).';
+COMMENT ON COLUMN sync.job_started.worker IS 'Worker (sync.worker.id) running the job.';
+COMMENT ON COLUMN sync.job_started.job_id IS 'The job whose handler is running.';
+COMMENT ON COLUMN sync.job_started.started_at IS 'When the supervisor first saw it running.';
+
+CREATE FUNCTION sync.worker_running(worker_id integer, job_ids bigint[]) RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM sync.job_started r
+    WHERE r.worker = worker_id AND r.job_id <> ALL (coalesce(job_ids, '{}'));
+    INSERT INTO sync.job_started (worker, job_id)
+    SELECT worker_id, u.id FROM unnest(job_ids) AS u(id)
+    ON CONFLICT DO NOTHING;
+$$;
+COMMENT ON FUNCTION sync.worker_running(integer, bigint[]) IS 'Used by workers: publish the jobs whose handlers the worker''s executors are running now.';
+
+-- Put back the running jobs of dead workers: the one(s) they were running count a try
+-- (failed when sync.may_try_again says no), the others were only claimed. A webhook
+-- call is never run twice: its job fails. Rows still locked (an executor's transaction
+-- that has not ended yet) are skipped and picked up on a later call. Rescued jobs go
+-- behind the jobs of their priority (eta now), so that the next worker does not claim
+-- the same ones first.
 CREATE FUNCTION sync.rescue_jobs() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
 BEGIN
     WITH dead AS (
-        SELECT j.id FROM sync.job j
+        SELECT j.id, j.worker,
+               EXISTS (SELECT 1 FROM sync.job_started r WHERE r.worker = j.worker AND r.job_id = j.id) AS ran
+        FROM sync.job j
         WHERE j.state = 'running'
           AND (j.worker IS NULL OR j.worker NOT IN (SELECT sync.live_workers()))
         FOR UPDATE OF j SKIP LOCKED
+    ), verdict AS (
+        SELECT d.id, d.ran, j.attempts + d.ran::integer AS tries,
+               CASE WHEN j.trigger_kind = 'webhook' THEN false
+                    WHEN NOT d.ran THEN true
+                    ELSE sync.may_try_again(j.attempts + 1, j.max_retries, true) END AS again
+        FROM dead d JOIN sync.job j ON j.id = d.id
     ), upd AS (
         UPDATE sync.job j
-        SET state = CASE WHEN j.attempts >= greatest(j.max_retries, 1) THEN 'failed' ELSE 'pending' END,
-            error = CASE WHEN j.attempts >= greatest(j.max_retries, 1)
-                         THEN format('worker %s stopped while running this job (try %s of %s); giving up', j.worker, j.attempts, greatest(j.max_retries, 1))
-                         ELSE j.error END,
-            finished_at = CASE WHEN j.attempts >= greatest(j.max_retries, 1) THEN now() END
-        FROM dead WHERE j.id = dead.id
-        RETURNING j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.state, j.worker
+        SET state = CASE WHEN v.again THEN 'pending' ELSE 'failed' END,
+            attempts = v.tries,
+            eta = CASE WHEN v.again THEN greatest(j.eta, (SELECT sync.clock())) ELSE j.eta END,
+            error = CASE WHEN v.again THEN j.error
+                         ELSE pg_catalog.format('worker %s stopped while running this job (try %s); giving up', j.worker, v.tries) END,
+            finished_at = CASE WHEN v.again THEN NULL ELSE pg_catalog.clock_timestamp() END
+        FROM verdict v WHERE j.id = v.id
+        RETURNING j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.state, j.worker, v.ran
+    ), forgotten AS (
+        DELETE FROM sync.job_started r
+        WHERE r.worker NOT IN (SELECT sync.live_workers())
+          AND NOT EXISTS (SELECT 1 FROM sync.job j WHERE j.id = r.job_id AND j.state = 'running'
+                          AND j.worker = r.worker AND j.id NOT IN (SELECT upd.id FROM upd))
     ), logged AS (
         INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
         SELECT project_id, task_id, trigger_name, id, started_at,
                CASE state WHEN 'failed' THEN 'error' ELSE 'warning' END,
-               CASE state WHEN 'failed' THEN format('job failed: worker %s stopped while running it too many times', worker)
-                          ELSE format('job interrupted: worker %s stopped while running it; it will run again', worker) END
-        FROM upd
+               CASE WHEN state = 'failed' THEN pg_catalog.format('job failed: worker %s stopped while running it too many times', worker)
+                    ELSE pg_catalog.format('job interrupted: worker %s stopped while running it; it will run again', worker) END
+        FROM upd WHERE ran OR state = 'failed'
         RETURNING 1
     )
     SELECT count(*) INTO n FROM upd;
@@ -378,17 +446,17 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION sync.rescue_jobs() IS 'Put the running jobs of dead workers back to pending (failed after too many tries); called by every worker every few seconds.';
+COMMENT ON FUNCTION sync.rescue_jobs() IS 'Put the running jobs of dead workers back to pending (a try counted only for the jobs they were running; failed after too many tries); called by every worker every few seconds.';
 
 -- Give back jobs a worker claimed but did not run (shutdown, lost connection): pending
--- again, and the claim does not count as a try.
+-- again; claims count no try.
 CREATE FUNCTION sync.release_jobs(ids bigint[], worker_id integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
 BEGIN
     UPDATE sync.job
-    SET state = 'pending', attempts = greatest(attempts - 1, 0)
+    SET state = 'pending'
     WHERE id = ANY (ids) AND state = 'running' AND worker = worker_id;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
@@ -397,10 +465,11 @@ BEGIN
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION sync.release_jobs(bigint[], integer) IS 'Give claimed jobs back (pending, the try not counted); used by workers on shutdown.';
+COMMENT ON FUNCTION sync.release_jobs(bigint[], integer) IS 'Give claimed jobs back (pending, no try counted); used by workers on shutdown.';
 
 -- A job the worker had to stop: its executor overran the hard time limit (give_up) or
--- died while running it (retried unless it had its tries).
+-- died while running it. The try counts; the job runs again unless sync.may_try_again
+-- says no.
 CREATE FUNCTION sync.interrupt_job(job_id bigint, worker_id integer, reason text, give_up boolean)
 RETURNS text
 LANGUAGE plpgsql AS $$
@@ -409,15 +478,16 @@ DECLARE
     fail boolean;
     cancelled_by name;
 BEGIN
-    SELECT id, project_id, task_id, trigger_name, started_at, attempts, max_retries INTO j
+    SELECT id, project_id, task_id, trigger_name, started_at, attempts + 1 AS tries, max_retries INTO j
     FROM sync.job WHERE id = job_id AND state = 'running' AND worker = worker_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    DELETE FROM sync.job_started r WHERE r.worker = worker_id AND r.job_id = interrupt_job.job_id;
     SELECT c.requested_by INTO cancelled_by FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
     IF FOUND THEN
         UPDATE sync.job SET state = 'cancelled', error = format('cancelled by %s: %s', cancelled_by, reason),
-                            finished_at = now()
+                            attempts = j.tries, finished_at = now()
         WHERE id = job_id;
         DELETE FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
         INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
@@ -425,9 +495,10 @@ BEGIN
                 format('job cancelled by %s: %s', cancelled_by, reason));
         RETURN 'cancelled';
     END IF;
-    fail := give_up OR j.attempts >= greatest(j.max_retries, 1);
+    fail := give_up OR NOT sync.may_try_again(j.tries, j.max_retries, true);
     UPDATE sync.job
     SET state = CASE WHEN fail THEN 'failed' ELSE 'pending' END,
+        attempts = j.tries,
         error = reason,
         finished_at = CASE WHEN fail THEN now() END
     WHERE id = job_id;
@@ -441,7 +512,57 @@ BEGIN
     RETURN CASE WHEN fail THEN 'failed' ELSE 'pending' END;
 END
 $$;
-COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: failed (hard time limit, or out of tries) or back to pending.';
+COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: the try counts; failed (hard time limit, or out of tries) or back to pending.';
+
+------------------------------------------------------------------------------------
+-- Retention: finished jobs and their log lines are removed in small batches
+------------------------------------------------------------------------------------
+
+-- How long finished jobs (and their log lines) are kept, by state: settings
+-- keep_done_jobs (default 7 days) and keep_failed_jobs (failed and cancelled, default
+-- 30 days). Checked by sync.setting_check when set.
+CREATE FUNCTION sync.keep_jobs(state text) RETURNS interval
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(
+        (SELECT s.value::interval FROM sync.setting s
+         WHERE s.key = CASE WHEN state = 'done' THEN 'keep_done_jobs' ELSE 'keep_failed_jobs' END),
+        CASE WHEN state = 'done' THEN interval '7 days' ELSE interval '30 days' END)
+$$;
+COMMENT ON FUNCTION sync.keep_jobs(text) IS 'How long finished jobs of this state are kept: settings keep_done_jobs (7 days) and keep_failed_jobs (failed and cancelled, 30 days).';
+
+-- Remove up to `batch` expired finished jobs of each kind (done; failed and cancelled)
+-- with their log lines (trigger log_cleanup); returns how many jobs went. Workers call it every rescue
+-- round until it returns less than `batch`: many short transactions, never one long
+-- DELETE, and the freed space is reused once (auto)vacuum has passed.
+CREATE FUNCTION sync.remove_expired_jobs(batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+    now_ timestamptz := sync.clock();
+    keep_done interval := sync.keep_jobs('done');
+    keep_failed interval := sync.keep_jobs('failed');
+BEGIN
+    -- SKIP LOCKED: workers calling this at once share the work instead of waiting.
+    WITH done_jobs AS (
+        SELECT x.id FROM sync.job x
+        WHERE x.state = 'done' AND x.finished_at < now_ - keep_done
+        ORDER BY x.finished_at LIMIT batch
+        FOR UPDATE SKIP LOCKED
+    ), failed_jobs AS (
+        SELECT x.id FROM sync.job x
+        WHERE x.state IN ('failed', 'cancelled') AND x.finished_at < now_ - keep_failed
+        ORDER BY x.finished_at LIMIT batch
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM sync.job j
+        WHERE j.id IN (SELECT id FROM done_jobs UNION ALL SELECT id FROM failed_jobs)
+        RETURNING j.id
+    )
+    SELECT count(*) INTO n FROM gone;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.remove_expired_jobs(integer) IS 'Used by workers: remove up to batch finished jobs older than their retention (keep_done_jobs, keep_failed_jobs) with their log lines; returns how many.';
 
 ------------------------------------------------------------------------------------
 -- sync.log without per-row foreign-key checks

@@ -94,6 +94,7 @@ $$;
 -- sync.link as the caller, so they need sync_user's SELECT; writing ones are granted to
 -- developers below).
 GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_delay(integer),
+    sync.may_try_again(integer, integer, boolean), sync.delay_text(interval),
     sync.max_time_limit(), sync.run_as_problem(name), sync.executor_session_problem(),
     sync.dbt_check_expression(text, text, text), sync.dbt_key_expr(regclass, text),
     sync_search_links(text, regclass), sync_search_links(text, regclass, anycompatiblearray),
@@ -122,7 +123,7 @@ GRANT SELECT (id, project_id, key) ON sync.project_secret TO sync_user;
 GRANT SELECT (id, task_id, project_id, name, active, content_type) ON sync.webhook_trigger TO sync_user;
 GRANT SELECT (id, hostname, pid, version, started_at, last_seen, stopped_at, webhook_listen, admin_listen)
     ON sync.worker TO sync_user;
-GRANT EXECUTE ON FUNCTION sync_export_project(text) TO sync_user;
+GRANT EXECUTE ON FUNCTION sync_export_project(text), sync.keep_jobs(text) TO sync_user;
 
 ------------------------------------------------------------------------------------
 -- sync_developer: projects (not core_code, run_as or eval_context: those decide what
@@ -173,6 +174,7 @@ GRANT EXECUTE ON FUNCTION
     sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.enqueue_timed_triggers(),
     sync.rescue_jobs(), sync.release_jobs(bigint[], integer),
     sync.interrupt_job(bigint, integer, text, boolean),
+    sync.worker_running(integer, bigint[]), sync.remove_expired_jobs(integer),
     sync.webhook_call_failed(text, integer, text)
     TO sync_admin;
 

@@ -10,7 +10,7 @@ CREATE TABLE sync.setting (
     value text NOT NULL
 );
 COMMENT ON TABLE sync.setting IS 'Settings shared by the database and all workers, e.g. base_url (public URL of webhooks).';
-COMMENT ON COLUMN sync.setting.key IS 'Setting name: base_url, clock_offset (tests only), db_trigger_chunk_size.';
+COMMENT ON COLUMN sync.setting.key IS 'Setting name: base_url, clock_offset (tests only), db_trigger_chunk_size, max_time_limit, keep_done_jobs, keep_failed_jobs.';
 COMMENT ON COLUMN sync.setting.value IS 'Setting value as text.';
 
 -- The scheduling clock. Everything that compares with "now" (job eta, cron, timed
@@ -332,6 +332,8 @@ CREATE INDEX job_project_created ON sync.job (project_id, created_at);
 CREATE INDEX job_parent ON sync.job (parent_id) WHERE parent_id IS NOT NULL;
 -- Deleting a task deletes its jobs and detaches its logs.
 CREATE INDEX job_task ON sync.job (task_id);
+-- Retention (sync.remove_expired_jobs) walks finished jobs oldest first.
+CREATE INDEX job_finished ON sync.job (finished_at) WHERE state IN ('done', 'failed', 'cancelled');
 COMMENT ON TABLE sync.job IS 'The job queue. Workers claim pending jobs with FOR UPDATE SKIP LOCKED.';
 COMMENT ON COLUMN sync.job.trigger_kind IS 'What created the job: cron, db, webhook, button, or job (add_job from task code).';
 COMMENT ON COLUMN sync.job.handler IS 'Python function of the task code to call.';

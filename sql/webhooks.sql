@@ -44,7 +44,7 @@ BEGIN
                           state, priority, attempts, max_retries, worker, error, started_at,
                           finished_at)
     VALUES (w.project_id, w.task_id, 'webhook', w.id, w.name, 'handle_webhook', 'failed', 0, 1,
-            0, worker_id, reason, now(), clock_timestamp())
+            1, worker_id, reason, now(), clock_timestamp())
     RETURNING id INTO new_id;
     INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
     VALUES (w.project_id, w.task_id, w.name, new_id, now(), 'error', 'webhook call failed: ' || reason);

@@ -142,6 +142,7 @@ BEGIN
     RETURN new_id;
 END
 $$;
+COMMENT ON FUNCTION sync_run_button(text, text) IS 'Press a button: enqueue handle_button() at top priority (0) and return the job id; a running worker starts it at once.';
 CREATE FUNCTION sync_add_job(project text, task text, handler text, args jsonb DEFAULT '{}',
                              priority integer DEFAULT 10, eta timestamptz DEFAULT NULL,
                              max_retries integer DEFAULT 5, description text DEFAULT NULL,
@@ -208,6 +209,7 @@ BEGIN
     PERFORM pg_notify('sync_job', '');
 END
 $$;
+COMMENT ON FUNCTION sync_retry_job(bigint) IS 'Re-queue a failed cron, db or add_job job by hand (attempts start again from 0).';
 CREATE TABLE sync.job_cancel (
     job_id       bigint PRIMARY KEY REFERENCES sync.job ON DELETE CASCADE,
     requested_by name NOT NULL,
@@ -261,15 +263,16 @@ DECLARE
     fail boolean;
     cancelled_by name;
 BEGIN
-    SELECT id, project_id, task_id, trigger_name, started_at, attempts, max_retries INTO j
+    SELECT id, project_id, task_id, trigger_name, started_at, attempts + 1 AS tries, max_retries INTO j
     FROM sync.job WHERE id = job_id AND state = 'running' AND worker = worker_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    DELETE FROM sync.job_started r WHERE r.worker = worker_id AND r.job_id = interrupt_job.job_id;
     SELECT c.requested_by INTO cancelled_by FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
     IF FOUND THEN
         UPDATE sync.job SET state = 'cancelled', error = format('cancelled by %s: %s', cancelled_by, reason),
-                            finished_at = now()
+                            attempts = j.tries, finished_at = now()
         WHERE id = job_id;
         DELETE FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
         INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
@@ -277,9 +280,10 @@ BEGIN
                 format('job cancelled by %s: %s', cancelled_by, reason));
         RETURN 'cancelled';
     END IF;
-    fail := give_up OR j.attempts >= greatest(j.max_retries, 1);
+    fail := give_up OR NOT sync.may_try_again(j.tries, j.max_retries, true);
     UPDATE sync.job
     SET state = CASE WHEN fail THEN 'failed' ELSE 'pending' END,
+        attempts = j.tries,
         error = reason,
         finished_at = CASE WHEN fail THEN now() END
     WHERE id = job_id;
@@ -293,6 +297,7 @@ BEGIN
     RETURN CASE WHEN fail THEN 'failed' ELSE 'pending' END;
 END
 $$;
+COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: the try counts; failed (hard time limit, or out of tries) or back to pending.';
 CREATE OR REPLACE FUNCTION sync.log_cleanup() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -310,6 +315,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
+COMMENT ON FUNCTION sync.log_cleanup() IS 'ON DELETE actions of sync.log (project, job: delete the lines; task: clear task_id), set-based.';
 ------------------------------------------------------------------------------------
 -- sql/triggers.sql
 ------------------------------------------------------------------------------------
@@ -483,6 +489,7 @@ BEGIN
             WHERE b.project_id = p.id), '[]'));
 END
 $$;
+COMMENT ON FUNCTION sync_export_project(text) IS 'The definition of a project as a JSON document (format "pg_sync_export": 1): params, texts, secret keys (never values), tasks and triggers; sync_import_project takes it back.';
 ------------------------------------------------------------------------------------
 -- sql/executor.sql (new)
 ------------------------------------------------------------------------------------
@@ -520,6 +527,16 @@ CREATE TRIGGER check_time_limit BEFORE INSERT OR UPDATE OF time_limit ON sync.ta
 CREATE FUNCTION sync.setting_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF NEW.key IN ('keep_done_jobs', 'keep_failed_jobs') THEN
+        BEGIN
+            IF NEW.value::interval < interval '0' THEN
+                RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'setting %: "%" is not an interval of 0 or more', NEW.key, NEW.value
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Write it like ''7 days'' or ''12 hours''.';
+        END;
+    END IF;
     IF NEW.key = 'max_time_limit' THEN
         BEGIN
             IF NEW.value::interval <= interval '0' THEN
@@ -780,7 +797,7 @@ REVOKE ALL ON FUNCTION sync.worker_token_check(integer, text) FROM PUBLIC;
 CREATE FUNCTION sync.batch_lock(worker_id integer, token text, ids bigint[])
 RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id bigint,
                trigger_kind text, trigger_name text, handler text, args jsonb, user_name text,
-               lang text, attempts integer, max_retries integer, started_at timestamptz,
+               lang text, try_no integer, max_retries integer, started_at timestamptz,
                time_limit double precision, project_active boolean, task_active boolean,
                project_name text, task_name text, cancelled_by name, run_as name,
                run_as_problem text, max_time_limit double precision)
@@ -806,7 +823,7 @@ BEGIN
         FROM sync.project p WHERE p.id IN (SELECT j.project_id FROM j)
     )
     SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
-           j.args, j.user_name::text, j.lang, j.attempts, j.max_retries, j.started_at,
+           j.args, j.user_name::text, j.lang, j.attempts + 1, j.max_retries, j.started_at,
            pg_catalog.date_part('epoch', t.time_limit)::double precision,
            p.active, coalesce(t.active, true), p.name, t.name,
            (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
@@ -839,17 +856,33 @@ BEGIN
     -- scan the worker's running jobs and re-read the arrays once per job (quadratic).
     SELECT pg_catalog.array_agg(j.id) INTO owned FROM sync.job j
     WHERE j.id = ANY (ids) AND j.worker = worker_id AND j.state = 'running';
-    WITH done AS (
-        UPDATE sync.job j
-        SET state = u.state, error = u.error, result = u.result, warning = u.warning,
-            eta = CASE WHEN u.state = 'pending'
-                       THEN (SELECT sync.clock()) + sync.retry_delay(j.attempts)
-                       ELSE j.eta END,
-            finished_at = CASE WHEN u.state = 'pending' THEN NULL
-                               ELSE pg_catalog.clock_timestamp() END
+    WITH outcome AS (
+        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.max_retries,
+               u.error, u.result, u.warning,
+               CASE WHEN u.state = 'skipped' THEN j.attempts ELSE j.attempts + 1 END AS tries,
+               CASE u.state
+                   WHEN 'skipped' THEN 'cancelled'
+                   WHEN 'retry' THEN CASE WHEN sync.may_try_again(j.attempts + 1, j.max_retries, false)
+                                          THEN 'pending' ELSE 'failed' END
+                   ELSE u.state END AS state,
+               u.state = 'retry' AS retryable
         FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
-        WHERE j.id = u.id AND u.id = ANY (owned)
-          AND u.state = ANY ('{pending,done,failed,cancelled}'::text[])
+        JOIN sync.job j ON j.id = u.id
+        WHERE u.id = ANY (owned)
+          AND u.state = ANY ('{done,failed,cancelled,retry,skipped}'::text[])
+    ), done AS (
+        UPDATE sync.job j
+        SET state = o.state, attempts = o.tries, result = o.result, warning = o.warning,
+            error = CASE WHEN o.retryable AND o.state = 'failed'
+                         THEN pg_catalog.format('gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
+                         ELSE o.error END,
+            eta = CASE WHEN o.state = 'pending'
+                       THEN (SELECT sync.clock()) + sync.retry_delay(o.tries)
+                       ELSE j.eta END,
+            finished_at = CASE WHEN o.state = 'pending' THEN NULL
+                               ELSE pg_catalog.clock_timestamp() END
+        FROM outcome o
+        WHERE j.id = o.id
         RETURNING 1
     ), handled AS (
         DELETE FROM sync.job_cancel c WHERE c.job_id = ANY (ids)
@@ -859,6 +892,17 @@ BEGIN
                               level, kind, recipient, message)
         SELECT * FROM unnest(log_at, log_project, log_task, log_trigger, log_job, log_job_started,
                              log_level, log_kind, log_recipient, log_message)
+        UNION ALL
+        SELECT pg_catalog.clock_timestamp(), o.project_id, o.task_id, o.trigger_name, o.id, o.started_at,
+               CASE o.state WHEN 'pending' THEN 'warning' ELSE 'error' END, 'message', NULL,
+               CASE o.state
+                   WHEN 'pending' THEN pg_catalog.format('job will be retried in %s (try %s of %s): %s',
+                       sync.delay_text(sync.retry_delay(o.tries)), o.tries,
+                       CASE WHEN o.max_retries = 0 THEN 'unlimited' ELSE o.max_retries::text END,
+                       pg_catalog.rtrim(o.error))
+                   ELSE pg_catalog.format('job failed: gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
+               END
+        FROM outcome o WHERE o.retryable
         RETURNING 1
     )
     SELECT count(*)::integer INTO n FROM done;
@@ -866,7 +910,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[])
-    IS 'Executors: record the outcome of a batch''s jobs of their worker and its log lines in one statement (token-checked); returns the number of jobs finished.';
+    IS 'Executors: record the outcome (done, failed, cancelled, retry, skipped) of a batch''s jobs of their worker and its log lines in one statement (token-checked); returns the number of jobs finished.';
 
 -- A job whose batch could not commit even alone: record the failure on its own.
 CREATE FUNCTION sync.batch_fail_job(worker_id integer, token text, job_id bigint, message text)
@@ -876,7 +920,8 @@ DECLARE
     j record;
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
-    UPDATE sync.job AS x SET state = 'failed', error = message, finished_at = pg_catalog.clock_timestamp()
+    UPDATE sync.job AS x SET state = 'failed', error = message, attempts = x.attempts + 1,
+                             finished_at = pg_catalog.clock_timestamp()
     WHERE x.id = job_id AND x.state = 'running'
       AND x.worker = worker_id
     RETURNING x.id, x.project_id, x.task_id, x.trigger_name, x.started_at INTO j;
@@ -932,7 +977,7 @@ BEGIN
     INSERT INTO sync.job (id, project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
                           args, state, priority, attempts, max_retries, worker, started_at, user_name)
     SELECT new_ids[u.n], w.project_id, w.task_id, 'webhook', w.id, w.name, 'handle_webhook',
-           u.a, 'running', 0, 1, 0, batch_webhook_jobs.worker_id, started, caller
+           u.a, 'running', 0, 0, 1, batch_webhook_jobs.worker_id, started, caller
     FROM unnest(trigger_ids, call_args) WITH ORDINALITY AS u(t, a, n)
     JOIN sync.webhook_trigger w ON w.id = u.t;
     RETURN QUERY
@@ -998,12 +1043,189 @@ REVOKE EXECUTE ON FUNCTION
     sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text)
     FROM sync_developer;
 REVOKE EXECUTE ON FUNCTION sync_webhook_url(text, text) FROM sync_user;
+-- 0.2.0, queue rules: tries count runs (sync.job_started), one retry rule
+-- (sync.may_try_again; max_retries 0 = no limit), retention of finished jobs.
+-- Rows of 0.1.0: a running job's try was counted when it was claimed, and
+-- max_retries 0 meant no retry (now: no limit), so such jobs keep one try.
+UPDATE sync.job SET attempts = attempts - 1 WHERE state = 'running' AND attempts > 0;
+UPDATE sync.job SET max_retries = 1 WHERE max_retries = 0;
+COMMENT ON COLUMN sync.job.attempts IS 'Tries that ended or were cut short (the try running now is attempts + 1).';
+COMMENT ON COLUMN sync.job.max_retries IS 'Tries in all while the job keeps raising RetryableJobError, the first included (queue_job meaning): 5 = now, +5 min, +15 min, +60 min, +3 h. 0 = no limit.';
+
+COMMENT ON COLUMN sync.setting.key IS 'Setting name: base_url, clock_offset (tests only), db_trigger_chunk_size, max_time_limit, keep_done_jobs, keep_failed_jobs.';
+-- Retention (sync.remove_expired_jobs) walks finished jobs oldest first.
+CREATE INDEX job_finished ON sync.job (finished_at) WHERE state IN ('done', 'failed', 'cancelled');
+CREATE FUNCTION sync.may_try_again(tries integer, max_retries integer, crashed boolean)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN max_retries = 0 THEN NOT crashed OR tries < 10
+                ELSE tries < max_retries END
+$$;
+COMMENT ON FUNCTION sync.may_try_again(integer, integer, boolean) IS 'The retry rule: true when a job with this many tries and this max_retries (0 = no limit) may run again; crashed = the try was cut short (at most 10 tries when max_retries is 0).';
+CREATE FUNCTION sync.delay_text(d interval) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN s >= 7200 AND s % 3600 = 0 THEN (s / 3600)::text || ' h'
+                WHEN s % 60 = 0 THEN (s / 60)::text || ' min'
+                ELSE s::text || ' s' END
+    FROM (SELECT pg_catalog.date_part('epoch', d)::bigint AS s) x
+$$;
+COMMENT ON FUNCTION sync.delay_text(interval) IS 'A retry delay as log lines write it (5 min, 60 min, 3 h).';
+CREATE UNLOGGED TABLE sync.job_started (
+    worker     integer NOT NULL,
+    job_id     bigint NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (worker, job_id)
+);
+COMMENT ON TABLE sync.job_started IS 'Jobs whose handler is running now, per worker (published by each worker''s supervisor about every 100 ms).';
+COMMENT ON COLUMN sync.job_started.worker IS 'Worker (sync.worker.id) running the job.';
+COMMENT ON COLUMN sync.job_started.job_id IS 'The job whose handler is running.';
+COMMENT ON COLUMN sync.job_started.started_at IS 'When the supervisor first saw it running.';
+
+CREATE FUNCTION sync.worker_running(worker_id integer, job_ids bigint[]) RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM sync.job_started r
+    WHERE r.worker = worker_id AND r.job_id <> ALL (coalesce(job_ids, '{}'));
+    INSERT INTO sync.job_started (worker, job_id)
+    SELECT worker_id, u.id FROM unnest(job_ids) AS u(id)
+    ON CONFLICT DO NOTHING;
+$$;
+COMMENT ON FUNCTION sync.worker_running(integer, bigint[]) IS 'Used by workers: publish the jobs whose handlers the worker''s executors are running now.';
+CREATE OR REPLACE FUNCTION sync.rescue_jobs() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH dead AS (
+        SELECT j.id, j.worker,
+               EXISTS (SELECT 1 FROM sync.job_started r WHERE r.worker = j.worker AND r.job_id = j.id) AS ran
+        FROM sync.job j
+        WHERE j.state = 'running'
+          AND (j.worker IS NULL OR j.worker NOT IN (SELECT sync.live_workers()))
+        FOR UPDATE OF j SKIP LOCKED
+    ), verdict AS (
+        SELECT d.id, d.ran, j.attempts + d.ran::integer AS tries,
+               CASE WHEN j.trigger_kind = 'webhook' THEN false
+                    WHEN NOT d.ran THEN true
+                    ELSE sync.may_try_again(j.attempts + 1, j.max_retries, true) END AS again
+        FROM dead d JOIN sync.job j ON j.id = d.id
+    ), upd AS (
+        UPDATE sync.job j
+        SET state = CASE WHEN v.again THEN 'pending' ELSE 'failed' END,
+            attempts = v.tries,
+            eta = CASE WHEN v.again THEN greatest(j.eta, (SELECT sync.clock())) ELSE j.eta END,
+            error = CASE WHEN v.again THEN j.error
+                         ELSE pg_catalog.format('worker %s stopped while running this job (try %s); giving up', j.worker, v.tries) END,
+            finished_at = CASE WHEN v.again THEN NULL ELSE pg_catalog.clock_timestamp() END
+        FROM verdict v WHERE j.id = v.id
+        RETURNING j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.state, j.worker, v.ran
+    ), forgotten AS (
+        DELETE FROM sync.job_started r
+        WHERE r.worker NOT IN (SELECT sync.live_workers())
+          AND NOT EXISTS (SELECT 1 FROM sync.job j WHERE j.id = r.job_id AND j.state = 'running'
+                          AND j.worker = r.worker AND j.id NOT IN (SELECT upd.id FROM upd))
+    ), logged AS (
+        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+        SELECT project_id, task_id, trigger_name, id, started_at,
+               CASE state WHEN 'failed' THEN 'error' ELSE 'warning' END,
+               CASE WHEN state = 'failed' THEN pg_catalog.format('job failed: worker %s stopped while running it too many times', worker)
+                    ELSE pg_catalog.format('job interrupted: worker %s stopped while running it; it will run again', worker) END
+        FROM upd WHERE ran OR state = 'failed'
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM upd;
+    IF n > 0 THEN
+        PERFORM pg_notify('sync_job', '');
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.rescue_jobs() IS 'Put the running jobs of dead workers back to pending (a try counted only for the jobs they were running; failed after too many tries); called by every worker every few seconds.';
+CREATE OR REPLACE FUNCTION sync.release_jobs(ids bigint[], worker_id integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    UPDATE sync.job
+    SET state = 'pending'
+    WHERE id = ANY (ids) AND state = 'running' AND worker = worker_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('sync_job', '');
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.release_jobs(bigint[], integer) IS 'Give claimed jobs back (pending, no try counted); used by workers on shutdown.';
+CREATE OR REPLACE FUNCTION sync.webhook_call_failed(call_token text, worker_id integer, reason text)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    w record;
+    new_id bigint;
+BEGIN
+    SELECT t.id, t.name, t.task_id, t.project_id INTO w
+    FROM sync.webhook_trigger t WHERE t.token = call_token;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                          state, priority, attempts, max_retries, worker, error, started_at,
+                          finished_at)
+    VALUES (w.project_id, w.task_id, 'webhook', w.id, w.name, 'handle_webhook', 'failed', 0, 1,
+            1, worker_id, reason, now(), clock_timestamp())
+    RETURNING id INTO new_id;
+    INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+    VALUES (w.project_id, w.task_id, w.name, new_id, now(), 'error', 'webhook call failed: ' || reason);
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION sync.webhook_call_failed(text, integer, text) IS 'Used by workers: record a webhook call whose executor died before it committed, as a failed job.';
+CREATE FUNCTION sync.keep_jobs(state text) RETURNS interval
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(
+        (SELECT s.value::interval FROM sync.setting s
+         WHERE s.key = CASE WHEN state = 'done' THEN 'keep_done_jobs' ELSE 'keep_failed_jobs' END),
+        CASE WHEN state = 'done' THEN interval '7 days' ELSE interval '30 days' END)
+$$;
+COMMENT ON FUNCTION sync.keep_jobs(text) IS 'How long finished jobs of this state are kept: settings keep_done_jobs (7 days) and keep_failed_jobs (failed and cancelled, 30 days).';
+CREATE FUNCTION sync.remove_expired_jobs(batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+    now_ timestamptz := sync.clock();
+    keep_done interval := sync.keep_jobs('done');
+    keep_failed interval := sync.keep_jobs('failed');
+BEGIN
+    -- SKIP LOCKED: workers calling this at once share the work instead of waiting.
+    WITH done_jobs AS (
+        SELECT x.id FROM sync.job x
+        WHERE x.state = 'done' AND x.finished_at < now_ - keep_done
+        ORDER BY x.finished_at LIMIT batch
+        FOR UPDATE SKIP LOCKED
+    ), failed_jobs AS (
+        SELECT x.id FROM sync.job x
+        WHERE x.state IN ('failed', 'cancelled') AND x.finished_at < now_ - keep_failed
+        ORDER BY x.finished_at LIMIT batch
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM sync.job j
+        WHERE j.id IN (SELECT id FROM done_jobs UNION ALL SELECT id FROM failed_jobs)
+        RETURNING j.id
+    )
+    SELECT count(*) INTO n FROM gone;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.remove_expired_jobs(integer) IS 'Used by workers: remove up to batch finished jobs older than their retention (keep_done_jobs, keep_failed_jobs) with their log lines; returns how many.';
 -- Roles are shared by all databases of the cluster: CREATE EXTENSION running at the
--- same time in two databases must not fail on the other's role (unique_violation).
+-- same time in two databases must not fail on the other's role. Advisory locks are per
+-- database, so the shared catalog itself is locked: concurrent installs wait for each
+-- other here (until commit) instead of failing with "tuple concurrently updated".
 DO $$
 DECLARE
     r text;
 BEGIN
+    LOCK TABLE pg_catalog.pg_authid IN SHARE ROW EXCLUSIVE MODE;
     FOREACH r IN ARRAY ARRAY['sync_user', 'sync_developer', 'sync_admin', 'sync_worker'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             BEGIN
@@ -1022,7 +1244,10 @@ BEGIN
             NULL;
         END;
     END IF;
-    ALTER ROLE sync_executor NOINHERIT NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sync_executor'
+               AND (rolinherit OR rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls)) THEN
+        ALTER ROLE sync_executor NOINHERIT NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS;
+    END IF;
     BEGIN
         IF NOT pg_has_role('sync_developer', 'sync_user', 'MEMBER') THEN
             GRANT sync_user TO sync_developer;
@@ -1072,6 +1297,7 @@ $$;
 -- sync.link as the caller, so they need sync_user's SELECT; writing ones are granted to
 -- developers below).
 GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_delay(integer),
+    sync.may_try_again(integer, integer, boolean), sync.delay_text(interval),
     sync.max_time_limit(), sync.run_as_problem(name), sync.executor_session_problem(),
     sync.dbt_check_expression(text, text, text), sync.dbt_key_expr(regclass, text),
     sync_search_links(text, regclass), sync_search_links(text, regclass, anycompatiblearray),
@@ -1100,7 +1326,7 @@ GRANT SELECT (id, project_id, key) ON sync.project_secret TO sync_user;
 GRANT SELECT (id, task_id, project_id, name, active, content_type) ON sync.webhook_trigger TO sync_user;
 GRANT SELECT (id, hostname, pid, version, started_at, last_seen, stopped_at, webhook_listen, admin_listen)
     ON sync.worker TO sync_user;
-GRANT EXECUTE ON FUNCTION sync_export_project(text) TO sync_user;
+GRANT EXECUTE ON FUNCTION sync_export_project(text), sync.keep_jobs(text) TO sync_user;
 
 ------------------------------------------------------------------------------------
 -- sync_developer: projects (not core_code, run_as or eval_context: those decide what
@@ -1151,6 +1377,7 @@ GRANT EXECUTE ON FUNCTION
     sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.enqueue_timed_triggers(),
     sync.rescue_jobs(), sync.release_jobs(bigint[], integer),
     sync.interrupt_job(bigint, integer, text, boolean),
+    sync.worker_running(integer, bigint[]), sync.remove_expired_jobs(integer),
     sync.webhook_call_failed(text, integer, text)
     TO sync_admin;
 

@@ -5,6 +5,7 @@
 // that fails is rolled back to its savepoint by the runtime; its log lines are written
 // after that, outside the savepoint, so they survive its rollback. (They are lost only
 // when the whole batch does not commit, and then every job of it runs again.)
+use crate::job_state::TryEnd;
 use crate::mask::Masker;
 use crate::protocol::{BatchReport, JobOutcome, WorkerAuth};
 use crate::python::db::JobDb;
@@ -84,10 +85,10 @@ struct Locked {
     cancelled_by: Option<String>,
 }
 
-/// How one job ended, in the columns of sync.job.
+/// How one job's try ended, in the columns of sync.job.
 pub(crate) struct Completion {
     pub id: i64,
-    pub state: &'static str,
+    pub state: TryEnd,
     pub error: Option<String>,
     pub result: Option<Value>,
     pub warning: bool,
@@ -98,7 +99,7 @@ impl Completion {
     fn not_run(id: i64, message: String) -> Self {
         Completion {
             id,
-            state: "cancelled",
+            state: TryEnd::Skipped,
             error: Some(message),
             result: None,
             warning: false,
@@ -251,15 +252,15 @@ impl Executor {
                 .entered();
                 let c = self.run_job(job, auth, &mut logs);
                 match c.state {
-                    "failed" => tracing::warn!(
+                    TryEnd::Failed => tracing::warn!(
                         "job failed: {}",
                         c.error
                             .as_deref()
                             .and_then(|e| e.lines().last())
                             .unwrap_or("")
                     ),
-                    "pending" => tracing::info!("job will be retried"),
-                    state => tracing::debug!("job {state}"),
+                    TryEnd::Retry => tracing::info!("job raised RetryableJobError"),
+                    state => tracing::debug!("job {}", state.as_sql()),
                 }
                 c
             };
@@ -267,7 +268,7 @@ impl Executor {
             busy += spent;
             outcomes.push(JobOutcome {
                 project: job.project.clone(),
-                state: completion.state.to_string(),
+                state: completion.state,
                 secs: spent.as_secs_f64(),
             });
             ran.push(job.spec.job_id);
@@ -356,7 +357,7 @@ impl Executor {
                 args: row.get(7),
                 user_name: row.get(8),
                 lang: row.get(9),
-                attempts: row.get(10),
+                try_no: row.get(10),
                 max_retries: row.get(11),
                 started_at: row.get(12),
                 soft_time_limit: soft,
@@ -389,7 +390,7 @@ impl Executor {
                 "job started: {}() of task {} (try {})",
                 spec.handler,
                 job.task.as_deref().unwrap_or("-"),
-                spec.attempts
+                spec.try_no
             ),
         );
         if !job.project_active || !job.task_active {
@@ -437,7 +438,7 @@ impl Executor {
             logs.line(spec, "warning", format!("job {message}"));
             return Completion {
                 id: spec.job_id,
-                state: "cancelled",
+                state: TryEnd::Cancelled,
                 error: Some(message),
                 result: None,
                 warning: logged_warning,
@@ -464,54 +465,26 @@ impl Executor {
                 );
                 Completion {
                     id: spec.job_id,
-                    state: "done",
+                    state: TryEnd::Done,
                     error: None,
                     result,
                     warning,
                 }
             }
-            Outcome::Retry { message } => {
-                let tries = spec.max_retries.max(1);
-                if spec.attempts < tries {
-                    logs.line(
-                        spec,
-                        "warning",
-                        format!(
-                            "job will be retried in {} (try {} of {}): {}",
-                            retry_delay_text(spec.attempts),
-                            spec.attempts,
-                            tries,
-                            message.trim_end()
-                        ),
-                    );
-                    Completion {
-                        id: spec.job_id,
-                        state: "pending",
-                        error: Some(message),
-                        result: None,
-                        warning: logged_warning,
-                    }
-                } else {
-                    let message = format!(
-                        "gave up after {} tries: {}",
-                        spec.attempts,
-                        message.trim_end()
-                    );
-                    logs.line(spec, "error", format!("job failed: {message}"));
-                    Completion {
-                        id: spec.job_id,
-                        state: "failed",
-                        error: Some(message),
-                        result: None,
-                        warning: logged_warning,
-                    }
-                }
-            }
+            // Retry or give up: sync.batch_finish decides (sync.may_try_again) and
+            // writes the line saying which.
+            Outcome::Retry { message } => Completion {
+                id: spec.job_id,
+                state: TryEnd::Retry,
+                error: Some(message),
+                result: None,
+                warning: logged_warning,
+            },
             Outcome::Failed { message } | Outcome::Cancelled { message } => {
                 logs.line(spec, "error", format!("job failed: {}", message.trim_end()));
                 Completion {
                     id: spec.job_id,
-                    state: "failed",
+                    state: TryEnd::Failed,
                     error: Some(message),
                     result: None,
                     warning: logged_warning,
@@ -531,16 +504,6 @@ pub(crate) fn clamp_limit(task: Option<f64>, default: Duration, ceiling: Option<
     match ceiling {
         Some(c) if c.is_finite() && c > 0.0 => soft.min(Duration::from_secs_f64(c)),
         _ => soft,
-    }
-}
-
-/// Same steps as sync.retry_delay(), for the log line.
-fn retry_delay_text(attempts: i32) -> &'static str {
-    match attempts {
-        i32::MIN..=1 => "5 min",
-        2 => "15 min",
-        3 => "60 min",
-        _ => "3 h",
     }
 }
 
@@ -583,7 +546,7 @@ pub(crate) async fn complete(
     logs: &LogRows,
 ) -> Result<(), BatchError> {
     let ids: Vec<i64> = done.iter().map(|c| c.id).collect();
-    let states: Vec<&str> = done.iter().map(|c| c.state).collect();
+    let states: Vec<&str> = done.iter().map(|c| c.state.as_sql()).collect();
     let errors: Vec<Option<String>> = done
         .iter()
         .map(|c| c.error.as_ref().map(|e| e.replace('\0', "")))

@@ -1,5 +1,5 @@
 // Claiming jobs: mark up to n due pending jobs running for this worker, committed at
-// once, so that a claim outlives a crash (attempts count) and the rescuer can find it.
+// once, so that the rescuer finds them if the worker dies. A claim counts no try.
 use tokio_postgres::Client;
 
 /// The CTE picks the rows (LIMIT with SKIP LOCKED) before the UPDATE touches any: the
@@ -14,8 +14,7 @@ WITH c AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE sync.job j
-SET state = 'running', worker = $2, attempts = j.attempts + 1, started_at = now(),
-    finished_at = NULL
+SET state = 'running', worker = $2, started_at = now(), finished_at = NULL
 FROM c
 WHERE j.id = c.id
 RETURNING j.id, j.project_id";

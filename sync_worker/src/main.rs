@@ -6,6 +6,7 @@ mod config;
 mod cron;
 mod executor;
 mod http;
+mod job_state;
 mod mask;
 mod metrics;
 mod pg;

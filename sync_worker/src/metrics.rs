@@ -1,5 +1,6 @@
 // Prometheus metrics of the worker: jobs claimed/done/failed/retried by project, job
 // durations, queue depth, webhook requests by status; served by GET /metrics.
+use crate::job_state::TryEnd;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -115,19 +116,18 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Count a finished job try.
-    pub fn job_finished(&self, project: &str, state: &str, secs: f64) {
+    pub fn job_finished(&self, project: &str, state: TryEnd, secs: f64) {
         let label = ProjectLabel {
             project: project.to_string(),
         };
         let family = match state {
-            "done" => &self.done,
-            "failed" => &self.failed,
-            "pending" => &self.retried,
-            "cancelled" => &self.cancelled,
-            _ => return,
+            TryEnd::Done => &self.done,
+            TryEnd::Failed => &self.failed,
+            TryEnd::Retry => &self.retried,
+            TryEnd::Cancelled | TryEnd::Skipped => &self.cancelled,
         };
         family.get_or_create(&label).inc();
-        if state != "cancelled" {
+        if !matches!(state, TryEnd::Cancelled | TryEnd::Skipped) {
             self.duration.get_or_create(&label).observe(secs);
         }
     }

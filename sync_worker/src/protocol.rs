@@ -189,8 +189,7 @@ mod base64_bytes {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobOutcome {
     pub project: String,
-    /// done, failed, pending (to be retried) or cancelled.
-    pub state: String,
+    pub state: crate::job_state::TryEnd,
     pub secs: f64,
 }
 

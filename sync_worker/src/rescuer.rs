@@ -1,11 +1,16 @@
 // The rescuer: every few seconds, put back the running jobs of workers that died (their
-// advisory lock is gone), keep sync_executor's run_as memberships in step, and keep
-// this worker's last_seen fresh.
+// advisory lock is gone), remove expired finished jobs, keep sync_executor's run_as
+// memberships in step, and keep this worker's last_seen fresh.
 use crate::pg::Reconnect;
 use std::time::Duration;
 use tokio::sync::watch;
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Expired jobs removed per statement (each its own short transaction)...
+const EXPIRED_BATCH: i32 = 1000;
+/// ...and at most this many statements per round, so that a large backlog (retention
+/// just shortened) is worked off over a few rounds without starving the rescue.
+const EXPIRED_ROUNDS: usize = 50;
 
 pub async fn run(
     url: String,
@@ -37,6 +42,28 @@ pub async fn run(
                 conn.failed(&e);
                 continue;
             }
+        }
+        let mut removed = 0i64;
+        for _ in 0..EXPIRED_ROUNDS {
+            match client
+                .query_one("SELECT sync.remove_expired_jobs($1)", &[&EXPIRED_BATCH])
+                .await
+            {
+                Ok(row) => {
+                    let n: i32 = row.get(0);
+                    removed += i64::from(n);
+                    if n == 0 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("removing expired jobs failed: {}", crate::pg::describe(&e));
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!("removed {removed} expired finished job(s) and their log lines");
         }
         // A run_as role that became dangerous (granted superuser, say) loses its
         // executor membership within one interval; new run_as roles are granted.

@@ -54,10 +54,10 @@ fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> RunJobError {
     move |source| RunJobError::Db { what, source }
 }
 
-/// Claim the job for the short-lived worker, whatever its state; the try counts.
+/// Claim the job for the short-lived worker, whatever its state; sync.batch_finish
+/// counts the try when it ends, as for any job.
 const CLAIM_SQL: &str = "
-UPDATE sync.job SET state = 'running', worker = $2, attempts = attempts + 1,
-                    started_at = now(), finished_at = NULL
+UPDATE sync.job SET state = 'running', worker = $2, started_at = now(), finished_at = NULL
 WHERE id = $1";
 
 const REPORT_SQL: &str = "

@@ -25,6 +25,8 @@ use tokio_postgres::Client;
 
 /// A batch is sized so that it takes about this long (from the jobs' average time).
 const BATCH_TARGET: Duration = Duration::from_millis(50);
+/// Jobs per batch for an executor whose job speed is not measured yet.
+const COLD_BATCH: usize = 20;
 /// Below this average job time an executor gets its next batch before it asks.
 const PREFETCH_BELOW: Duration = Duration::from_millis(2);
 /// A queued batch is taken back from an executor whose current job runs this long.
@@ -114,6 +116,10 @@ pub struct Supervisor {
     names_read_at: Instant,
     /// When to claim once more after clearing a rung doorbell.
     recheck_at: Option<Instant>,
+    /// What sync.job_started says this worker runs: (worker, jobs), as last published.
+    published_running: (i32, Vec<i64>),
+    /// 0 idle, 1 a publish is under way, 2 the last one failed (publish again).
+    publishing: Arc<std::sync::atomic::AtomicU8>,
 }
 
 /// After an executor died: end its backend (its row locks go with it), then record what
@@ -224,6 +230,8 @@ pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<()
         project_names: HashMap::new(),
         names_read_at: Instant::now(),
         recheck_at: None,
+        published_running: (0, Vec::new()),
+        publishing: Arc::default(),
     };
     sup.main_loop(signals).await
 }
@@ -288,7 +296,10 @@ impl Supervisor {
                     self.recheck_at = None;
                     self.wanted = true;
                 }
-                _ = watchdog.tick() => self.watchdog(),
+                _ = watchdog.tick() => {
+                    self.watchdog();
+                    self.publish_running();
+                }
                 changed = signals.changed() => {
                     if changed.is_ok() {
                         let n = *signals.borrow();
@@ -409,7 +420,9 @@ impl Supervisor {
             Some(p) if p.job_secs > 0.0 => {
                 ((BATCH_TARGET.as_secs_f64() / p.job_secs) as usize).clamp(1, max)
             }
-            _ => max,
+            // Speed unknown: a small batch first (bounded prefetch; a crash then costs
+            // little), sized from the measured speed after it.
+            _ => max.min(COLD_BATCH),
         }
     }
 
@@ -601,9 +614,7 @@ impl Supervisor {
                         self.requeue(b.worker, r.lost, false);
                         self.requeue(b.worker, r.split, true);
                         for o in &r.outcomes {
-                            self.state
-                                .metrics
-                                .job_finished(&o.project, &o.state, o.secs);
+                            self.state.metrics.job_finished(&o.project, o.state, o.secs);
                         }
                     }
                     FromExecutor::WebhookReplies { batch, replies } => {
@@ -793,6 +804,43 @@ impl Supervisor {
 
     /// Hard time limits (kill the executor), cancelled jobs that go on, and taking
     /// queued batches back from an executor stuck on a long job.
+    /// Publish the jobs whose handlers run now (sync.worker_running) when they changed:
+    /// if this worker dies, the rescue counts a try for these jobs and only these.
+    fn publish_running(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(q) = &self.queue else {
+            return;
+        };
+        match self.publishing.load(SeqCst) {
+            1 => return,
+            2 => self.published_running.1.clear(),
+            _ => {}
+        }
+        let mut running: Vec<i64> = self.slots[..self.cfg.executors]
+            .iter()
+            .filter_map(|s| s.proc.as_ref()?.status.current().map(|c| c.job))
+            .collect();
+        running.sort_unstable();
+        let now = (q.worker, running);
+        if now == self.published_running && self.publishing.load(SeqCst) == 0 {
+            return;
+        }
+        self.published_running = now.clone();
+        self.publishing.store(1, SeqCst);
+        let flag = self.publishing.clone();
+        let client = q.client.clone();
+        tokio::spawn(async move {
+            let (worker, jobs) = now;
+            let r = client
+                .execute("SELECT sync.worker_running($1, $2)", &[&worker, &jobs])
+                .await;
+            if let Err(e) = &r {
+                tracing::debug!("publishing running jobs failed: {}", pg::describe(e));
+            }
+            flag.store(if r.is_ok() { 0 } else { 2 }, SeqCst);
+        });
+    }
+
     fn watchdog(&mut self) {
         let now = monotonic_ns();
         for (i, slot) in self.slots.iter_mut().enumerate() {

@@ -7,6 +7,7 @@
 // (unknown or inactive ones got a 404 there) and checked the signature: a call it
 // refused (401) arrives here only to be recorded as a failed job.
 use crate::batch::{complete, BatchError, Completion, Executor, LogRows};
+use crate::job_state::TryEnd;
 use crate::protocol::{WebhookCall, WebhookReply, WebhookTrigger, WorkerAuth};
 use crate::python::db::JobDb;
 use crate::python::{JobSpec, LogLine, Outcome, WebhookRequest, WebhookResponse};
@@ -178,7 +179,7 @@ impl Executor {
             args: Value::Null,
             user_name: user.to_string(),
             lang: None,
-            attempts: 1,
+            try_no: 1,
             max_retries: 0,
             started_at: at,
             soft_time_limit: soft,
@@ -229,7 +230,7 @@ impl Executor {
                     reply,
                     Completion {
                         id: spec.job_id,
-                        state: "failed",
+                        state: TryEnd::Failed,
                         error: Some(format!("request refused ({status}): {why}")),
                         result: None,
                         warning: false,
@@ -255,18 +256,18 @@ impl Executor {
         let outcome = crate::batch::mask_outcome(outcome, &mask);
         let (state, error, status, resp) = match (outcome, response) {
             (Outcome::Done { .. }, Some(resp)) => match check_headers(&resp) {
-                Ok(()) => ("done", None, resp.status, Some(resp)),
-                Err(why) => ("failed", Some(why), 500, None),
+                Ok(()) => (TryEnd::Done, None, resp.status, Some(resp)),
+                Err(why) => (TryEnd::Failed, Some(why), 500, None),
             },
             (Outcome::Done { .. }, None) => (
-                "failed",
+                TryEnd::Failed,
                 Some("the handler gave no response".to_string()),
                 500,
                 None,
             ),
-            (Outcome::Retry { message }, _) => ("failed", Some(message), 503, None),
+            (Outcome::Retry { message }, _) => (TryEnd::Failed, Some(message), 503, None),
             (Outcome::Failed { message } | Outcome::Cancelled { message }, _) => {
-                ("failed", Some(message), 500, None)
+                (TryEnd::Failed, Some(message), 500, None)
             }
         };
         let mut reply = match resp {

@@ -225,7 +225,7 @@ async fn retryable_error_retries_after_5_15_60_180_minutes_then_fails() {
 }
 
 #[tokio::test]
-async fn max_retries_is_honoured() {
+async fn max_retries_is_honoured_and_0_means_retry_forever() {
     let db = TestDb::new().await;
     let c = db.connect().await;
     let (p, t) = create_task(&c, "retries2", "main", CODE).await;
@@ -246,20 +246,35 @@ async fn max_retries_is_honoured() {
             == 2
     })
     .await;
-    // max_retries 0: no retry at all.
-    assert_eq!(
-        count(
-            &c,
-            "SELECT count(*) FROM sync.job WHERE max_retries = 0 AND state = 'failed'"
-        )
-        .await,
-        1
-    );
     set_clock(&c, "6 minutes").await;
     wait_for("second try of max_retries 2", Duration::from_secs(30), || async {
         count(&c, "SELECT count(*) FROM sync.job WHERE max_retries = 2 AND state = 'failed' AND attempts = 2").await == 1
     })
     .await;
+    // max_retries 0 (queue_job's meaning): no limit. Twelve tries, more than the cap
+    // on crashed tries, and it is still pending with the 3 h delay.
+    for try_no in 2..=12 {
+        set_clock(&c, &format!("{} hours", try_no * 4)).await;
+        wait_for("the next try of max_retries 0", Duration::from_secs(30), || async {
+            count(
+                &c,
+                &format!("SELECT count(*) FROM sync.job WHERE max_retries = 0 AND state = 'pending' AND attempts = {try_no}"),
+            )
+            .await
+                == 1
+        })
+        .await;
+    }
+    let line: String = scalar(
+        &c,
+        "SELECT message FROM sync.log l JOIN sync.job j ON j.id = l.job_id
+         WHERE j.max_retries = 0 AND l.message LIKE 'job will be retried%' ORDER BY l.id DESC LIMIT 1",
+    )
+    .await;
+    assert!(
+        line.starts_with("job will be retried in 3 h (try 12 of unlimited)"),
+        "{line}"
+    );
 }
 
 const EFFECTS: &str = r#"

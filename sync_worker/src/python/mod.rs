@@ -39,7 +39,8 @@ pub struct JobSpec {
     pub args: Value,
     pub user_name: String,
     pub lang: Option<String>,
-    pub attempts: i32,
+    /// The try running now: 1 for the first (Python sees it as job attempts).
+    pub try_no: i32,
     pub max_retries: i32,
     pub started_at: DateTime<Utc>,
     pub soft_time_limit: Duration,
@@ -381,7 +382,7 @@ impl Runtime {
         info.set_item("args", json_to_py(py, &job.args)?)?;
         info.set_item("user", &job.user_name)?;
         info.set_item("lang", job.lang.as_deref())?;
-        info.set_item("attempts", job.attempts)?;
+        info.set_item("attempts", job.try_no)?;
         info.set_item("max_retries", job.max_retries)?;
         info.set_item("started_at", job.started_at.timestamp_micros() as f64 / 1e6)?;
         info.set_item("soft_time_limit", job.soft_time_limit.as_secs_f64())?;

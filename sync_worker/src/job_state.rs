@@ -1,0 +1,50 @@
+// How a try of a job ended, as the executor reports it to sync.batch_finish, which owns
+// what follows (retry or give up: sync.may_try_again). One typed value, not strings.
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TryEnd {
+    /// The handler returned.
+    Done,
+    /// The handler raised (or logged an error); no retry.
+    Failed,
+    /// Stopped by sync_cancel_job while it ran (the try counts).
+    Cancelled,
+    /// RetryableJobError: pending again after sync.retry_delay, or failed when out of tries.
+    Retry,
+    /// Cancelled or inactive before its handler started: no try counted.
+    Skipped,
+}
+
+impl TryEnd {
+    /// The outcome as sync.batch_finish takes it.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            TryEnd::Done => "done",
+            TryEnd::Failed => "failed",
+            TryEnd::Cancelled => "cancelled",
+            TryEnd::Retry => "retry",
+            TryEnd::Skipped => "skipped",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TryEnd;
+
+    #[test]
+    fn sql_names_match_serde_names() {
+        for t in [
+            TryEnd::Done,
+            TryEnd::Failed,
+            TryEnd::Cancelled,
+            TryEnd::Retry,
+            TryEnd::Skipped,
+        ] {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_sql()));
+        }
+    }
+}
