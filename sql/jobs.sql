@@ -534,8 +534,10 @@ COMMENT ON FUNCTION sync.keep_jobs(text) IS 'How long finished jobs of this stat
 -- with their log lines (trigger log_cleanup); returns how many jobs went. Workers call it every rescue
 -- round until it returns less than `batch`: many short transactions, never one long
 -- DELETE, and the freed space is reused once (auto)vacuum has passed.
+-- force_custom_plan: a plan cached while the table was small (a nested loop over a
+-- sequential scan of sync.job) turned each call into seconds once it was large.
 CREATE FUNCTION sync.remove_expired_jobs(batch integer DEFAULT 1000) RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     n integer;
     now_ timestamptz := sync.clock();

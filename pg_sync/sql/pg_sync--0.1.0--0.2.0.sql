@@ -1189,7 +1189,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION sync.keep_jobs(text) IS 'How long finished jobs of this state are kept: settings keep_done_jobs (7 days) and keep_failed_jobs (failed and cancelled, 30 days).';
 CREATE FUNCTION sync.remove_expired_jobs(batch integer DEFAULT 1000) RETURNS integer
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
 DECLARE
     n integer;
     now_ timestamptz := sync.clock();

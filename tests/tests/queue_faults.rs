@@ -1,0 +1,118 @@
+// The queue under a crash loop and over many rounds: workers killed together again and
+// again cost a try only to the jobs they were running and lose or double nothing, and
+// retention keeps the queue's tables from growing round after round.
+use pg_sync_tests::python::PyProject;
+use pg_sync_tests::*;
+use std::time::Duration;
+
+async fn insert_jobs(c: &Client, project: i64, task: i64, n: i64) {
+    c.execute(
+        "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler, args)
+         SELECT $1, $2, 'job', 'work', jsonb_build_object('args', jsonb_build_array(g))
+         FROM generate_series(1, $3::bigint) g",
+        &[&project, &task, &n],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_looping_pair_of_workers_runs_every_job_exactly_once() {
+    // As a Restart=on-failure loop would: two workers SIGKILLed together every 1.5 s,
+    // five times, then a pair that lives. Tries used to be counted at claim time, and
+    // each fresh worker claimed the same ~1,500 jobs again, until they failed unrun.
+    let p = PyProject::new("crashloop").await;
+    p.sql("CREATE TABLE effects (n bigint NOT NULL)").await;
+    let c = &p.client;
+    let t = p
+        .task(
+            "main",
+            "def work(n):\n    time.sleep(0.002)\n    db.execute('INSERT INTO effects (n) VALUES ($1)', n)\n    return n\n",
+        )
+        .await;
+    let n = 20_000i64;
+    insert_jobs(c, p.id, t, n).await;
+    let args = ["--executors", "2", "--rescue-interval", "200ms"];
+    for round in 0..5 {
+        let pair: Vec<_> = (0..2)
+            .map(|_| WorkerProcess::start(&p.db.url, &args))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for w in &pair {
+            w.signal(libc::SIGKILL);
+        }
+        for mut w in pair {
+            w.wait_exit(Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|| panic!("round {round}: a worker outlived SIGKILL"));
+        }
+    }
+    let done_before: i64 = scalar(c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await;
+    assert!(done_before < n, "the loop must hit jobs mid-queue ({done_before} done)");
+    let _pair: Vec<_> = (0..2)
+        .map(|_| WorkerProcess::start(&p.db.url, &args))
+        .collect();
+    wait_for("every job done", Duration::from_secs(180), || async {
+        scalar::<i64>(c, "SELECT count(*) FROM sync.job WHERE state <> 'done'").await == 0
+    })
+    .await;
+    let row = c
+        .query_one("SELECT count(*), count(DISTINCT n) FROM effects", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), n, "one effect per job");
+    assert_eq!(row.get::<_, i64>(1), n, "no job's effect twice");
+    // A kill costs a try only to the jobs being run (2 workers x 2 executors).
+    let retried: i64 = scalar(c, "SELECT count(*) FROM sync.job WHERE attempts > 1").await;
+    assert!(retried <= 5 * 4, "{retried} jobs were charged a try they did not run");
+}
+
+#[tokio::test]
+async fn ten_rounds_of_100000_jobs_leave_the_tables_no_bigger_than_one() {
+    // Retention 0: every finished job and its log lines are removed (in batches, by
+    // the worker's rescuer); vacuum (autovacuum in real life) makes the space reusable.
+    // Without retention the tables would hold 10x the rows of round 1.
+    let p = PyProject::new("retention").await;
+    let c = &p.client;
+    let t = p.task("main", "def work(n):\n    return n\n").await;
+    c.batch_execute(
+        "INSERT INTO sync.setting (key, value) VALUES ('keep_done_jobs', '0 seconds'),
+                                                      ('keep_failed_jobs', '0 seconds')",
+    )
+    .await
+    .unwrap();
+    let _w = WorkerProcess::start(
+        &p.db.url,
+        &["--executors", "2", "--rescue-interval", "200ms"],
+    );
+    let size_sql = "SELECT sum(pg_total_relation_size(c))::bigint FROM unnest(ARRAY[
+        'sync.job', 'sync.log', 'sync.job_started', 'sync.job_cancel']::regclass[]) c";
+    let mut first = 0i64;
+    for round in 1..=10 {
+        insert_jobs(c, p.id, t, 100_000).await;
+        wait_for(
+            "the round's jobs run and removed",
+            Duration::from_secs(120),
+            || async { scalar::<i64>(c, "SELECT count(*) FROM sync.job").await == 0 },
+        )
+        .await;
+        assert_eq!(scalar::<i64>(c, "SELECT count(*) FROM sync.log").await, 0);
+        // Twice: btree pages emptied by one vacuum are recycled by the next (as
+        // autovacuum's repeated passes do).
+        for _ in 0..2 {
+            c.batch_execute("VACUUM sync.job, sync.log").await.unwrap();
+        }
+        let size: i64 = scalar(c, size_sql).await;
+        eprintln!("round {round}: {size} bytes");
+        // Rounds 1 and 2 set the working size: btree pages emptied in round 1 become
+        // reusable only after the vacuums that follow it. From then on, no growth.
+        if round <= 2 {
+            first = first.max(size);
+        } else {
+            assert!(
+                size <= first + first / 10,
+                "round {round}: {size} bytes, working size after rounds 1-2: {first}"
+            );
+        }
+    }
+}
