@@ -243,8 +243,15 @@ async fn throughput(c: &Client, tasks: &[Task], n: i64) -> f64 {
     let first: chrono::DateTime<chrono::Utc> = row.get(1);
     let last: chrono::DateTime<chrono::Utc> = row.get(2);
     if std::env::var("BENCH_DEBUG").is_ok() {
+        // Autovacuum keeps the pending index short while jobs drain; how often it ran
+        // explains much of the difference between an empty and a big sync.job.
+        let vacuums: i64 = scalar(
+            c,
+            "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = 'sync.job'::regclass",
+        )
+        .await;
         eprintln!(
-            "commit -> first start {:?}, first start -> last end {:?}",
+            "commit -> first start {:?}, first start -> last end {:?}; autovacuums of sync.job so far: {vacuums}",
             first - committed_at,
             last - first
         );
@@ -316,11 +323,53 @@ fn verdict(pass: bool) -> &'static str {
     }
 }
 
-/// One measured pg_sync figure, printed against the reference.
-struct Line {
+/// One measured pg_sync figure, with the references measured just before and after it.
+struct Figure {
     what: String,
     rate: f64,
+    /// Mean of the two references around it: the database's speed at that moment.
+    reference: f64,
     note: String,
+}
+
+impl Figure {
+    fn ratio(&self) -> f64 {
+        self.rate / self.reference
+    }
+}
+
+/// The run's figures, each between two reference measurements. The machine's speed
+/// drifts during a run (other processes, the disk's cache), by a third or more on a
+/// shared 2-core box: a reference minutes away would skew the ratio by as much.
+struct Bench {
+    url: String,
+    c: Client,
+    refs: Vec<f64>,
+    figures: Vec<Figure>,
+}
+
+impl Bench {
+    async fn measure_reference(&mut self) {
+        say("reference loop on bench_ref");
+        let rate = reference(&self.url, &self.c).await;
+        self.refs.push(rate);
+    }
+
+    /// Record a figure measured since the last reference, then measure the next one.
+    async fn record(&mut self, what: String, rate: f64, note: String) -> f64 {
+        let before = *self.refs.last().expect("a reference before every figure");
+        self.measure_reference().await;
+        let after = *self.refs.last().expect("just measured");
+        let figure = Figure {
+            what,
+            rate,
+            reference: (before + after) / 2.0,
+            note,
+        };
+        let ratio = figure.ratio();
+        self.figures.push(figure);
+        ratio
+    }
 }
 
 #[tokio::main]
@@ -345,22 +394,25 @@ async fn main() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-
-    // The reference is measured first and last: the two show how steady the machine
-    // was, and the higher one is used, so that ratios err low rather than high.
-    say("reference loop on bench_ref");
-    let ref_first = reference(&url, &c).await;
-    let mut lines = Vec::new();
+    let mut b = Bench {
+        url: url.clone(),
+        c,
+        refs: Vec::new(),
+        figures: Vec::new(),
+    };
+    let c = connect(&url).await;
+    b.measure_reference().await;
 
     say("bare loop on sync.job");
     let bare = bare_loop(&url, &c, main_task).await;
-    lines.push(Line {
-        what: "bare SQL loop on sync.job (2 commits a batch)".into(),
-        rate: bare,
-        note: String::new(),
-    });
+    b.record(
+        "bare SQL loop on sync.job (2 commits a batch)".into(),
+        bare,
+        String::new(),
+    )
+    .await;
 
-    // (workers, jobs/s, p50, p99)
+    // (workers, jobs/s, ratio to reference, p50, p99)
     let mut runs = Vec::new();
     for n in [1usize, 2] {
         say(&format!(
@@ -373,41 +425,38 @@ async fn main() {
         let rate = throughput(&c, &[main_task], JOBS).await;
         let (p50, p99) = latency(&c, main_task).await;
         drop(workers);
-        lines.push(Line {
-            what: format!("{} ({cores} executors each)", workers_label(n)),
-            rate,
-            note: format!("pickup p50 {p50:.2} ms, p99 {p99:.2} ms"),
-        });
-        runs.push((n, rate, p50, p99));
+        let what = format!("{} ({cores} executors each)", workers_label(n));
+        let note = format!("pickup p50 {p50:.2} ms, p99 {p99:.2} ms");
+        let ratio = b.record(what, rate, note).await;
+        runs.push((n, rate, ratio, p50, p99));
     }
-    let (best_n, best_rate, _, _) = runs
+    let (best_n, best_rate, best_ratio, _, _) = runs
         .iter()
         .copied()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .max_by(|a, b| a.2.total_cmp(&b.2))
         .expect("two runs");
 
     // Every executor meets each project for the first time in the first drain (loading
     // its code), and has met most of them in the second.
-    say(&format!(
-        "2 workers: {SPREAD_JOBS} jobs over {PROJECTS} projects, twice"
-    ));
-    reset(&c).await;
-    let workers = start_workers(&url, &c, main_task, 2).await;
-    reset(&c).await;
-    let cold = throughput(&c, &spread, SPREAD_JOBS).await;
-    reset(&c).await;
-    let warm = throughput(&c, &spread, SPREAD_JOBS).await;
-    drop(workers);
-    lines.push(Line {
-        what: format!("{SPREAD_JOBS} jobs over {PROJECTS} projects, 2 workers, code not loaded"),
-        rate: cold,
-        note: String::new(),
-    });
-    lines.push(Line {
-        what: format!("{SPREAD_JOBS} jobs over {PROJECTS} projects, 2 workers, code loaded"),
-        rate: warm,
-        note: String::new(),
-    });
+    for loaded in [false, true] {
+        say(&format!(
+            "2 workers: {SPREAD_JOBS} jobs over {PROJECTS} projects"
+        ));
+        reset(&c).await;
+        let workers = start_workers(&url, &c, main_task, 2).await;
+        reset(&c).await;
+        if loaded {
+            throughput(&c, &spread, SPREAD_JOBS).await;
+            reset(&c).await;
+        }
+        let rate = throughput(&c, &spread, SPREAD_JOBS).await;
+        drop(workers);
+        let what = format!(
+            "{SPREAD_JOBS} jobs over {PROJECTS} projects, 2 workers, code {}",
+            if loaded { "loaded" } else { "not loaded" }
+        );
+        b.record(what, rate, String::new()).await;
+    }
 
     // Same steps as the empty-history run of best_n workers, with the history loaded
     // where that run emptied sync.job.
@@ -420,19 +469,23 @@ async fn main() {
     load_history(&c, main_task).await;
     let history = throughput(&c, &[main_task], JOBS).await;
     drop(workers);
-    let vs_empty = history / best_rate;
-    lines.push(Line {
-        what: format!(
-            "{}, {HISTORY} finished jobs in history",
-            workers_label(best_n)
-        ),
-        rate: history,
-        note: format!("{vs_empty:.2} x empty history"),
-    });
-
-    say("reference loop on bench_ref, again");
-    let ref_last = reference(&url, &c).await;
-    let reference = ref_first.max(ref_last);
+    let what = format!(
+        "{}, {HISTORY} finished jobs in history",
+        workers_label(best_n)
+    );
+    let history_ratio = b
+        .record(
+            what,
+            history,
+            format!("raw {:.2} x empty history", history / best_rate),
+        )
+        .await;
+    // Each run against its own references, so that a machine slower (or faster) during
+    // one of them does not pass for an effect of the history.
+    let vs_empty = history_ratio / best_ratio;
+    if let Some(f) = b.figures.last_mut() {
+        f.note = format!("{vs_empty:.2} x empty history ({})", f.note);
+    }
 
     println!();
     println!(
@@ -440,25 +493,29 @@ async fn main() {
     );
     println!(
         "reference: bare claim+complete loop on bench_ref ({CLIENTS} clients, {BATCH} jobs per \
-         transaction, {JOBS} rows): {ref_first:.0} jobs/s first, {ref_last:.0} jobs/s last; \
-         ratios use {reference:.0}"
+         transaction, {JOBS} rows), measured before and after every figure (jobs/s):"
     );
+    let refs: Vec<String> = b.refs.iter().map(|r| format!("{r:.0}")).collect();
+    println!("  {}", refs.join(", "));
     println!();
-    println!("{:<62} {:>8}  {:>6}", "pg_sync", "jobs/s", "x ref");
-    for l in &lines {
+    println!(
+        "{:<58} {:>7} {:>7} {:>6}",
+        "pg_sync", "jobs/s", "ref", "x ref"
+    );
+    for f in &b.figures {
         println!(
-            "{:<62} {:>8.0}  {:>6.2}  {}",
-            l.what,
-            l.rate,
-            l.rate / reference,
-            l.note
+            "{:<58} {:>7.0} {:>7.0} {:>6.2}  {}",
+            f.what,
+            f.rate,
+            f.reference,
+            f.ratio(),
+            f.note
         );
     }
 
-    let best_ratio = best_rate / reference;
-    let worst_p50 = runs.iter().map(|r| r.2).fold(0.0, f64::max);
-    let worst_p99 = runs.iter().map(|r| r.3).fold(0.0, f64::max);
-    let each = |pick: fn(&(usize, f64, f64, f64)) -> f64| {
+    let worst_p50 = runs.iter().map(|r| r.3).fold(0.0, f64::max);
+    let worst_p99 = runs.iter().map(|r| r.4).fold(0.0, f64::max);
+    let each = |pick: fn(&(usize, f64, f64, f64, f64)) -> f64| {
         runs.iter()
             .map(|r| format!("{:.2} ms ({})", pick(r), workers_label(r.0)))
             .collect::<Vec<_>>()
@@ -476,12 +533,12 @@ async fn main() {
     println!(
         "  {}  pickup latency p50 < {TARGET_P50_MS} ms: {}",
         verdict(worst_p50 < TARGET_P50_MS),
-        each(|r| r.2)
+        each(|r| r.3)
     );
     println!(
         "  {}  pickup latency p99 < {TARGET_P99_MS} ms: {}",
         verdict(worst_p99 < TARGET_P99_MS),
-        each(|r| r.3)
+        each(|r| r.4)
     );
     println!(
         "  {}  {HISTORY} finished jobs in history >= {TARGET_HISTORY} x empty history: {vs_empty:.2} x",
