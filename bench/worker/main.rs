@@ -1,9 +1,5 @@
 // Worker benchmark driver (run it with bench/worker/run): pg_sync's throughput and pickup
 // latency as ratios of the database's own claim+complete loop, measured in the same run.
-//
-// Absolute jobs/s depend on the disk's flush time more than on pg_sync, so every figure
-// is divided by a reference measured on the same cluster minutes apart: a bare SQL loop
-// on a minimal table, which no job queue on this database can beat by much.
 use pg_sync_tests::*;
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +30,8 @@ const CODE: &str = "def work(n):\n    return n\n\ndef ping():\n    return time.t
 
 /// The reference: the least a queue needs (an id, a state, a payload, a partial index on
 /// what is pending), claimed and completed in one statement, so one commit per batch.
+/// Absolute jobs/s follow the disk's flush time more than pg_sync; what pg_sync makes of
+/// the database is its speed over this loop's on the same cluster at the same moment.
 const REF_TABLE: &str = "
 DROP TABLE IF EXISTS bench_ref;
 CREATE TABLE bench_ref (
@@ -245,17 +243,15 @@ async fn throughput(c: &Client, tasks: &[Task], n: i64) -> f64 {
     if std::env::var("BENCH_DEBUG").is_ok() {
         // Autovacuum and autoanalyze run on thresholds relative to the table's size, so
         // how often they ran during a drain differs between an empty and a big sync.job.
-        let (vacuums, analyzes): (i64, i64) = {
-            let r = c
-                .query_one(
-                    "SELECT autovacuum_count, autoanalyze_count FROM pg_stat_user_tables
-                     WHERE relid = 'sync.job'::regclass",
-                    &[],
-                )
-                .await
-                .expect("read sync.job's statistics");
-            (r.get(0), r.get(1))
-        };
+        let stats = c
+            .query_one(
+                "SELECT autovacuum_count, autoanalyze_count FROM pg_stat_user_tables
+                 WHERE relid = 'sync.job'::regclass",
+                &[],
+            )
+            .await
+            .expect("read sync.job's statistics");
+        let (vacuums, analyzes): (i64, i64) = (stats.get(0), stats.get(1));
         let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1e3;
         eprintln!(
             "commit -> first start {:.1} ms, first start -> last end {:.0} ms; sync.job so far: {vacuums} autovacuums, {analyzes} autoanalyzes",
@@ -345,7 +341,8 @@ impl Figure {
     }
 }
 
-/// The run's figures, each between two reference measurements. The machine's speed
+/// The run's figures, each between two reference measurements (on a connection of its
+/// own). The machine's speed
 /// drifts during a run (other processes, the disk's cache), by a third or more on a
 /// shared 2-core box: a reference minutes away would skew the ratio by as much.
 struct Bench {
@@ -377,6 +374,14 @@ impl Bench {
         self.figures.push(figure);
         ratio
     }
+}
+
+/// The 100,000-job run of 1 or 2 workers on an empty sync.job, and its pickup latency.
+struct WorkerRun {
+    workers: usize,
+    ratio: f64,
+    p50: f64,
+    p99: f64,
 }
 
 #[tokio::main]
@@ -417,7 +422,6 @@ async fn main() {
     let warm = Instant::now();
     load_history(&c, main_task).await;
     reset(&c).await;
-    exec(&c, "CHECKPOINT").await;
     if std::env::var("BENCH_DEBUG").is_ok() {
         eprintln!("warm-up took {:.0} s", warm.elapsed().as_secs_f64());
     }
@@ -432,8 +436,7 @@ async fn main() {
     )
     .await;
 
-    // (workers, jobs/s, ratio to reference, p50, p99)
-    let mut runs = Vec::new();
+    let mut runs: Vec<WorkerRun> = Vec::new();
     for n in [1usize, 2] {
         say(&format!(
             "{}: {JOBS} jobs, then pickup latency",
@@ -448,13 +451,18 @@ async fn main() {
         let what = format!("{} ({cores} executors each)", workers_label(n));
         let note = format!("pickup p50 {p50:.2} ms, p99 {p99:.2} ms");
         let ratio = b.record(what, rate, note).await;
-        runs.push((n, rate, ratio, p50, p99));
+        runs.push(WorkerRun {
+            workers: n,
+            ratio,
+            p50,
+            p99,
+        });
     }
-    let (best_n, _, best_ratio, _, _) = runs
+    let best = runs
         .iter()
-        .copied()
-        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .max_by(|a, b| a.ratio.total_cmp(&b.ratio))
         .expect("two runs");
+    let (best_n, best_ratio) = (best.workers, best.ratio);
 
     // Every executor meets each project for the first time in the first drain (loading
     // its code), and has met most of them in the second.
@@ -526,11 +534,11 @@ async fn main() {
         );
     }
 
-    let worst_p50 = runs.iter().map(|r| r.3).fold(0.0, f64::max);
-    let worst_p99 = runs.iter().map(|r| r.4).fold(0.0, f64::max);
-    let each = |pick: fn(&(usize, f64, f64, f64, f64)) -> f64| {
+    let worst_p50 = runs.iter().map(|r| r.p50).fold(0.0, f64::max);
+    let worst_p99 = runs.iter().map(|r| r.p99).fold(0.0, f64::max);
+    let each = |pick: fn(&WorkerRun) -> f64| {
         runs.iter()
-            .map(|r| format!("{:.2} ms ({})", pick(r), workers_label(r.0)))
+            .map(|r| format!("{:.2} ms ({})", pick(r), workers_label(r.workers)))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -546,12 +554,12 @@ async fn main() {
     println!(
         "  {}  pickup latency p50 < {TARGET_P50_MS} ms: {}",
         verdict(worst_p50 < TARGET_P50_MS),
-        each(|r| r.3)
+        each(|r| r.p50)
     );
     println!(
         "  {}  pickup latency p99 < {TARGET_P99_MS} ms: {}",
         verdict(worst_p99 < TARGET_P99_MS),
-        each(|r| r.4)
+        each(|r| r.p99)
     );
     println!(
         "  {}  {HISTORY} finished jobs in history >= {TARGET_HISTORY} x empty history: {vs_empty:.2} x",
