@@ -305,7 +305,9 @@ BEGIN
     IF TG_RELID = 'sync.project'::regclass THEN
         DELETE FROM sync.log l USING deleted_rows d WHERE l.project_id = d.id;
     ELSIF TG_RELID = 'sync.job'::regclass THEN
-        DELETE FROM sync.log l USING deleted_rows d WHERE l.job_id = d.id;
+        -- Planned at each call (EXECUTE): a plan kept from when sync.log was small (a
+        -- nested loop over a sequential scan) made each retention batch take a minute.
+        EXECUTE 'DELETE FROM sync.log l USING deleted_rows d WHERE l.job_id = d.id';
     ELSIF TG_RELID = 'sync.task'::regclass THEN
         UPDATE sync.log l SET task_id = NULL FROM deleted_rows d WHERE l.task_id = d.id;
     ELSE

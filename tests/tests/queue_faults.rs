@@ -48,7 +48,10 @@ async fn a_crash_looping_pair_of_workers_runs_every_job_exactly_once() {
         }
     }
     let done_before: i64 = scalar(c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await;
-    assert!(done_before < n, "the loop must hit jobs mid-queue ({done_before} done)");
+    assert!(
+        done_before < n,
+        "the loop must hit jobs mid-queue ({done_before} done)"
+    );
     let _pair: Vec<_> = (0..2)
         .map(|_| WorkerProcess::start(&p.db.url, &args))
         .collect();
@@ -64,7 +67,10 @@ async fn a_crash_looping_pair_of_workers_runs_every_job_exactly_once() {
     assert_eq!(row.get::<_, i64>(1), n, "no job's effect twice");
     // A kill costs a try only to the jobs being run (2 workers x 2 executors).
     let retried: i64 = scalar(c, "SELECT count(*) FROM sync.job WHERE attempts > 1").await;
-    assert!(retried <= 5 * 4, "{retried} jobs were charged a try they did not run");
+    assert!(
+        retried <= 5 * 4,
+        "{retried} jobs were charged a try they did not run"
+    );
 }
 
 #[tokio::test]
@@ -115,4 +121,48 @@ async fn ten_rounds_of_100000_jobs_leave_the_tables_no_bigger_than_one() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn the_retry_rule_and_retention_settings_as_the_readme_shows_them() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let row = c
+        .query_one(
+            "SELECT sync.may_try_again(4, 5, false), sync.may_try_again(5, 5, false),
+                    sync.may_try_again(50, 0, false), sync.may_try_again(10, 0, true),
+                    sync.may_try_again(1, 1, false), sync.delay_text(sync.retry_delay(4))",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert!(!row.get::<_, bool>(1));
+    assert!(row.get::<_, bool>(2), "max_retries 0 has no limit");
+    assert!(
+        !row.get::<_, bool>(3),
+        "a job that keeps crashing is given up"
+    );
+    assert!(!row.get::<_, bool>(4), "max_retries 1: no retry");
+    assert_eq!(row.get::<_, String>(5), "3 h");
+    c.batch_execute(
+        "INSERT INTO sync.setting (key, value) VALUES ('keep_done_jobs', '2 days')
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+    )
+    .await
+    .unwrap();
+    let row = c
+        .query_one(
+            "SELECT sync.keep_jobs('done')::text, sync.keep_jobs('failed')::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "2 days");
+    assert_eq!(row.get::<_, String>(1), "30 days");
+    let e = c
+        .batch_execute("INSERT INTO sync.setting (key, value) VALUES ('keep_failed_jobs', 'soon')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).0, "22023", "{e:?}");
 }
