@@ -365,6 +365,32 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION sync.live_workers() IS 'Ids of the workers alive now (holding advisory lock (sync.worker_lock_class(), id)).';
 
+-- Claim up to n due pending jobs for worker `worker_id`, highest priority first: they
+-- become running for it, committed at once, so that the rescue finds them if the worker
+-- dies. A claim counts no try. The CTE picks the rows (LIMIT with SKIP LOCKED) before
+-- the UPDATE touches any, and the clock is read once per statement.
+CREATE FUNCTION sync.claim_jobs(worker_id integer, n integer)
+RETURNS TABLE (id bigint, project_id bigint)
+LANGUAGE plpgsql ROWS 100 AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH c AS (
+        SELECT j.id FROM sync.job j
+        WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock())
+        ORDER BY j.priority, j.eta, j.id
+        LIMIT n
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE sync.job j
+    SET state = 'running', worker = worker_id, started_at = now(), finished_at = NULL
+    FROM c
+    WHERE j.id = c.id
+    RETURNING j.id, j.project_id;
+END
+$$;
+COMMENT ON FUNCTION sync.claim_jobs(integer, integer) IS 'Used by workers: claim up to n due pending jobs (running for this worker, no try counted); returns (id, project_id).';
+
 -- What each worker's executors are running now, published by its supervisor every
 -- 100 ms when it changed (sync.worker_running). Unlogged: it only matters while its
 -- worker lives, and it is written often. A job listed here when its worker died had its

@@ -1072,6 +1072,27 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     FROM (SELECT pg_catalog.date_part('epoch', d)::bigint AS s) x
 $$;
 COMMENT ON FUNCTION sync.delay_text(interval) IS 'A retry delay as log lines write it (5 min, 60 min, 3 h).';
+CREATE FUNCTION sync.claim_jobs(worker_id integer, n integer)
+RETURNS TABLE (id bigint, project_id bigint)
+LANGUAGE plpgsql ROWS 100 AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH c AS (
+        SELECT j.id FROM sync.job j
+        WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock())
+        ORDER BY j.priority, j.eta, j.id
+        LIMIT n
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE sync.job j
+    SET state = 'running', worker = worker_id, started_at = now(), finished_at = NULL
+    FROM c
+    WHERE j.id = c.id
+    RETURNING j.id, j.project_id;
+END
+$$;
+COMMENT ON FUNCTION sync.claim_jobs(integer, integer) IS 'Used by workers: claim up to n due pending jobs (running for this worker, no try counted); returns (id, project_id).';
 CREATE UNLOGGED TABLE sync.job_started (
     worker     integer NOT NULL,
     job_id     bigint NOT NULL,
@@ -1380,6 +1401,7 @@ GRANT EXECUTE ON FUNCTION
     sync.rescue_jobs(), sync.release_jobs(bigint[], integer),
     sync.interrupt_job(bigint, integer, text, boolean),
     sync.worker_running(integer, bigint[]), sync.remove_expired_jobs(integer),
+    sync.claim_jobs(integer, integer),
     sync.webhook_call_failed(text, integer, text)
     TO sync_admin;
 

@@ -2,22 +2,8 @@
 // once, so that the rescuer finds them if the worker dies. A claim counts no try.
 use tokio_postgres::Client;
 
-/// The CTE picks the rows (LIMIT with SKIP LOCKED) before the UPDATE touches any: the
-/// planner cannot turn it into an update of more rows than the limit. The clock is read
-/// once per statement (an InitPlan), not once per row.
-const CLAIM_SQL: &str = "
-WITH c AS (
-    SELECT id FROM sync.job
-    WHERE state = 'pending' AND eta <= (SELECT sync.clock())
-    ORDER BY priority, eta, id
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE sync.job j
-SET state = 'running', worker = $2, started_at = now(), finished_at = NULL
-FROM c
-WHERE j.id = c.id
-RETURNING j.id, j.project_id";
+/// The claim itself is the extension's (sync.claim_jobs).
+const CLAIM_SQL: &str = "SELECT id, project_id FROM sync.claim_jobs($2, $1)";
 
 /// Cleared (in its own transaction, committed before the claim's snapshot) so that the
 /// next transaction queuing jobs rings and notifies again; see sync.notify_new_jobs.
@@ -39,7 +25,7 @@ pub async fn claim(
     n: usize,
     worker: i32,
 ) -> Result<Claimed, tokio_postgres::Error> {
-    let limit = n as i64;
+    let limit = i32::try_from(n).unwrap_or(i32::MAX);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&limit, &worker];
     let (cleared, rows) = tokio::join!(
         client.execute(CLEAR_DOORBELL_SQL, &[]),
