@@ -175,7 +175,7 @@ GRANT EXECUTE ON FUNCTION
     sync.rescue_jobs(), sync.release_jobs(bigint[], integer),
     sync.interrupt_job(bigint, integer, text, boolean),
     sync.worker_running(integer, bigint[]), sync.remove_expired_jobs(integer),
-    sync.claim_jobs(integer, integer),
+    sync.claim_jobs(integer, integer), sync.claim_job(integer, bigint),
     sync.webhook_call_failed(text, integer, text)
     TO sync_admin;
 

@@ -410,7 +410,7 @@ CREATE TABLE sync.log (
 CREATE INDEX log_job ON sync.log (job_id);
 CREATE INDEX log_project_created ON sync.log (project_id, created_at);
 CREATE INDEX log_task ON sync.log (task_id) WHERE task_id IS NOT NULL;
-COMMENT ON TABLE sync.log IS 'Execution logs: log() calls, transmissions, job start and end. Written outside the job transaction.';
+COMMENT ON TABLE sync.log IS 'Execution logs: log() calls, transmissions, retries and failures. The start and end of a try that ended done are not stored: read sync.log_view.';
 COMMENT ON COLUMN sync.log.trigger_name IS 'Trigger that caused the job.';
 COMMENT ON COLUMN sync.log.job_started_at IS 'Start of the job try that wrote the line.';
 COMMENT ON COLUMN sync.log.level IS 'debug, info, warning or error.';
@@ -418,6 +418,10 @@ COMMENT ON COLUMN sync.log.kind IS 'message, data_out (sent to an external syste
 COMMENT ON COLUMN sync.log.recipient IS 'For transmissions: the other side (URL, system).';
 COMMENT ON COLUMN sync.log.message IS 'The message or transmitted data.';
 
+-- The start and end of a try that ends done (and the start of the try running now) are
+-- not written to sync.log: they would double the queue's writes per job. They are
+-- derived here from the job's own timestamps (id NULL). Every other try's start is
+-- written with its outcome.
 CREATE VIEW sync.log_view AS
 SELECT l.id, l.created_at, l.project_id, p.name AS project, l.task_id, t.name AS task,
        l.trigger_name, l.job_id, l.job_started_at, j.state AS job_state, l.level, l.kind,
@@ -425,8 +429,26 @@ SELECT l.id, l.created_at, l.project_id, p.name AS project, l.task_id, t.name AS
 FROM sync.log l
 LEFT JOIN sync.project p ON p.id = l.project_id
 LEFT JOIN sync.task t ON t.id = l.task_id
-LEFT JOIN sync.job j ON j.id = l.job_id;
-COMMENT ON VIEW sync.log_view IS 'Logs with project, task and job state, for filtering by name.';
+LEFT JOIN sync.job j ON j.id = l.job_id
+UNION ALL
+SELECT NULL, e.at, j.project_id, p.name, j.task_id, t.name, j.trigger_name, j.id,
+       j.started_at, j.state, e.level, 'message', NULL, e.message
+FROM sync.job j
+JOIN sync.project p ON p.id = j.project_id
+LEFT JOIN sync.task t ON t.id = j.task_id
+CROSS JOIN LATERAL (
+    SELECT j.started_at, 'info',
+           pg_catalog.format('job started: %s() of task %s (try %s)', j.handler,
+                             coalesce(t.name, '-'),
+                             CASE WHEN j.state = 'running' THEN j.attempts + 1 ELSE j.attempts END)
+    UNION ALL
+    SELECT j.finished_at, CASE WHEN j.warning THEN 'warning' ELSE 'info' END,
+           CASE WHEN j.warning THEN 'job done with warnings' ELSE 'job done' END
+    WHERE j.state = 'done'
+) AS e(at, level, message)
+WHERE j.state IN ('running', 'done') AND j.started_at IS NOT NULL
+  AND j.trigger_kind IS DISTINCT FROM 'webhook';
+COMMENT ON VIEW sync.log_view IS 'Logs with project, task and job state, for filtering by name; with the start and end lines of tries that ended done (and of running tries), derived from the job (id NULL).';
 -- Columns of the job, log and worker tables and of log_view not described above.
 COMMENT ON COLUMN sync.worker.id IS 'Worker id.';
 COMMENT ON COLUMN sync.worker.hostname IS 'Host the worker runs on.';
@@ -450,7 +472,7 @@ COMMENT ON COLUMN sync.log.created_at IS 'When the line was written (clock time,
 COMMENT ON COLUMN sync.log.project_id IS 'Project of the job.';
 COMMENT ON COLUMN sync.log.task_id IS 'Task of the job.';
 COMMENT ON COLUMN sync.log.job_id IS 'Job that wrote the line.';
-COMMENT ON COLUMN sync.log_view.id IS 'Log line id.';
+COMMENT ON COLUMN sync.log_view.id IS 'Log line id; NULL for the lines derived from the job (start and end of a try that ended done, start of a running try).';
 COMMENT ON COLUMN sync.log_view.created_at IS 'When the line was written.';
 COMMENT ON COLUMN sync.log_view.project_id IS 'Project id.';
 COMMENT ON COLUMN sync.log_view.project IS 'Project name.';

@@ -46,15 +46,10 @@ WITH c AS (
     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
 UPDATE bench_ref r SET state = 'done' FROM c WHERE r.id = c.id";
 
-/// The bare loop on sync.job claims the way a worker does (the claim commits, so that
-/// the rescuer would find the jobs of a dead worker), then completes: two commits.
-const CLAIM: &str = "
-WITH c AS (
-    SELECT id FROM sync.job
-    WHERE state = 'pending' AND eta <= (SELECT sync.clock())
-    ORDER BY priority, eta, id LIMIT $1 FOR UPDATE SKIP LOCKED)
-UPDATE sync.job j SET state = 'running', worker = 0, attempts = j.attempts + 1, started_at = now()
-FROM c WHERE j.id = c.id RETURNING j.id";
+/// The bare loop on sync.job claims the way a worker does (sync.claim_jobs, committed
+/// on its own so that the rescuer would find the jobs of a dead worker), then
+/// completes: two commits, the claim's without waiting for its WAL flush.
+const CLAIM: &str = "SELECT id FROM sync.claim_jobs(0, $1::bigint::integer)";
 
 const COMPLETE: &str =
     "UPDATE sync.job SET state = 'done', finished_at = clock_timestamp() WHERE id = ANY ($1)";

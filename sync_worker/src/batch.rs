@@ -383,16 +383,6 @@ impl Executor {
             logs.line(spec, "warning", format!("job {message}"));
             return Completion::not_run(spec.job_id, message);
         }
-        logs.line(
-            spec,
-            "info",
-            format!(
-                "job started: {}() of task {} (try {})",
-                spec.handler,
-                job.task.as_deref().unwrap_or("-"),
-                spec.try_no
-            ),
-        );
         if !job.project_active || !job.task_active {
             let what = if !job.project_active {
                 format!("project {} is inactive", job.project)
@@ -405,6 +395,7 @@ impl Executor {
         }
 
         let mut lines = Vec::new();
+        let started_at = Utc::now();
         self.status.start(spec.job_id, job.hard_limit);
         let outcome = {
             let mut db = JobDb::new(&self.job, &self.rt, auth);
@@ -419,10 +410,29 @@ impl Executor {
             .iter()
             .find(|l| l.level == "error")
             .map(|l| mask.string(l.message.clone()));
+        let outcome = mask_outcome(outcome, &mask);
+        // A try that ends done has its start and end lines derived from the job row
+        // (sync.log_view); any other try's start is written, before its own lines.
+        if !matches!(outcome, Outcome::Done { .. }) || logged_error.is_some() {
+            logs.push(
+                spec,
+                LogLine {
+                    level: "info".into(),
+                    kind: "message".into(),
+                    recipient: None,
+                    message: format!(
+                        "job started: {}() of task {} (try {})",
+                        spec.handler,
+                        job.task.as_deref().unwrap_or("-"),
+                        spec.try_no
+                    ),
+                    at: started_at,
+                },
+            );
+        }
         for line in lines {
             logs.push_masked(spec, line, &mask);
         }
-        let outcome = mask_outcome(outcome, &mask);
         if let Outcome::Cancelled { message } = &outcome {
             // Stopped by sync_cancel_job while running; the runtime rolled its writes
             // back, whatever the code did with the exception.
@@ -454,15 +464,6 @@ impl Executor {
         match outcome {
             Outcome::Done { result, warning } => {
                 let warning = warning || logged_warning;
-                logs.line(
-                    spec,
-                    if warning { "warning" } else { "info" },
-                    if warning {
-                        "job done with warnings".into()
-                    } else {
-                        "job done".into()
-                    },
-                );
                 Completion {
                     id: spec.job_id,
                     state: TryEnd::Done,

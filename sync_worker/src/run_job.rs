@@ -54,14 +54,11 @@ fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> RunJobError {
     move |source| RunJobError::Db { what, source }
 }
 
-/// Claim the job for the short-lived worker, whatever its state; sync.batch_finish
-/// counts the try when it ends, as for any job.
-const CLAIM_SQL: &str = "
-UPDATE sync.job SET state = 'running', worker = $2, started_at = now(), finished_at = NULL
-WHERE id = $1";
+/// Claim the job for the short-lived worker, whatever its state (sync.claim_job).
+const CLAIM_SQL: &str = "SELECT sync.claim_job($2, $1)";
 
 const REPORT_SQL: &str = "
-SELECT state, result, warning, error, (SELECT count(*) FROM sync.log l WHERE l.job_id = j.id)
+SELECT state, result, warning, error, (SELECT count(*) FROM sync.log_view l WHERE l.job_id = j.id)
 FROM sync.job j WHERE id = $1";
 
 /// Entry point of the subcommand; returns the process exit code.
@@ -128,10 +125,11 @@ fn run(
         executor_database_url,
         false,
     ))?;
-    let claimed = own_rt
-        .block_on(client.execute(CLAIM_SQL, &[&args.job_id, &auth.worker]))
-        .map_err(db("claiming the job"))?;
-    if claimed == 0 {
+    let claimed: Option<bool> = own_rt
+        .block_on(client.query_one(CLAIM_SQL, &[&args.job_id, &auth.worker]))
+        .map_err(db("claiming the job"))?
+        .get(0);
+    if claimed.is_none() {
         return Err(RunJobError::NoJob(args.job_id));
     }
     let job_client = job_rt

@@ -238,7 +238,7 @@ impl PyProject {
     pub async fn logs(&self, job_id: i64) -> Vec<(String, String, Option<String>, String)> {
         self.client
             .query(
-                "SELECT level, kind, recipient, message FROM sync.log WHERE job_id = $1 ORDER BY id",
+                "SELECT level, kind, recipient, message FROM sync.log_view WHERE job_id = $1 ORDER BY created_at, id",
                 &[&job_id],
             )
             .await

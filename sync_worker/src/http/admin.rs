@@ -361,8 +361,8 @@ SELECT to_jsonb(j) || jsonb_build_object(
          'project', p.name, 'task', t.name,
          'logs', coalesce((SELECT jsonb_agg(jsonb_build_object(
                       'created_at', l.created_at, 'level', l.level, 'kind', l.kind,
-                      'recipient', l.recipient, 'message', l.message) ORDER BY l.id)
-                   FROM sync.log l WHERE l.job_id = j.id), '[]'))
+                      'recipient', l.recipient, 'message', l.message) ORDER BY l.created_at, l.id)
+                   FROM sync.log_view l WHERE l.job_id = j.id), '[]'))
 FROM sync.job j JOIN sync.project p ON p.id = j.project_id
 LEFT JOIN sync.task t ON t.id = j.task_id
 WHERE j.id = $1";
