@@ -331,10 +331,14 @@ BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
     max_limit := pg_catalog.date_part('epoch', sync.max_time_limit());
     RETURN QUERY
+    -- Rows by primary key, one per id: `id = ANY (ids)` beside the other conditions
+    -- lets the planner walk the worker's running jobs and test each against the whole
+    -- array (quadratic in the batch size).
     WITH j AS (
-        SELECT j.* FROM sync.job j
-        WHERE j.id = ANY (batch_lock.ids) AND j.state = 'running' AND j.worker = batch_lock.worker_id
-        FOR NO KEY UPDATE
+        SELECT j.* FROM unnest(batch_lock.ids) AS u(id)
+        JOIN sync.job j ON j.id = u.id
+        WHERE j.state = 'running' AND j.worker = batch_lock.worker_id
+        FOR NO KEY UPDATE OF j
     ), p AS MATERIALIZED (
         -- run_as is checked now, once per project of the batch: a role can gain rights
         -- at any time.
@@ -372,14 +376,12 @@ RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer;
-    owned bigint[];
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
-    -- Ownership first, on its own: with these conditions in the UPDATE the planner may
-    -- scan the worker's running jobs and re-read the arrays once per job (quadratic).
-    SELECT pg_catalog.array_agg(j.id) INTO owned FROM sync.job j
-    WHERE j.id = ANY (ids) AND j.worker = worker_id AND j.state = 'running';
-    WITH outcome AS (
+    -- Ownership and the rows by primary key, one per id (materialized): with `id = ANY`
+    -- and the arrays in the UPDATE, the planner may scan the worker's running jobs and
+    -- test each against the whole array (quadratic in the batch size).
+    WITH outcome AS MATERIALIZED (
         SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.max_retries,
                u.error, u.result, u.warning,
                CASE WHEN u.state = 'skipped' THEN j.attempts ELSE j.attempts + 1 END AS tries,
@@ -390,8 +392,9 @@ BEGIN
                    ELSE u.state END AS state,
                u.state = 'retry' AS retryable
         FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
-        JOIN sync.job j ON j.id = u.id
-        WHERE u.id = ANY (owned)
+        -- OFFSET 0 keeps this a lookup by primary key per id.
+        CROSS JOIN LATERAL (SELECT * FROM sync.job x WHERE x.id = u.id OFFSET 0) j
+        WHERE j.worker = batch_finish.worker_id AND j.state = 'running'
           AND u.state = ANY ('{done,failed,cancelled,retry,skipped}'::text[])
     ), done AS (
         UPDATE sync.job j
