@@ -1,29 +1,23 @@
 // sync_worker entry point: parses the settings and runs the supervisor (default), one
 // executor process (when started by the supervisor itself), or a command.
-mod batch;
-mod claim;
+// The data path, folder by folder: queue/ (claiming, rescue, schedules: the database's
+// job queue as the worker uses it) -> supervisor/ (one per worker: dispatch, executor
+// slots, webhooks, stop) -> executor/ (one process per slot: batches in one transaction)
+// -> python/ (the embedded interpreter and its database bridge). http/ serves webhooks
+// and the admin API; the rest are the worker's commands and shared helpers.
 mod config;
-mod cron;
 mod executor;
 mod http;
-mod job_state;
 mod mask;
 mod metrics;
 mod pg;
-mod pool;
 mod project_io;
-mod protocol;
 mod python;
-mod registry;
-mod rescuer;
+mod queue;
 mod run_job;
-mod shutdown;
 mod startup;
-mod state;
-mod status;
 mod supervisor;
 mod version;
-mod webhook_batch;
 
 use clap::Parser;
 use config::{Cli, Command, Config, LogFormat};

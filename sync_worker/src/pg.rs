@@ -143,7 +143,7 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, Connec
 /// Connect with `login`: its URL, with the user and password it names instead of the
 /// URL's (how executors log in as sync_executor on the worker's server).
 pub async fn connect_login(
-    login: &crate::protocol::Login,
+    login: &crate::executor::protocol::Login,
     application_name: &str,
 ) -> Result<Client, ConnectError> {
     let mut target = parse_url(&login.url)?;

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::batch::{Cancels, Executor};
-use crate::protocol::WorkerAuth;
+use crate::executor::job_batch::{Cancels, Executor};
+use crate::executor::protocol::WorkerAuth;
+use crate::executor::status_page::StatusPage;
 use crate::python::{ProjectSource, Runtime, RuntimeError};
-use crate::status::StatusPage;
 
 #[derive(clap::Args, Debug)]
 pub struct RunJobArgs {
@@ -37,7 +37,7 @@ pub enum RunJobError {
     #[error("cannot connect to the database: {0}")]
     Connect(String),
     #[error("{0}")]
-    Register(#[from] crate::registry::RegisterError),
+    Register(#[from] crate::queue::registry::RegisterError),
     #[error("{0}")]
     Startup(#[from] crate::startup::StartupError),
     #[error("job {0} does not exist")]
@@ -118,7 +118,7 @@ fn run(
         .block_on(crate::pg::connect(url, "sync_worker run-job"))
         .map_err(|e| RunJobError::Connect(e.to_string()))?;
     let (auth, _caller): (WorkerAuth, String) =
-        own_rt.block_on(crate::registry::register(&client, None, None))?;
+        own_rt.block_on(crate::queue::registry::register(&client, None, None))?;
     let login = own_rt.block_on(crate::startup::executor_login(
         &client,
         url,
@@ -173,7 +173,7 @@ fn run(
     let row = rt
         .block_on(client.query_one(REPORT_SQL, &[&args.job_id]))
         .map_err(db("reading the outcome"))?;
-    let _ = rt.block_on(crate::registry::stopped(&client, auth.worker));
+    let _ = rt.block_on(crate::queue::registry::stopped(&client, auth.worker));
     let state: String = row.get(0);
     let report = json!({
         "job_id": args.job_id,

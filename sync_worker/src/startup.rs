@@ -4,8 +4,8 @@
 // Each refusal names the setting to change. Once these pass the worker never gives up
 // on the database again: a connection lost later is retried forever.
 use crate::config::{Config, Environment};
+use crate::executor::protocol::Login;
 use crate::pg;
-use crate::protocol::Login;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;

@@ -1,4 +1,4 @@
-// Links between local rows and external records (DESIGN.md section 3): the SQL
+// Links between local rows and external records: the SQL
 // functions sync_set_link, sync_search_links, sync_get_link, sync_update_links and
 // sync_unlink. The many2many rule lives in set.rs, local rows in local.rs, link
 // cleanup of deleted rows and dropped tables in cleanup.rs, input checks in refs.rs.

@@ -1,5 +1,5 @@
 // The core of sync_set_link: the many2many rule and re-setting an identical link,
-// kept true under concurrency (DESIGN.md section 3).
+// kept true under concurrency.
 //
 // Race safety comes from the unique indexes of sync.link: link_side1 (identical
 // links) and link_one1 / link_one2 (one link without many2many per record and side).

@@ -1,4 +1,4 @@
-// DB triggers (DESIGN.md section 4): native capture of row events into per-statement
+// DB triggers: native capture of row events into per-statement
 // jobs. The SQL side (installing real triggers from sync.db_trigger) is sql/triggers.sql.
 //
 // - `capture`: the row and statement trigger functions and their per-statement buffers.

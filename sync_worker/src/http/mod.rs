@@ -5,7 +5,7 @@ mod token_lookup;
 pub mod webhooks;
 
 use crate::startup::Listeners;
-use crate::state::Shared;
+use crate::supervisor::shared::Shared;
 use std::net::SocketAddr;
 use tokio::sync::watch;
 

@@ -38,7 +38,7 @@ def current_env():
 
 
 def base_context(project):
-    """The names every layer starts with (DESIGN.md section 5)."""
+    """The names every layer starts with (the task code reference lists them)."""
     t = _tools
     return {
         "env": project.env,

@@ -189,7 +189,7 @@ mod base64_bytes {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobOutcome {
     pub project: String,
-    pub state: crate::job_state::TryEnd,
+    pub state: crate::queue::job_state::TryEnd,
     pub secs: f64,
 }
 

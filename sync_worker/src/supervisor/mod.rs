@@ -5,16 +5,23 @@
 //
 // Everything runs on one thread (a current-thread runtime): executors are spawned from
 // it, so PR_SET_PDEATHSIG (tied to the spawning thread) fires only when the process dies.
-use crate::claim::claim;
+pub mod executor_handle;
+pub mod shared;
+pub mod signals;
+
 use crate::config::Config;
+use crate::executor::protocol::{
+    FromExecutor, Login, ToExecutor, WebhookCall, WebhookReply, WorkerAuth,
+};
+use crate::executor::status_page::monotonic_ns;
+use crate::http;
 use crate::pg::{self, Backoff, Note};
-use crate::pool::{Event, ExecutorProc, Inflight};
-use crate::protocol::{FromExecutor, Login, ToExecutor, WebhookCall, WebhookReply, WorkerAuth};
-use crate::registry::{self, RegisterError};
+use crate::queue::claim::claim;
+use crate::queue::registry::{self, RegisterError};
+use crate::queue::{rescuer, scheduler as cron};
 use crate::startup::{DbFacts, Listeners};
-use crate::state::{Shared, State, SupervisorCommand};
-use crate::status::monotonic_ns;
-use crate::{cron, http, rescuer, shutdown};
+use crate::supervisor::executor_handle::{Event, ExecutorProc, Inflight};
+use crate::supervisor::shared::{Shared, State, SupervisorCommand};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -178,7 +185,7 @@ impl Cleanup {
 }
 
 pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<(), WorkerError> {
-    let signals = shutdown::listen().map_err(WorkerError::Signals)?;
+    let signals = signals::listen().map_err(WorkerError::Signals)?;
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let addr = |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
     let state = State::new(
@@ -412,7 +419,7 @@ impl Supervisor {
 
     fn desired(&self, i: usize) -> usize {
         if !self.cfg.throttle.is_zero() {
-            // Each job commits before the executor's pause (see batch.rs).
+            // Each job commits before the executor's pause (see executor/job_batch.rs).
             return 1;
         }
         let max = self.cfg.batch_size;

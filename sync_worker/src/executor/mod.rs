@@ -3,15 +3,20 @@
 //
 // It dies with its supervisor (PR_SET_PDEATHSIG, and end of stdin). A thread reads the
 // supervisor's messages so that Stop and Recall are seen while a job is running.
-use crate::batch::{Cancels, Executor};
+pub mod job_batch;
+pub mod protocol;
+pub mod status_page;
+pub mod webhook_batch;
+
 use crate::config::ExecutorArgs;
-use crate::pg;
-use crate::protocol::{
+use crate::executor::job_batch::{Cancels, Executor};
+use crate::executor::protocol::{
     read_frame, write_frame, BatchReport, FromExecutor, Login, ToExecutor, WebhookCall,
     WebhookReply, WorkerAuth,
 };
+use crate::executor::status_page::StatusPage;
+use crate::pg;
 use crate::python::{ProjectSource, Runtime, RuntimeOptions};
-use crate::status::StatusPage;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;

@@ -1,8 +1,8 @@
 // What the supervisor shares with its HTTP servers and background duties: settings,
 // metrics, a status snapshot, the clock drift, and the command channel to the supervisor.
 use crate::config::Config;
+use crate::executor::protocol::{WebhookCall, WebhookReply};
 use crate::metrics::Metrics;
-use crate::protocol::{WebhookCall, WebhookReply};
 use chrono::{DateTime, Utc};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +74,7 @@ impl State {
             cfg,
             metrics: Metrics::default(),
             started_at: Utc::now(),
-            hostname: crate::registry::hostname(),
+            hostname: crate::queue::registry::hostname(),
             status: Mutex::new(WorkerStatus {
                 state: "starting",
                 ..Default::default()

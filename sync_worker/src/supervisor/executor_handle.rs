@@ -1,10 +1,10 @@
 // The supervisor's side of its executor processes: start one (from /proc/self/exe),
 // send it messages, turn what it says (and its exit) into events for the main loop.
 use crate::config::Config;
-use crate::protocol::{
+use crate::executor::protocol::{
     read_frame_async, write_frame_async, FromExecutor, Login, ToExecutor, WorkerAuth,
 };
-use crate::status::StatusPage;
+use crate::executor::status_page::StatusPage;
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::process::Stdio;

@@ -6,11 +6,11 @@
 // answers go out only after the commit. The HTTP server already looked the token up
 // (unknown or inactive ones got a 404 there) and checked the signature: a call it
 // refused (401) arrives here only to be recorded as a failed job.
-use crate::batch::{complete, BatchError, Completion, Executor, LogRows};
-use crate::job_state::TryEnd;
-use crate::protocol::{WebhookCall, WebhookReply, WebhookTrigger, WorkerAuth};
+use crate::executor::job_batch::{complete, BatchError, Completion, Executor, LogRows};
+use crate::executor::protocol::{WebhookCall, WebhookReply, WebhookTrigger, WorkerAuth};
 use crate::python::db::JobDb;
 use crate::python::{JobSpec, LogLine, Outcome, WebhookRequest, WebhookResponse};
+use crate::queue::job_state::TryEnd;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -253,7 +253,7 @@ impl Executor {
         for line in lines {
             logs.push_masked(spec, line, &mask);
         }
-        let outcome = crate::batch::mask_outcome(outcome, &mask);
+        let outcome = crate::executor::job_batch::mask_outcome(outcome, &mask);
         let (state, error, status, resp) = match (outcome, response) {
             (Outcome::Done { .. }, Some(resp)) => match check_headers(&resp) {
                 Ok(()) => (TryEnd::Done, None, resp.status, Some(resp)),

@@ -1,6 +1,6 @@
 // The worker's identity in the database: a sync.worker row and the advisory lock held on
 // the queue connection for as long as the worker is alive (how others know it is).
-use crate::protocol::WorkerAuth;
+use crate::executor::protocol::WorkerAuth;
 use tokio_postgres::Client;
 
 #[derive(Debug, thiserror::Error)]

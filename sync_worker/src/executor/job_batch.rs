@@ -5,12 +5,12 @@
 // that fails is rolled back to its savepoint by the runtime; its log lines are written
 // after that, outside the savepoint, so they survive its rollback. (They are lost only
 // when the whole batch does not commit, and then every job of it runs again.)
-use crate::job_state::TryEnd;
+use crate::executor::protocol::{BatchReport, JobOutcome, WorkerAuth};
+use crate::executor::status_page::StatusPage;
 use crate::mask::Masker;
-use crate::protocol::{BatchReport, JobOutcome, WorkerAuth};
 use crate::python::db::JobDb;
 use crate::python::{JobSpec, LogLine, Outcome, ProjectSource, Runtime};
-use crate::status::StatusPage;
+use crate::queue::job_state::TryEnd;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
