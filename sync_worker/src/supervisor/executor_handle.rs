@@ -57,6 +57,12 @@ pub struct ExecutorProc {
 }
 
 impl ExecutorProc {
+    /// Running, said Ready, and neither stopping nor being killed: it may be sent work
+    /// (job batches or webhook calls, whichever kind it runs).
+    pub fn accepts_work(&self) -> bool {
+        self.ready && !self.stopping && !self.killed && self.killed_for.is_none()
+    }
+
     /// Start executor `index`; a webhook executor (`webhooks`) runs webhook calls with
     /// the webhook time limits instead of jobs.
     pub fn spawn(

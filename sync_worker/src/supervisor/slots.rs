@@ -1,0 +1,340 @@
+// Executor slots: spawning and respawning executor processes, their events and exits
+// (whom to blame for a death), project loading, cancel requests and the watchdog.
+use super::*;
+
+impl Supervisor {
+    pub(super) fn spawn(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        slot.generation += 1;
+        slot.respawn_at = None;
+        let webhooks = i >= self.cfg.executors;
+        match ExecutorProc::spawn(
+            &self.cfg,
+            &self.login,
+            i,
+            webhooks,
+            slot.generation,
+            self.events_tx.clone(),
+        ) {
+            Ok(p) => slot.proc = Some(p),
+            Err(e) => {
+                slot.failures += 1;
+                let delay = respawn_delay(slot.failures);
+                tracing::error!(
+                    "cannot start executor {i}: {e}; retrying in {:.1} s",
+                    delay.as_secs_f64()
+                );
+                slot.respawn_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    pub(super) fn respawn_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            let due = self.slots[i].proc.is_none()
+                && self.slots[i].respawn_at.is_some_and(|at| at <= now);
+            if due {
+                self.spawn(i);
+            }
+        }
+    }
+
+    pub(super) async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Message(i, generation, msg) => {
+                let Some(p) = self.slots[i]
+                    .proc
+                    .as_mut()
+                    .filter(|p| p.generation == generation)
+                else {
+                    return;
+                };
+                match msg {
+                    FromExecutor::Ready { backend_pid } => {
+                        p.ready = true;
+                        p.backend_pid = Some(backend_pid);
+                        if self.stopping.is_some() {
+                            p.send(ToExecutor::Stop);
+                        }
+                        self.slots[i].failures = 0;
+                    }
+                    FromExecutor::Report(r) => {
+                        let Some(pos) = p.inflight.iter().position(|b| b.batch == r.batch) else {
+                            return;
+                        };
+                        let Some(b) = p.inflight.remove(pos) else {
+                            return;
+                        };
+                        p.recalled = false;
+                        p.observe(r.busy_secs, r.ran);
+                        self.completed += r.completed.len() as u64;
+                        self.requeue(b.worker, r.unstarted, false);
+                        self.requeue(b.worker, r.lost, false);
+                        self.requeue(b.worker, r.split, true);
+                        for o in &r.outcomes {
+                            self.state.metrics.job_finished(&o.project, o.state, o.secs);
+                        }
+                    }
+                    FromExecutor::WebhookReplies { batch, replies } => {
+                        if let Some(pos) = p.hook_batches.iter().position(|b| b.0 == batch) {
+                            p.hook_batches.remove(pos);
+                        }
+                        for reply in replies {
+                            if let Some(call) = self.hook_calls.remove(&reply.id) {
+                                let _ = call.reply.send(reply);
+                            }
+                        }
+                    }
+                    FromExecutor::Bye => p.stopping = true,
+                    FromExecutor::NeedProject { project_id } => {
+                        self.load_project(i, generation, project_id)
+                    }
+                }
+            }
+            Event::Project(i, generation, project_id, data) => {
+                if let Some(p) = self.slots[i]
+                    .proc
+                    .as_ref()
+                    .filter(|p| p.generation == generation)
+                {
+                    p.send(ToExecutor::Project { project_id, data });
+                }
+            }
+            Event::Closed(i, generation) => {
+                if self.slots[i]
+                    .proc
+                    .as_ref()
+                    .is_some_and(|p| p.generation == generation)
+                {
+                    self.on_exit(i).await;
+                }
+            }
+        }
+    }
+
+    /// An executor's pipe closed: reap it, decide which job (if any) to blame, put the
+    /// others back, and start a new executor.
+    pub(super) async fn on_exit(&mut self, i: usize) {
+        let Some(mut p) = self.slots[i].proc.take() else {
+            return;
+        };
+        let status = match timeout(Duration::from_secs(2), p.child.wait()).await {
+            Ok(Ok(s)) => Some(s),
+            _ => {
+                p.kill();
+                p.child.wait().await.ok()
+            }
+        };
+        let clean = p.stopping && status.is_some_and(|s| s.success());
+        let describe = status.map_or_else(|| "unknown status".to_string(), |s| s.to_string());
+        if self.is_hook(i) {
+            self.on_hook_exit(i, p, clean, &describe);
+            return;
+        }
+        // (job, reason, give up)
+        let mut blame: Option<(i64, String, bool)> = None;
+        if let Some((job, why)) = p.killed_for.take() {
+            blame = Some((job, why, true));
+        } else if !clean && !p.killed {
+            tracing::error!("executor {i} (pid {}) died: {describe}", p.pid);
+            if let Some(cur) = p.status.current() {
+                blame = Some((
+                    cur.job,
+                    format!("the executor process running it died ({describe})"),
+                    false,
+                ));
+            } else if let Some(b) = p.inflight.front().filter(|b| b.jobs.len() == 1) {
+                blame = Some((
+                    b.jobs[0],
+                    format!("the executor process running it died ({describe})"),
+                    false,
+                ));
+            }
+        }
+        let unexplained = !clean && !p.killed && blame.is_none();
+
+        let client = self.queue.as_ref().map(|q| q.client.clone());
+        let backend = p.backend_pid.filter(|_| !clean);
+        let mut interrupt = None;
+        for b in std::mem::take(&mut p.inflight) {
+            let mut others = Vec::with_capacity(b.jobs.len());
+            for job in b.jobs {
+                match &blame {
+                    Some((culprit, why, give_up)) if *culprit == job => {
+                        interrupt = Some((job, b.worker, why.clone(), *give_up));
+                    }
+                    _ => others.push(job),
+                }
+            }
+            // Jobs of a batch that died unexplained run alone next time, so that a
+            // second death points at its job.
+            self.requeue(b.worker, others, unexplained);
+        }
+        let cleanup = Cleanup {
+            backend,
+            interrupt,
+            webhook_failures: Vec::new(),
+        };
+        if self.stopping.is_some() {
+            // finish() runs these before giving jobs back.
+            self.cleanups.push(cleanup);
+        } else if let Some(client) = client {
+            tokio::spawn(cleanup.run(client));
+        }
+        if self.stopping.is_none() {
+            let killed = p.killed_for.is_some() || blame.is_some();
+            self.slots[i].schedule_respawn(&p, killed);
+        }
+    }
+
+    /// Read a project (secrets included) for executor `i`, which asked for it: on this
+    /// connection, never the executor's. Its run_as role is granted to sync_executor
+    /// first, so that the executor can switch to it.
+    pub(super) fn load_project(&mut self, i: usize, generation: u64, project_id: i64) {
+        let events = self.events_tx.clone();
+        let Some(client) = self.queue.as_ref().map(|q| q.client.clone()) else {
+            let _ = events.send(Event::Project(
+                i,
+                generation,
+                project_id,
+                Err("the worker is not connected to the database".into()),
+            ));
+            return;
+        };
+        tokio::spawn(async move {
+            let data = async {
+                client
+                    .query_one("SELECT sync.executor_sync_roles()", &[])
+                    .await?;
+                let row = client
+                    .query_opt("SELECT sync.project_runtime($1)", &[&project_id])
+                    .await?;
+                Ok::<_, tokio_postgres::Error>(row.and_then(|r| r.get::<_, Option<Value>>(0)))
+            }
+            .await;
+            let data = match data {
+                Ok(Some(v)) => Ok(v),
+                Ok(None) => {
+                    Err("the project does not exist (deleted after the job was queued?)".into())
+                }
+                Err(e) => Err(pg::describe(&e)),
+            };
+            let _ = events.send(Event::Project(i, generation, project_id, data));
+        });
+    }
+
+    /// sync_cancel_job asked to stop a running job (payload `{"job": id, "by": role}`):
+    /// tell the executor that has it; the watchdog kills it if it goes on.
+    pub(super) fn on_cancel(&mut self, payload: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(payload) else {
+            return;
+        };
+        let (Some(job), by) = (
+            v.get("job").and_then(Value::as_i64),
+            v.get("by")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string(),
+        ) else {
+            return;
+        };
+        for slot in &mut self.slots {
+            let Some(p) = slot.proc.as_mut() else {
+                continue;
+            };
+            if p.inflight.iter().any(|b| b.jobs.contains(&job)) {
+                tracing::info!("job {job}: cancelled by {by}; stopping it");
+                p.send(ToExecutor::Cancel {
+                    job,
+                    by: by.clone(),
+                });
+                p.cancelling = Some((job, std::time::Instant::now()));
+            }
+        }
+    }
+
+    /// Hard time limits (kill the executor), cancelled jobs that go on, and taking
+    /// queued batches back from an executor stuck on a long job.
+    /// Publish the jobs whose handlers run now (sync.worker_running) when they changed:
+    /// if this worker dies, the rescue counts a try for these jobs and only these.
+    pub(super) fn watchdog(&mut self) {
+        let now = monotonic_ns();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(p) = slot.proc.as_mut() else {
+                continue;
+            };
+            let Some(cur) = p.status.current() else {
+                if let Some((job, _)) = p.cancelling {
+                    if !p.inflight.iter().any(|b| b.jobs.contains(&job)) {
+                        p.cancelling = None;
+                    }
+                }
+                continue;
+            };
+            if let Some((job, since)) = p.cancelling {
+                if cur.job == job
+                    && since.elapsed() > CANCEL_GRACE
+                    && p.killed_for.is_none()
+                    && !p.killed
+                {
+                    tracing::warn!(
+                        "job {job} goes on after it was cancelled: killing executor {i}"
+                    );
+                    p.killed_for = Some((job, "the job was cancelled and did not stop".into()));
+                    p.kill();
+                    continue;
+                }
+                if !p.inflight.iter().any(|b| b.jobs.contains(&job)) {
+                    p.cancelling = None;
+                }
+            }
+            let running = Duration::from_nanos(now.saturating_sub(cur.started_ns));
+            if now > cur.deadline_ns && p.killed_for.is_none() && !p.killed {
+                tracing::error!(
+                    "{} {} ran past its hard time limit ({:.1} s): killing executor {i}",
+                    if i >= self.cfg.executors {
+                        "webhook call"
+                    } else {
+                        "job"
+                    },
+                    cur.job,
+                    running.as_secs_f64()
+                );
+                p.killed_for = Some((
+                    cur.job,
+                    format!(
+                        "hard time limit exceeded: the job was stopped after {:.1} s",
+                        running.as_secs_f64()
+                    ),
+                ));
+                p.kill();
+            } else if p.inflight.len() > 1 && !p.recalled && running > RECALL_AFTER {
+                if let Some(b) = p.inflight.get(1) {
+                    p.send(ToExecutor::Recall { batch: b.batch });
+                    p.recalled = true;
+                }
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// After its executor exited: at once when it had been healthy or was killed on
+    /// purpose (the job was to blame, not the executor); else after a delay that grows
+    /// with each failure in a row, so that a broken setup does not spin.
+    pub(super) fn schedule_respawn(&mut self, exited: &ExecutorProc, killed: bool) {
+        let healthy = exited.ready && exited.started.elapsed() > Duration::from_secs(5);
+        let delay = if healthy || killed {
+            Duration::ZERO
+        } else {
+            self.failures += 1;
+            respawn_delay(self.failures)
+        };
+        self.respawn_at = Some(Instant::now() + delay);
+    }
+}
+
+fn respawn_delay(failures: u32) -> Duration {
+    Duration::from_millis(500u64 << failures.min(6)).min(Duration::from_secs(30))
+}
