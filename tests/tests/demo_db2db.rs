@@ -346,16 +346,17 @@ async fn shipped_documents_are_built_from_their_sources_and_export_back_unchange
     }
 }
 
-/// README's "Five-minute tutorial": its SQL statements, each with the rows its comment
-/// lines (`--  a | b`) say it returns (none when it has no such lines).
+/// The "Five-minute tutorial" (docs/tutorial.md, the whole page): its SQL statements,
+/// each with the rows its comment lines (`--  a | b`) say it returns (none when it has
+/// no such lines).
 fn tutorial_steps() -> Vec<(String, Vec<Vec<String>>)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let start = readme
-        .find("\n## Five-minute tutorial")
-        .expect("the section");
-    let section = &readme[start..];
-    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+    let section =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/tutorial.md"))
+            .expect("docs/tutorial.md");
+    assert!(
+        section.starts_with("# Five-minute tutorial\n"),
+        "docs/tutorial.md is the tutorial"
+    );
     let mut steps: Vec<(String, Vec<Vec<String>>)> = Vec::new();
     for block in section.split("```sql\n").skip(1) {
         let block = &block[..block.find("```").expect("closed block")];

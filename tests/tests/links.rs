@@ -1,4 +1,5 @@
-// Link functions (DESIGN.md section 3) against a real database: every overload of
+// The link functions (sync.link: a relation tying a local row to an external record, or
+// records of two external systems) against a real database: every overload of
 // sync_set_link, sync_search_links and sync_get_link, sync_update_links, sync_unlink,
 // the many2many rule, races between two connections, bad input, and what happens to
 // links when their rows are deleted, truncated or their table dropped.
@@ -1644,13 +1645,14 @@ async fn searches_run_in_read_only_transactions_and_parallel_workers() {
 
 #[tokio::test]
 async fn readme_links_examples_run() {
-    // The SQL blocks of README's "Links" section, in order; a statement commented
-    // `-- ERROR <sqlstate>` must fail with that SQLSTATE.
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let start = readme.find("\n## Links").expect("a Links section");
-    let section = &readme[start..];
-    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+    // The SQL blocks of the "Links" page (docs/links.md, all its sections), in order; a
+    // statement commented `-- ERROR <sqlstate>` must fail with that SQLSTATE.
+    let section = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/links.md"))
+        .expect("docs/links.md");
+    assert!(
+        section.starts_with("# Links\n"),
+        "docs/links.md is the Links page"
+    );
     let mut statements = Vec::new();
     for block in section.split("```sql\n").skip(1) {
         let block = &block[..block.find("```").expect("closed block")];
@@ -1677,7 +1679,7 @@ async fn readme_links_examples_run() {
             }
             None => {
                 if let Err(e) = c.batch_execute(sql).await {
-                    panic!("README example failed: {sql}{:?}", sqlstate(&e));
+                    panic!("docs/links.md example failed: {sql}{:?}", sqlstate(&e));
                 }
             }
         }

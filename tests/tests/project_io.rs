@@ -961,16 +961,19 @@ async fn cli_export_and_import_through_the_worker_binary() {
 
 #[tokio::test]
 async fn readme_examples_run() {
-    // The SQL blocks of README's "Projects: export and import" section, in order; a
-    // statement commented `-- ERROR <sqlstate>` must fail with that SQLSTATE. Its JSON
-    // block is the export of the project the first block creates.
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let start = readme
-        .find("\n## Projects: export and import")
-        .expect("the section");
-    let section = &readme[start..];
-    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+    // The SQL blocks of the "Projects: export and import" page (docs/export-import.md),
+    // in order; a statement commented `-- ERROR <sqlstate>` must fail with that SQLSTATE.
+    // Its JSON block is the export of the project the first block creates.
+    let section = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/export-import.md"
+    ))
+    .expect("docs/export-import.md");
+    assert!(
+        section.starts_with("# Projects: export and import\n"),
+        "docs/export-import.md is the export and import page"
+    );
+    let section = section.as_str();
     let block = |fence: &str, i: usize| -> String {
         let b = section.split(fence).nth(i + 1).expect("a block");
         b[..b.find("```").expect("closed block")].to_string()
@@ -1001,7 +1004,10 @@ async fn readme_examples_run() {
                 }
                 None => {
                     if let Err(e) = c.batch_execute(&sql).await {
-                        panic!("README example failed: {sql}{}", describe(&e));
+                        panic!(
+                            "docs/export-import.md example failed: {sql}{}",
+                            describe(&e)
+                        );
                     }
                 }
             }

@@ -1751,14 +1751,15 @@ async fn fakes_send_webhooks_for_api_changes() {
     );
 }
 
-/// The provider of README's "Your own providers" example, as written there.
+/// The provider of the "Your own providers" example (docs/providers.md), as written there.
 fn readme_provider() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let section = readme
-        .split("#### Your own providers")
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/providers.md"))
+            .expect("docs/providers.md");
+    let section = page
+        .split("\n## Your own providers\n")
         .nth(1)
-        .expect("README has the section");
+        .expect("docs/providers.md has the section");
     let block = section.split("```python\n").nth(1).expect("a python block");
     block.split("```").next().expect("closed block").to_string()
 }

@@ -1,4 +1,4 @@
-// The names of the task-code context (DESIGN.md section 5), through real worker
+// The names task code can use (its evaluation context), through real worker
 // processes: params, texts (job language), webhooks, trigger_name, user, log levels,
 // log_transmission, add_job, libraries, tools, exceptions and MAGIC.
 use pg_sync_tests::python::PyProject;

@@ -127,7 +127,7 @@ async fn ten_rounds_of_100000_jobs_leave_the_tables_no_bigger_than_one() {
 }
 
 #[tokio::test]
-async fn the_retry_rule_and_retention_settings_as_the_readme_shows_them() {
+async fn the_retry_rule_and_retention_settings_as_docs_jobs_md_shows_them() {
     let db = TestDb::new().await;
     let c = db.connect().await;
     let row = c

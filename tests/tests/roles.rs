@@ -1,4 +1,4 @@
-// Roles (DESIGN.md section 6) with SET ROLE: sync_user reads everything but secret
+// The roles CREATE EXTENSION pg_sync creates, with SET ROLE: sync_user reads everything but secret
 // values and writes nothing; sync_developer edits projects (not core_code, run_as,
 // eval_context), tasks, triggers, params, texts and links but never secrets;
 // sync_admin does everything.

@@ -1,4 +1,4 @@
-// The data model (DESIGN.md section 2): documentation of every table and column,
+// The data model (the tables of schema sync): documentation of every table and column,
 // indexes behind every foreign key, cascades, CHECK constraints, trigger names unique
 // per project across kinds, and the maintenance triggers (project_id, initial_value,
 // project version).
