@@ -123,7 +123,7 @@ webhooks at $base_url/sync/webhook/<token> and its admin API on 127.0.0.1:$admin
   $psql_cmd '$url'         # pg_sync, the db2db project
   $psql_cmd '$remote_url'     # the second database
 
-Things to try (README "Five-minute tutorial" and "Demo projects" say more):
+Things to try (docs/tutorial.md and docs/demos.md say more):
   INSERT INTO partner (name) VALUES ('Grace Hopper');        -- copied within a second
   -- change a copy in db2db_remote; the CHECK_REMOTE_PARTNERS cron pulls it back (every minute):
   UPDATE partner SET name = 'Ada King' WHERE origin_ref = 'pg_sync:$partner_id';   -- in db2db_remote
@@ -133,7 +133,7 @@ Things to try (README "Five-minute tutorial" and "Demo projects" say more):
   curl -s 127.0.0.1:$admin_port/service/status; curl -s 127.0.0.1:$admin_port/metrics | head
 
 The other demos run against the real APIs (tokens as secrets, then the SETUP buttons;
-README "Demo projects"). Load them with:
+docs/demos.md). Load them with:
   $psql_cmd '$url' -f $demo_sql/github_trello_setup.sql
   $SYNC_WORKER_BIN --database-url '$url' import $demo_sql/github_trello.json
   $psql_cmd '$url' -f $demo_sql/telegram_setup.sql

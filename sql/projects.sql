@@ -26,7 +26,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'invalid project document: % %', path, problem
         USING ERRCODE = 'invalid_parameter_value',
-              HINT = coalesce(hint, 'See "Projects: export and import" in the pg_sync README for the format; sync_export_project(name) shows a complete document.');
+              HINT = coalesce(hint, 'See docs/export-import.md in the pg_sync repository for the format; sync_export_project(name) shows a complete document.');
 END
 $$;
 COMMENT ON FUNCTION sync.pio_fail(text, text, text) IS 'sync_import_project: raise 22023 about the field at path of the document.';

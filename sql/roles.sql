@@ -1,4 +1,4 @@
--- Roles and grants, loaded last once every object exists; the README's security model
+-- Roles and grants, loaded last once every object exists; docs/security.md
 -- lists what each role may do. Rules kept here, checked by tests/tests/security_grants.rs:
 -- - PUBLIC may execute only functions that act as the caller and reveal nothing (the
 --   link functions are granted below); every other function is revoked from PUBLIC.
