@@ -1296,6 +1296,16 @@ LANGUAGE sql AS $$
     RETURNING true;
 $$;
 COMMENT ON FUNCTION sync.claim_job(integer, bigint) IS 'Used by sync_worker run-job: claim job job_id for worker worker_id whatever its state (no try counted); NULL when there is no such job.';
+-- 0.2.0, docs: the import hint names the docs page of the format.
+CREATE OR REPLACE FUNCTION sync.pio_fail(path text, problem text, hint text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'invalid project document: % %', path, problem
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = coalesce(hint, 'See docs/export-import.md in the pg_sync repository for the format; sync_export_project(name) shows a complete document.');
+END
+$$;
+COMMENT ON FUNCTION sync.pio_fail(text, text, text) IS 'sync_import_project: raise 22023 about the field at path of the document.';
 -- Roles are shared by all databases of the cluster: CREATE EXTENSION running at the
 -- same time in two databases must not fail on the other's role. Advisory locks are per
 -- database, so the shared catalog itself is locked: concurrent installs wait for each
