@@ -251,15 +251,25 @@ pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
-    match e.as_db_error() {
-        // No answer from the server: I/O error, timeout, protocol trouble.
-        None => true,
-        Some(db) => {
-            let code = db.code().code();
-            // 08: connection exception; 57P01-57P03: shutdown, crash, starting up.
-            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-        }
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // 08: connection exception; 57P: the server ends the session (shutdown, crash,
+        // starting up, database dropped, idle timeout); 53300: too many connections.
+        return code.starts_with("08") || code.starts_with("57P") || code == "53300";
     }
+    // Without a server error: the client's own mistakes with a statement (a value that
+    // does not convert, a wrong row, column or parameter count) say nothing about the
+    // connection; everything else (I/O, timeouts, TLS, protocol trouble, connecting)
+    // does. The kinds are private to tokio-postgres: told apart by their fixed texts.
+    let what = e.to_string();
+    const CLIENT: [&str; 5] = [
+        "error serializing parameter",
+        "error deserializing column",
+        "invalid column",
+        "query returned an unexpected number of",
+        "expected ",
+    ];
+    !CLIENT.iter().any(|c| what.starts_with(c))
 }
 
 /// Exponential backoff between reconnection attempts: 0.5 s doubling to 10 s.

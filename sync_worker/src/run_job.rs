@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::executor::job_batch::{Cancels, Executor};
 use crate::executor::protocol::WorkerAuth;
 use crate::executor::status_page::StatusPage;
+use crate::executor::{Cancels, Executor};
 use crate::python::{ProjectSource, Runtime, RuntimeError};
 
 #[derive(clap::Args, Debug)]

@@ -5,15 +5,16 @@
 // that fails is rolled back to its savepoint by the runtime; its log lines are written
 // after that, outside the savepoint, so they survive its rollback. (They are lost only
 // when the whole batch does not commit, and then every job of it runs again.)
+use crate::executor::log_rows::LogRows;
 use crate::executor::protocol::{BatchReport, JobOutcome, WorkerAuth};
-use crate::executor::status_page::StatusPage;
+use crate::executor::Executor;
 use crate::mask::Masker;
 use crate::python::db::JobDb;
-use crate::python::{JobSpec, LogLine, Outcome, ProjectSource, Runtime};
+use crate::python::{JobSpec, LogLine, Outcome};
 use crate::queue::job_state::TryEnd;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
@@ -29,49 +30,6 @@ const LOCK_SQL: &str = "SELECT * FROM sync.batch_lock($1, $2, $3)";
 /// retried job's eta comes from the database clock so tests can move time.
 const FINISH_SQL: &str = "SELECT sync.batch_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
     $11, $12, $13, $14, $15, $16, $17)";
-
-/// What the executor process keeps between batches.
-pub struct Executor {
-    pub rt: tokio::runtime::Runtime,
-    pub runtime: Runtime,
-    pub status: StatusPage,
-    /// The connection of the batch transactions (and of the jobs' SQL), logged in as
-    /// sync_executor.
-    pub job: Client,
-    /// Where project data comes from (the supervisor).
-    pub projects: Box<dyn ProjectSource>,
-    /// Jobs sync_cancel_job asked to stop, and by whom.
-    pub cancels: std::sync::Arc<Cancels>,
-    pub soft_time_limit: Duration,
-    /// hard limit minus soft limit: added to a task's own time_limit.
-    pub hard_margin: Duration,
-    pub stop: std::sync::Arc<AtomicBool>,
-    /// Minimum time per job (throttle_ms).
-    pub throttle: Duration,
-}
-
-/// Cancel requests that reached this executor (ToExecutor::Cancel), by job id.
-#[derive(Default)]
-pub struct Cancels {
-    by: std::sync::Mutex<std::collections::HashMap<i64, String>>,
-}
-
-impl Cancels {
-    pub fn add(&self, job: i64, by: String) {
-        self.by
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(job, by);
-    }
-
-    /// Who asked to cancel `job`, taking the request.
-    pub fn take(&self, job: i64) -> Option<String> {
-        self.by
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&job)
-    }
-}
 
 /// One job as locked, with what the worker needs besides the JobSpec.
 struct Locked {
@@ -104,75 +62,6 @@ impl Completion {
             result: None,
             warning: false,
         }
-    }
-}
-
-/// Rows for sync.log, column by column.
-#[derive(Default)]
-pub(crate) struct LogRows {
-    at: Vec<DateTime<Utc>>,
-    project: Vec<i64>,
-    task: Vec<Option<i64>>,
-    trigger: Vec<Option<String>>,
-    job: Vec<i64>,
-    job_started: Vec<DateTime<Utc>>,
-    level: Vec<String>,
-    kind: Vec<String>,
-    recipient: Vec<Option<String>>,
-    message: Vec<String>,
-}
-
-impl LogRows {
-    /// Append a job's line, its text masked.
-    pub fn push_masked(&mut self, spec: &JobSpec, line: LogLine, mask: &Masker) {
-        let line = LogLine {
-            message: mask.string(line.message),
-            recipient: line.recipient.map(|r| mask.string(r)),
-            ..line
-        };
-        self.push(spec, line);
-    }
-
-    pub fn push(&mut self, spec: &JobSpec, line: LogLine) {
-        // The table's checks must not fail a whole batch: unknown values fall back.
-        let level = match line.level.as_str() {
-            "debug" | "info" | "warning" | "error" => line.level,
-            _ => "info".into(),
-        };
-        let kind = match line.kind.as_str() {
-            "message" | "data_out" | "data_in" => line.kind,
-            _ => "message".into(),
-        };
-        let line = LogLine {
-            level,
-            kind,
-            recipient: line.recipient.map(|r| r.replace('\0', "")),
-            message: line.message.replace('\0', ""),
-            ..line
-        };
-        self.at.push(line.at);
-        self.project.push(spec.project_id);
-        self.task.push(spec.task_id);
-        self.trigger.push(spec.trigger_name.clone());
-        self.job.push(spec.job_id);
-        self.job_started.push(spec.started_at);
-        self.level.push(line.level);
-        self.kind.push(line.kind);
-        self.recipient.push(line.recipient);
-        self.message.push(line.message);
-    }
-
-    pub fn line(&mut self, spec: &JobSpec, level: &str, message: String) {
-        self.push(
-            spec,
-            LogLine {
-                level: level.into(),
-                kind: "message".into(),
-                recipient: None,
-                message,
-                at: Utc::now(),
-            },
-        );
     }
 }
 

@@ -4,12 +4,12 @@
 // It dies with its supervisor (PR_SET_PDEATHSIG, and end of stdin). A thread reads the
 // supervisor's messages so that Stop and Recall are seen while a job is running.
 pub mod job_batch;
+pub mod log_rows;
 pub mod protocol;
 pub mod status_page;
 pub mod webhook_batch;
 
 use crate::config::ExecutorArgs;
-use crate::executor::job_batch::{Cancels, Executor};
 use crate::executor::protocol::{
     read_frame, write_frame, BatchReport, FromExecutor, Login, ToExecutor, WebhookCall,
     WebhookReply, WorkerAuth,
@@ -23,6 +23,8 @@ use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use tokio_postgres::Client;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
@@ -44,6 +46,49 @@ pub enum ExecutorError {
     Python(#[from] crate::python::RuntimeError),
     #[error("lost the supervisor's pipe: {0}")]
     Pipe(std::io::Error),
+}
+
+/// What the executor process keeps between batches.
+pub struct Executor {
+    pub rt: tokio::runtime::Runtime,
+    pub runtime: Runtime,
+    pub status: StatusPage,
+    /// The connection of the batch transactions (and of the jobs' SQL), logged in as
+    /// sync_executor.
+    pub job: Client,
+    /// Where project data comes from (the supervisor).
+    pub projects: Box<dyn ProjectSource>,
+    /// Jobs sync_cancel_job asked to stop, and by whom.
+    pub cancels: std::sync::Arc<Cancels>,
+    pub soft_time_limit: Duration,
+    /// hard limit minus soft limit: added to a task's own time_limit.
+    pub hard_margin: Duration,
+    pub stop: std::sync::Arc<AtomicBool>,
+    /// Minimum time per job (throttle_ms).
+    pub throttle: Duration,
+}
+
+/// Cancel requests that reached this executor (ToExecutor::Cancel), by job id.
+#[derive(Default)]
+pub struct Cancels {
+    by: std::sync::Mutex<std::collections::HashMap<i64, String>>,
+}
+
+impl Cancels {
+    pub fn add(&self, job: i64, by: String) {
+        self.by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job, by);
+    }
+
+    /// Who asked to cancel `job`, taking the request.
+    pub fn take(&self, job: i64) -> Option<String> {
+        self.by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&job)
+    }
 }
 
 enum Work {

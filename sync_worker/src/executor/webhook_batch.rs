@@ -6,8 +6,10 @@
 // answers go out only after the commit. The HTTP server already looked the token up
 // (unknown or inactive ones got a 404 there) and checked the signature: a call it
 // refused (401) arrives here only to be recorded as a failed job.
-use crate::executor::job_batch::{complete, BatchError, Completion, Executor, LogRows};
+use crate::executor::job_batch::{complete, BatchError, Completion};
+use crate::executor::log_rows::LogRows;
 use crate::executor::protocol::{WebhookCall, WebhookReply, WebhookTrigger, WorkerAuth};
+use crate::executor::Executor;
 use crate::http::request_body::{header, parse};
 use crate::python::db::JobDb;
 use crate::python::{JobSpec, LogLine, Outcome, WebhookRequest, WebhookResponse};

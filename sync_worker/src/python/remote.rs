@@ -54,31 +54,6 @@ where
     }
 }
 
-/// Is this error the connection's rather than the statement's?
-fn is_connection_error(e: &tokio_postgres::Error) -> bool {
-    if let Some(db) = e.as_db_error() {
-        let code = db.code().code();
-        // connection_exception, admin/crash shutdown, cannot_connect_now, too_many_connections
-        return code.starts_with("08") || code.starts_with("57P") || code == "53300";
-    }
-    if e.is_closed() {
-        return true;
-    }
-    // Kind::Connect (refused, DNS, connect timeout) and Kind::Timeout, by their Display.
-    let what = e.to_string();
-    if what == "error connecting to server" || what == "timeout waiting for server" {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<std::io::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
 /// What a statement returned.
 enum Ran {
     Rows(Statement, Vec<tokio_postgres::Row>),
@@ -217,7 +192,7 @@ impl RemoteConnection {
     /// A failed statement: connection errors drop the connection, server errors inside a
     /// transaction mark it aborted.
     fn failed(&mut self, py: Python<'_>, e: tokio_postgres::Error) -> PyErr {
-        if is_connection_error(&e) {
+        if crate::pg::is_connection_error(&e) {
             let detail = DbError::from(e).message;
             let in_tx = self.depth > 0;
             self.drop_connection();
@@ -281,7 +256,7 @@ impl RemoteConnection {
                 self.client = Some(client);
                 Ok(())
             }
-            Ok(Err(e)) if is_connection_error(&e) => {
+            Ok(Err(e)) if crate::pg::is_connection_error(&e) => {
                 let detail = DbError::from(e).message;
                 Err(self.unavailable(py, "cannot connect", &detail))
             }

@@ -1,0 +1,74 @@
+// A batch's log lines, column by column, as sync.batch_finish takes them: every line of
+// every job goes in with the batch's completion, in one statement.
+use crate::mask::Masker;
+use crate::python::{JobSpec, LogLine};
+use chrono::{DateTime, Utc};
+
+/// Rows for sync.log, column by column.
+#[derive(Default)]
+pub(crate) struct LogRows {
+    pub(crate) at: Vec<DateTime<Utc>>,
+    pub(crate) project: Vec<i64>,
+    pub(crate) task: Vec<Option<i64>>,
+    pub(crate) trigger: Vec<Option<String>>,
+    pub(crate) job: Vec<i64>,
+    pub(crate) job_started: Vec<DateTime<Utc>>,
+    pub(crate) level: Vec<String>,
+    pub(crate) kind: Vec<String>,
+    pub(crate) recipient: Vec<Option<String>>,
+    pub(crate) message: Vec<String>,
+}
+
+impl LogRows {
+    /// Append a job's line, its text masked.
+    pub fn push_masked(&mut self, spec: &JobSpec, line: LogLine, mask: &Masker) {
+        let line = LogLine {
+            message: mask.string(line.message),
+            recipient: line.recipient.map(|r| mask.string(r)),
+            ..line
+        };
+        self.push(spec, line);
+    }
+
+    pub fn push(&mut self, spec: &JobSpec, line: LogLine) {
+        // The table's checks must not fail a whole batch: unknown values fall back.
+        let level = match line.level.as_str() {
+            "debug" | "info" | "warning" | "error" => line.level,
+            _ => "info".into(),
+        };
+        let kind = match line.kind.as_str() {
+            "message" | "data_out" | "data_in" => line.kind,
+            _ => "message".into(),
+        };
+        let line = LogLine {
+            level,
+            kind,
+            recipient: line.recipient.map(|r| r.replace('\0', "")),
+            message: line.message.replace('\0', ""),
+            ..line
+        };
+        self.at.push(line.at);
+        self.project.push(spec.project_id);
+        self.task.push(spec.task_id);
+        self.trigger.push(spec.trigger_name.clone());
+        self.job.push(spec.job_id);
+        self.job_started.push(spec.started_at);
+        self.level.push(line.level);
+        self.kind.push(line.kind);
+        self.recipient.push(line.recipient);
+        self.message.push(line.message);
+    }
+
+    pub fn line(&mut self, spec: &JobSpec, level: &str, message: String) {
+        self.push(
+            spec,
+            LogLine {
+                level: level.into(),
+                kind: "message".into(),
+                recipient: None,
+                message,
+                at: Utc::now(),
+            },
+        );
+    }
+}
