@@ -9,7 +9,9 @@
 // httprequest argument, and the return value mapped to an HTTP response besides.
 pub mod convert;
 pub mod db;
+mod errors;
 pub mod native;
+pub mod pgwire;
 mod remote;
 
 use std::collections::HashMap;

@@ -4,18 +4,11 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
-use tokio_postgres::{Column, Row};
+use pyo3::types::PyTuple;
 
-use super::convert::{param_from_py, pg_to_py, Param, PgValue};
-use super::db::{Answer, DbError, JobDb, SavepointOp};
-
-pyo3::create_exception!(
-    builtins,
-    DatabaseError,
-    pyo3::exceptions::PyException,
-    "An error reported by PostgreSQL (or refused before reaching it); `.code` is the SQLSTATE."
-);
+use super::convert::{param_from_py, rows_to_py, Param};
+use super::db::{Answer, JobDb, SavepointOp};
+use super::errors::{db_error, DatabaseError};
 
 /// The job sync_cancel_job asked to stop (0: none). Set from the executor's pipe thread;
 /// read by the Python signal handler (SIGUSR1, see runner.py), which raises JobCancelled
@@ -83,18 +76,6 @@ fn active_db<R>(f: impl FnOnce(&mut JobDb<'static>) -> R) -> PyResult<R> {
     Ok(f(db))
 }
 
-/// A DatabaseError with `.code` (SQLSTATE or None) and `.hint`.
-pub(crate) fn db_error(py: Python<'_>, e: DbError) -> PyErr {
-    let err = DatabaseError::new_err(match &e.hint {
-        Some(h) => format!("{}\nHINT: {h}", e.message),
-        None => e.message.clone(),
-    });
-    let value = err.value(py);
-    let _ = value.setattr("code", e.code.clone());
-    let _ = value.setattr("hint", e.hint.clone());
-    err
-}
-
 fn params(args: &Bound<'_, PyTuple>) -> PyResult<Vec<Param>> {
     args.iter().map(|a| param_from_py(&a)).collect()
 }
@@ -126,31 +107,6 @@ fn query<'py>(
         Err(e) => return Err(db_error(py, e)),
     };
     rows_to_py(py, stmt.columns(), rows)
-}
-
-/// Result rows as `(column_names, [row_tuple, ...])`.
-pub(crate) fn rows_to_py<'py>(
-    py: Python<'py>,
-    columns: &[Column],
-    rows: Vec<Row>,
-) -> PyResult<Bound<'py, PyTuple>> {
-    let names = PyTuple::new(py, columns.iter().map(|c| PyString::new(py, c.name())))?;
-    let out = PyList::empty(py);
-    for row in rows {
-        let mut values = Vec::with_capacity(columns.len());
-        for (i, col) in columns.iter().enumerate() {
-            let v: PgValue = row.try_get(i).map_err(|e| {
-                let mut msg = format!("column \"{}\": {e}", col.name());
-                if let Some(src) = std::error::Error::source(&e) {
-                    msg = format!("column \"{}\": {src}", col.name());
-                }
-                DatabaseError::new_err(msg)
-            })?;
-            values.push(pg_to_py(py, v)?);
-        }
-        out.append(PyTuple::new(py, values)?)?;
-    }
-    PyTuple::new(py, [names.into_any(), out.into_any()])
 }
 
 /// `savepoint(op)`: 0 opens a savepoint, 1 releases it, 2 rolls back to it.

@@ -23,9 +23,10 @@ use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, Statement};
 
+use super::convert::rows_to_py;
 use super::convert::{param_from_py, Param};
 use super::db::{leading_words, DbError};
-use super::native::{db_error, rows_to_py, DatabaseError};
+use super::errors::{db_error, DatabaseError};
 
 /// How long a wait runs before Python signals are checked.
 const SLICE: Duration = Duration::from_millis(100);
