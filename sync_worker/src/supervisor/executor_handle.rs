@@ -29,6 +29,20 @@ pub enum Event {
     Project(usize, u64, i64, Result<serde_json::Value, String>),
 }
 
+/// An executor process's life, as the supervisor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Life {
+    /// Started; has not said Ready yet.
+    Starting,
+    /// Said Ready: may be sent work.
+    Ready,
+    /// Said Bye: finishing what it has, then exiting on its own (a clean exit).
+    Leaving,
+    /// Killed by the supervisor: for a job (that job and why: it is blamed), or, with
+    /// None, to stop the worker.
+    Killed(Option<(i64, String)>),
+}
+
 pub struct ExecutorProc {
     pub generation: u64,
     pub child: tokio::process::Child,
@@ -37,17 +51,13 @@ pub struct ExecutorProc {
     pub status: StatusPage,
     /// PostgreSQL backend of its job connection, once it said Ready.
     pub backend_pid: Option<i32>,
-    pub ready: bool,
+    /// Where it is in its life (one state, not loose flags).
+    pub life: Life,
     pub inflight: VecDeque<Inflight>,
     /// Average seconds per job, for batch sizing and prefetching.
     pub job_secs: f64,
-    /// Set when the supervisor killed it: the job it was running and why.
-    pub killed_for: Option<(i64, String)>,
-    /// Killed on purpose without blaming a job (shutdown).
-    pub killed: bool,
     /// A Recall was sent for its queued batch.
     pub recalled: bool,
-    pub stopping: bool,
     pub started: Instant,
     /// Webhook executors: batches of calls sent and not answered yet.
     pub hook_batches: VecDeque<(u64, Vec<u64>)>,
@@ -60,7 +70,44 @@ impl ExecutorProc {
     /// Running, said Ready, and neither stopping nor being killed: it may be sent work
     /// (job batches or webhook calls, whichever kind it runs).
     pub fn accepts_work(&self) -> bool {
-        self.ready && !self.stopping && !self.killed && self.killed_for.is_none()
+        self.life == Life::Ready
+    }
+
+    /// It said Ready at some point (whatever happened since).
+    pub fn said_ready(&self) -> bool {
+        self.backend_pid.is_some()
+    }
+
+    pub fn is_killed(&self) -> bool {
+        matches!(self.life, Life::Killed(_))
+    }
+
+    /// Killed by the supervisor to stop the worker, blaming no job.
+    pub fn killed_to_stop(&self) -> bool {
+        self.life == Life::Killed(None)
+    }
+
+    /// The job it was killed for, and why.
+    pub fn killed_for(&self) -> Option<(i64, String)> {
+        match &self.life {
+            Life::Killed(Some(b)) => Some(b.clone()),
+            _ => None,
+        }
+    }
+
+    /// Kill it because of `job` (hard time limit, a cancel it ignored): that job is
+    /// blamed when it exits.
+    pub fn kill_for(&mut self, job: i64, why: String) {
+        self.life = Life::Killed(Some((job, why)));
+        self.kill();
+    }
+
+    /// Kill it to stop the worker; a job it was already killed for stays blamed.
+    pub fn kill_to_stop(&mut self) {
+        if !self.is_killed() {
+            self.life = Life::Killed(None);
+        }
+        self.kill();
     }
 
     /// Start executor `index`; a webhook executor (`webhooks`) runs webhook calls with
@@ -163,13 +210,10 @@ impl ExecutorProc {
             tx,
             status,
             backend_pid: None,
-            ready: false,
+            life: Life::Starting,
             inflight: VecDeque::new(),
             job_secs: 0.0,
-            killed_for: None,
-            killed: false,
             recalled: false,
-            stopping: false,
             started: Instant::now(),
             hook_batches: VecDeque::new(),
             cancelling: None,

@@ -26,7 +26,7 @@ use crate::queue::claim::claim;
 use crate::queue::registry::{self, RegisterError};
 use crate::queue::{rescuer, scheduler as cron};
 use crate::startup::{DbFacts, Listeners};
-use crate::supervisor::executor_handle::{Event, ExecutorProc, Inflight};
+use crate::supervisor::executor_handle::{Event, ExecutorProc, Inflight, Life};
 use crate::supervisor::shared::{Shared, State, SupervisorCommand};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};

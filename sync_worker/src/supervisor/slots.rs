@@ -52,7 +52,9 @@ impl Supervisor {
                 };
                 match msg {
                     FromExecutor::Ready { backend_pid } => {
-                        p.ready = true;
+                        if p.life == Life::Starting {
+                            p.life = Life::Ready;
+                        }
                         p.backend_pid = Some(backend_pid);
                         if self.stopping.is_some() {
                             p.send(ToExecutor::Stop);
@@ -86,7 +88,11 @@ impl Supervisor {
                             }
                         }
                     }
-                    FromExecutor::Bye => p.stopping = true,
+                    FromExecutor::Bye => {
+                        if !p.is_killed() {
+                            p.life = Life::Leaving;
+                        }
+                    }
                     FromExecutor::NeedProject { project_id } => {
                         self.load_project(i, generation, project_id)
                     }
@@ -126,7 +132,7 @@ impl Supervisor {
                 p.child.wait().await.ok()
             }
         };
-        let clean = p.stopping && status.is_some_and(|s| s.success());
+        let clean = p.life == Life::Leaving && status.is_some_and(|s| s.success());
         let describe = status.map_or_else(|| "unknown status".to_string(), |s| s.to_string());
         if self.is_hook(i) {
             self.on_hook_exit(i, p, clean, &describe);
@@ -134,9 +140,9 @@ impl Supervisor {
         }
         // (job, reason, give up)
         let mut blame: Option<(i64, String, bool)> = None;
-        if let Some((job, why)) = p.killed_for.take() {
+        if let Some((job, why)) = p.killed_for() {
             blame = Some((job, why, true));
-        } else if !clean && !p.killed {
+        } else if !clean && !p.killed_to_stop() {
             tracing::error!("executor {i} (pid {}) died: {describe}", p.pid);
             if let Some(cur) = p.status.current() {
                 blame = Some((
@@ -152,7 +158,7 @@ impl Supervisor {
                 ));
             }
         }
-        let unexplained = !clean && !p.killed && blame.is_none();
+        let unexplained = !clean && !p.killed_to_stop() && blame.is_none();
 
         let client = self.queue.as_ref().map(|q| q.client.clone());
         let backend = p.backend_pid.filter(|_| !clean);
@@ -183,7 +189,7 @@ impl Supervisor {
             tokio::spawn(cleanup.run(client));
         }
         if self.stopping.is_none() {
-            let killed = p.killed_for.is_some() || blame.is_some();
+            let killed = p.killed_for().is_some() || blame.is_some();
             self.slots[i].schedule_respawn(&p, killed);
         }
     }
@@ -273,16 +279,11 @@ impl Supervisor {
                 continue;
             };
             if let Some((job, since)) = p.cancelling {
-                if cur.job == job
-                    && since.elapsed() > CANCEL_GRACE
-                    && p.killed_for.is_none()
-                    && !p.killed
-                {
+                if cur.job == job && since.elapsed() > CANCEL_GRACE && !p.is_killed() {
                     tracing::warn!(
                         "job {job} goes on after it was cancelled: killing executor {i}"
                     );
-                    p.killed_for = Some((job, "the job was cancelled and did not stop".into()));
-                    p.kill();
+                    p.kill_for(job, "the job was cancelled and did not stop".into());
                     continue;
                 }
                 if !p.inflight.iter().any(|b| b.jobs.contains(&job)) {
@@ -290,7 +291,7 @@ impl Supervisor {
                 }
             }
             let running = Duration::from_nanos(now.saturating_sub(cur.started_ns));
-            if now > cur.deadline_ns && p.killed_for.is_none() && !p.killed {
+            if now > cur.deadline_ns && !p.is_killed() {
                 tracing::error!(
                     "{} {} ran past its hard time limit ({:.1} s): killing executor {i}",
                     if i >= self.cfg.executors {
@@ -301,14 +302,13 @@ impl Supervisor {
                     cur.job,
                     running.as_secs_f64()
                 );
-                p.killed_for = Some((
+                p.kill_for(
                     cur.job,
                     format!(
                         "hard time limit exceeded: the job was stopped after {:.1} s",
                         running.as_secs_f64()
                     ),
-                ));
-                p.kill();
+                );
             } else if p.inflight.len() > 1 && !p.recalled && running > RECALL_AFTER {
                 if let Some(b) = p.inflight.get(1) {
                     p.send(ToExecutor::Recall { batch: b.batch });
@@ -324,7 +324,7 @@ impl Slot {
     /// purpose (the job was to blame, not the executor); else after a delay that grows
     /// with each failure in a row, so that a broken setup does not spin.
     pub(super) fn schedule_respawn(&mut self, exited: &ExecutorProc, killed: bool) {
-        let healthy = exited.ready && exited.started.elapsed() > Duration::from_secs(5);
+        let healthy = exited.said_ready() && exited.started.elapsed() > Duration::from_secs(5);
         let delay = if healthy || killed {
             Duration::ZERO
         } else {

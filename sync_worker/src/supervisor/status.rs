@@ -43,7 +43,7 @@ impl Supervisor {
         let hooks = &self.slots[self.cfg.executors..];
         let ready = |s: &[Slot]| {
             s.iter()
-                .filter(|s| s.proc.as_ref().is_some_and(|p| p.ready))
+                .filter(|s| s.proc.as_ref().is_some_and(|p| p.said_ready()))
                 .count()
         };
         let state = if self.stopping.is_some() {

@@ -21,11 +21,10 @@ impl Supervisor {
             for slot in &mut self.slots {
                 slot.respawn_at = None;
                 if let Some(p) = slot.proc.as_mut() {
-                    if p.ready {
-                        p.send(ToExecutor::Stop);
-                    } else {
-                        p.killed = true;
-                        p.kill();
+                    match p.life {
+                        Life::Ready | Life::Leaving => p.send(ToExecutor::Stop),
+                        Life::Starting => p.kill_to_stop(),
+                        Life::Killed(_) => {}
                     }
                 }
             }
@@ -39,8 +38,7 @@ impl Supervisor {
         self.forced = true;
         for slot in &mut self.slots {
             if let Some(p) = slot.proc.as_mut() {
-                p.killed = true;
-                p.kill();
+                p.kill_to_stop();
             }
         }
     }

@@ -85,8 +85,8 @@ impl Supervisor {
         clean: bool,
         describe: &str,
     ) {
-        let killed_for = p.killed_for.take();
-        if !clean && !p.killed && killed_for.is_none() {
+        let killed_for = p.killed_for();
+        if !clean && !p.killed_to_stop() && killed_for.is_none() {
             tracing::error!("webhook executor {i} (pid {}) died: {describe}", p.pid);
         }
         let worker = self.queue.as_ref().map(|q| q.worker);
@@ -96,7 +96,9 @@ impl Supervisor {
                 let why = match &killed_for {
                     Some((culprit, why)) if *culprit as u64 == id => why.clone(),
                     Some(_) => "the webhook executor running it was stopped because another call of its batch overran its hard time limit".to_string(),
-                    None if p.killed => "the worker stopped before the call finished".to_string(),
+                    None if p.killed_to_stop() => {
+                        "the worker stopped before the call finished".to_string()
+                    }
                     None => format!("the webhook executor running it died ({describe})"),
                 };
                 if let (Some(call), Some(w)) = (self.hook_calls.get(&id), worker) {
