@@ -33,7 +33,7 @@ as_root() {
 ensure_apt_packages() {
     # postgresql-$PG_MAJOR: the server binaries copied into the prefix (and the `postgres`
     # user clusters run as); build-essential, curl, ca-certificates: rustup and linking.
-    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil python3-tz pkg-config libssl-dev build-essential curl ca-certificates)
+    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil python3-tz python3-pytest pkg-config libssl-dev build-essential curl ca-certificates)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -30,6 +30,8 @@ cd "$PG_SYNC_ROOT"
 if [ "$#" -eq 0 ]; then
     # Unit tests of the worker (value conversion, statement checks): no database needed.
     cargo test --release -p sync_worker --bins
+    # The task-code runtime's pure-Python parts, with the interpreter the worker embeds.
+    "$PYO3_PYTHON" -m pytest -q "$PG_SYNC_ROOT/tests/python"
 fi
 cargo test --release --no-fail-fast -p pg_sync_tests "$@" -- --test-threads="${PG_SYNC_TEST_THREADS:-4}"
 if [ "$#" -eq 0 ]; then
