@@ -4,39 +4,11 @@
 // Clap reads a flag or its environment variable (so CLI > env comes from clap); the file
 // fills what both left unset. Every setting has one name: `snake_case` in the file,
 // `--kebab-case` on the command line, `SYNC_WORKER_UPPER_CASE` in the environment.
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "sync_worker",
-    version = crate::version::LONG,
-    about = "pg_sync worker: claims jobs from the database, runs their Python task code, serves webhooks and an admin HTTP API"
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub worker: WorkerArgs,
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Run the worker (the default).
-    Run,
-    /// Internal: one executor process, started by the worker itself.
-    #[command(hide = true)]
-    Executor(ExecutorArgs),
-    /// Debugging: run one job now, in its own transaction, and print the outcome.
-    RunJob(crate::run_job::RunJobArgs),
-    /// Print a project's definition as a JSON document (`export NAME > FILE`).
-    Export(crate::project_io::ExportArgs),
-    /// Create a project from a document written by `export` (`--replace`: update it).
-    Import(crate::project_io::ImportArgs),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -216,34 +188,6 @@ pub struct WorkerArgs {
     /// Retry-After until some are answered.
     #[arg(long, env = "SYNC_WORKER_WEBHOOK_QUEUE_SIZE")]
     pub webhook_queue_size: Option<u32>,
-}
-
-/// What the supervisor tells an executor it starts. Its database login comes first on
-/// its pipe (protocol::ToExecutor::Login), never in its environment or command line.
-#[derive(Args, Debug, Clone)]
-pub struct ExecutorArgs {
-    /// File descriptor of the shared status page.
-    #[arg(long)]
-    pub status_fd: i32,
-    /// Pid of the supervisor; the executor exits if it is not its parent.
-    #[arg(long)]
-    pub parent_pid: u32,
-    /// Index of this executor in the pool (for log lines).
-    #[arg(long)]
-    pub index: usize,
-    #[arg(long, value_parser = parse_duration)]
-    pub soft_time_limit: Duration,
-    #[arg(long, value_parser = parse_duration)]
-    pub hard_time_limit: Duration,
-    /// Minimum time per job.
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
-    pub throttle: Duration,
-    /// Run webhook calls, not jobs.
-    #[arg(long)]
-    pub webhooks: bool,
-    /// Address-space limit of the process in bytes (0 = none).
-    #[arg(long, default_value = "0")]
-    pub memory_limit: usize,
 }
 
 /// The file's keys: the same settings as the flags.
@@ -736,11 +680,19 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// The worker's flags alone, parsed as the command line does.
+    #[derive(Parser)]
+    pub(crate) struct Flags {
+        #[command(flatten)]
+        pub worker: WorkerArgs,
+    }
 
     fn args(list: &[&str]) -> WorkerArgs {
         let mut all = vec!["sync_worker"];
         all.extend_from_slice(list);
-        Cli::try_parse_from(all).expect("parse").worker
+        Flags::try_parse_from(all).expect("parse").worker
     }
 
     #[test]

@@ -5,9 +5,11 @@
 // slots, webhooks, stop) -> executor/ (one process per slot: batches in one transaction)
 // -> python/ (the embedded interpreter and its database bridge). http/ serves webhooks
 // and the admin API; the rest are the worker's commands and shared helpers.
+mod cli;
 mod config;
 mod executor;
 mod http;
+mod job_state;
 mod mask;
 mod metrics;
 mod pg;
@@ -15,12 +17,15 @@ mod project_io;
 mod python;
 mod queue;
 mod run_job;
+mod shared;
 mod startup;
 mod supervisor;
 mod version;
+mod webhook_call;
 
 use clap::Parser;
-use config::{Cli, Command, Config, LogFormat};
+use cli::{Cli, Command};
+use config::{Config, LogFormat};
 
 fn main() {
     let cli = Cli::parse();

@@ -1,6 +1,6 @@
 // Prometheus metrics of the worker: jobs claimed/done/failed/retried by project, job
 // durations, queue depth, webhook requests by status; served by GET /metrics.
-use crate::queue::job_state::TryEnd;
+use crate::job_state::TryEnd;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -2,6 +2,7 @@
 // receiving NOTIFY), retry with backoff, and tell a lost connection from a failed statement.
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -142,10 +143,7 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, Connec
 
 /// Connect with `login`: its URL, with the user and password it names instead of the
 /// URL's (how executors log in as sync_executor on the worker's server).
-pub async fn connect_login(
-    login: &crate::executor::protocol::Login,
-    application_name: &str,
-) -> Result<Client, ConnectError> {
+pub async fn connect_login(login: &Login, application_name: &str) -> Result<Client, ConnectError> {
     let mut target = parse_url(&login.url)?;
     if let Some(user) = &login.user {
         target.config.user(user);
@@ -378,5 +376,24 @@ impl Reconnect {
         } else {
             tracing::warn!("{}: {}", self.name, describe(e));
         }
+    }
+}
+
+/// How an executor logs in to the database: the first message it receives. It never
+/// travels in the environment or on the command line, where other processes of the host
+/// (and task code reading /proc) could see it.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Login {
+    /// A PostgreSQL URL; `user` and `password`, when set, replace the URL's.
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }

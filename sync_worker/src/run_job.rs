@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::executor::protocol::WorkerAuth;
 use crate::executor::status_page::StatusPage;
 use crate::executor::{Cancels, Executor};
 use crate::python::{ProjectSource, Runtime, RuntimeError};
+use crate::queue::registry::WorkerAuth;
 
 #[derive(clap::Args, Debug)]
 pub struct RunJobArgs {

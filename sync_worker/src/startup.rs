@@ -4,8 +4,8 @@
 // Each refusal names the setting to change. Once these pass the worker never gives up
 // on the database again: a connection lost later is retried forever.
 use crate::config::{Config, Environment};
-use crate::executor::protocol::Login;
 use crate::pg;
+use crate::pg::Login;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -375,13 +375,19 @@ pub fn report_drift(drift_ms: f64, max: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cli, Config};
+    use crate::config::{Config, WorkerArgs};
     use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
 
     fn cfg(args: &[&str]) -> Config {
         let mut all = vec!["sync_worker"];
         all.extend_from_slice(args);
-        Config::from_args(&Cli::try_parse_from(all).expect("args").worker).expect("config")
+        Config::from_args(&Flags::try_parse_from(all).expect("args").worker).expect("config")
     }
 
     #[test]

@@ -8,10 +8,10 @@
 use crate::executor::log_rows::LogRows;
 use crate::executor::protocol::{BatchReport, JobOutcome, WorkerAuth};
 use crate::executor::Executor;
+use crate::job_state::TryEnd;
 use crate::mask::Masker;
 use crate::python::db::JobDb;
 use crate::python::{JobSpec, LogLine, Outcome};
-use crate::queue::job_state::TryEnd;
 use chrono::Utc;
 use serde_json::Value;
 use std::sync::atomic::Ordering;

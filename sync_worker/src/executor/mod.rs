@@ -9,7 +9,7 @@ pub mod protocol;
 pub mod status_page;
 pub mod webhook_batch;
 
-use crate::config::ExecutorArgs;
+use crate::config::parse_duration;
 use crate::executor::protocol::{
     read_frame, write_frame, BatchReport, FromExecutor, Login, ToExecutor, WebhookCall,
     WebhookReply, WorkerAuth,
@@ -107,6 +107,34 @@ struct Inbox {
 
 type Shared = Arc<(Mutex<Inbox>, Condvar)>;
 type Out = Arc<Mutex<File>>;
+
+/// What the supervisor tells an executor it starts. Its database login comes first on
+/// its pipe (protocol::ToExecutor::Login), never in its environment or command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExecutorArgs {
+    /// File descriptor of the shared status page.
+    #[arg(long)]
+    pub status_fd: i32,
+    /// Pid of the supervisor; the executor exits if it is not its parent.
+    #[arg(long)]
+    pub parent_pid: u32,
+    /// Index of this executor in the pool (for log lines).
+    #[arg(long)]
+    pub index: usize,
+    #[arg(long, value_parser = parse_duration)]
+    pub soft_time_limit: Duration,
+    #[arg(long, value_parser = parse_duration)]
+    pub hard_time_limit: Duration,
+    /// Minimum time per job.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub throttle: Duration,
+    /// Run webhook calls, not jobs.
+    #[arg(long)]
+    pub webhooks: bool,
+    /// Address-space limit of the process in bytes (0 = none).
+    #[arg(long, default_value = "0")]
+    pub memory_limit: usize,
+}
 
 pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
     let (mut input, output) = take_protocol_fds().map_err(ExecutorError::Pipes)?;

@@ -1,7 +1,7 @@
 // The admin HTTP API: health, status, version, metrics, waking the claim loop, and jobs
 // (create, info, list). Every route but /health needs the bearer token when one is set.
 use crate::pg::Reconnect;
-use crate::supervisor::shared::{Shared, SupervisorCommand};
+use crate::shared::{Shared, SupervisorCommand};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};

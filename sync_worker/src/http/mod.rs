@@ -5,8 +5,8 @@ pub mod request_body;
 mod token_lookup;
 pub mod webhooks;
 
+use crate::shared::Shared;
 use crate::startup::Listeners;
-use crate::supervisor::shared::Shared;
 use std::net::SocketAddr;
 use tokio::sync::watch;
 

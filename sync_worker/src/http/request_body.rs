@@ -1,7 +1,7 @@
 // A webhook request's body and query as handle_webhook sees them: JSON, form-encoded or
 // multipart/form-data, parsed in the executor (the HTTP server only forwards bytes).
-use crate::executor::protocol::{WebhookCall, WebhookTrigger};
 use crate::python::WebhookRequest;
+use crate::webhook_call::{WebhookCall, WebhookTrigger};
 
 /// A header's value by case-insensitive name.
 pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -1,8 +1,8 @@
 // Webhook tokens looked up before a request's body is read. Every request waits for a
 // fresh answer from the database (switching a trigger off takes effect at once); the
 // requests waiting together share one query, and queries are pipelined.
-use crate::executor::protocol::WebhookTrigger;
 use crate::pg::Reconnect;
+use crate::webhook_call::WebhookTrigger;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 

@@ -6,8 +6,8 @@
 // The lookup (token_lookup.rs) runs on its own connection as the worker's login, which
 // may read signing secrets; the executors that run handlers never see them.
 use super::token_lookup::{TokenLookup, Unavailable};
-use crate::executor::protocol::{WebhookCall, WebhookReply};
-use crate::supervisor::shared::{Shared, SupervisorCommand};
+use crate::shared::{Shared, SupervisorCommand};
+use crate::webhook_call::{WebhookCall, WebhookReply};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};

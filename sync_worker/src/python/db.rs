@@ -19,7 +19,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use super::convert::Param;
-use crate::executor::protocol::WorkerAuth;
+use crate::queue::registry::WorkerAuth;
 
 const SAVEPOINT: &str = "pg_sync_job";
 /// Prepared statements kept per connection; cleared when full (task SQL is mostly static).

@@ -1,7 +1,6 @@
 // The job queue as the worker uses it: claiming (sync.claim_jobs), the worker's identity
 // and liveness, the rescuer of dead workers' jobs, and the scheduler that enqueues crons.
 pub mod claim;
-pub mod job_state;
 pub mod registry;
 pub mod rescuer;
 pub mod scheduler;

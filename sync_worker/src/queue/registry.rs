@@ -1,7 +1,21 @@
 // The worker's identity in the database: a sync.worker row and the advisory lock held on
 // the queue connection for as long as the worker is alive (how others know it is).
-use crate::executor::protocol::WorkerAuth;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
+
+/// What the batch functions (sync.batch_*) need to know it is this worker's executor:
+/// the worker id and its token, which only Rust code holds.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerAuth {
+    pub worker: i32,
+    pub token: String,
+}
+
+impl std::fmt::Debug for WorkerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkerAuth({})", self.worker)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -39,7 +53,7 @@ pub async fn register(
              VALUES ($1, $2, $3, $4, $5, pg_catalog.sha256(pg_catalog.convert_to($6, 'UTF8')))
              RETURNING id, current_user::text",
             &[
-                &hostname(),
+                &crate::shared::hostname(),
                 &(std::process::id() as i32),
                 &env!("CARGO_PKG_VERSION"),
                 &webhook.map(|a| a.to_string()),
@@ -85,15 +99,4 @@ pub async fn stopped(client: &Client, id: i32) -> Result<(), tokio_postgres::Err
         )
         .await
         .map(|_| ())
-}
-
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

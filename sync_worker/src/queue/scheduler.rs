@@ -2,7 +2,7 @@
 // that part of pg_sync is installed) from the database clock; see sync.enqueue_scheduled.
 // Once a minute it also measures the clock drift between this host and the database.
 use crate::pg::Reconnect;
-use crate::supervisor::shared::Shared;
+use crate::shared::Shared;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;

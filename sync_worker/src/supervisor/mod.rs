@@ -8,7 +8,6 @@
 mod connection;
 mod dispatch;
 pub mod executor_handle;
-pub mod shared;
 pub mod signals;
 mod slots;
 mod status;
@@ -25,9 +24,9 @@ use crate::pg::{self, Backoff, Note};
 use crate::queue::claim::claim;
 use crate::queue::registry::{self, RegisterError};
 use crate::queue::{rescuer, scheduler as cron};
+use crate::shared::{Shared, State, SupervisorCommand};
 use crate::startup::{DbFacts, Listeners};
 use crate::supervisor::executor_handle::{Event, ExecutorProc, Inflight, Life};
-use crate::supervisor::shared::{Shared, State, SupervisorCommand};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 // What the supervisor shares with its HTTP servers and background duties: settings,
 // metrics, a status snapshot, the clock drift, and the command channel to the supervisor.
 use crate::config::Config;
-use crate::executor::protocol::{WebhookCall, WebhookReply};
 use crate::metrics::Metrics;
+use crate::webhook_call::{WebhookCall, WebhookReply};
 use chrono::{DateTime, Utc};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +74,7 @@ impl State {
             cfg,
             metrics: Metrics::default(),
             started_at: Utc::now(),
-            hostname: crate::queue::registry::hostname(),
+            hostname: hostname(),
             status: Mutex::new(WorkerStatus {
                 state: "starting",
                 ..Default::default()
@@ -110,4 +110,16 @@ impl State {
     pub fn set_scheduler(&self, update: impl FnOnce(&mut SchedulerStatus)) {
         update(&mut self.scheduler.lock().unwrap_or_else(|e| e.into_inner()));
     }
+}
+
+/// This host's name, as the worker reports it (status page, sync.worker).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
