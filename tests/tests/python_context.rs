@@ -209,9 +209,13 @@ def handle_cron():
     add_job('child', priority=3, eta=3600, max_retries=2, description='later', identity_key='k1')(1, x=2)
     add_job('child', identity_key='k1')(99)
     add_job(child)('now', x=datetime.date(2024, 1, 2))
+    add_job('child', priority=4)('named')
     return 'parent'
 
 def child(a, x=None):
+    """Copy one thing.
+
+    More details that are not the description."""
     return [a, x, trigger_name]
 
 def failing_parent():
@@ -243,7 +247,7 @@ def bad():
         )
         .await
         .expect("children");
-    assert_eq!(rows.len(), 2, "identity_key k1 queued only once");
+    assert_eq!(rows.len(), 3, "identity_key k1 queued only once");
     let first = &rows[0];
     assert_eq!(first.get::<_, String>(0), "child");
     assert_eq!(
@@ -266,6 +270,14 @@ def bad():
         (59..=61).contains(&minutes),
         "eta in an hour, got {minutes} min"
     );
+    // Without a description: the first line of the function's docstring (queue_job),
+    // the function given itself or by name.
+    for row in &rows[1..] {
+        assert_eq!(
+            row.get::<_, Option<String>>(4).as_deref(),
+            Some("Copy one thing.")
+        );
+    }
     // The second child (no eta) runs now, with its arguments.
     let second: i64 = rows[1].get(11);
     assert_eq!(

@@ -24,12 +24,14 @@ _JOB_OPTIONS = ("priority", "eta", "max_retries", "description", "identity_key")
 
 
 class JobState:
-    __slots__ = ("info", "lang", "logs", "children", "warning", "error")
+    __slots__ = ("info", "lang", "logs", "children", "warning", "error", "namespace")
 
     def __init__(self, info):
         self.info = info
         self.lang = info.get("lang") or "en_US"
         self.logs = []
+        # The task code's names once it ran (add_job reads its functions' docstrings).
+        self.namespace = {}
         self.children = None
         self.warning = False
         self.error = None
@@ -107,11 +109,22 @@ def _json_default(value):
     raise TypeError("add_job arguments must be JSON values (numbers, strings, lists, dicts, dates), not %s" % type(value).__name__)
 
 
+def _first_doc_line(func):
+    doc = getattr(func, "__doc__", None) if callable(func) else None
+    if not isinstance(doc, str):
+        return None
+    for line in doc.strip().splitlines():
+        if line.strip():
+            return line.strip()[:500]
+    return None
+
+
 def add_job(func_name, **options):
     """add_job("name", priority=.., eta=.., max_retries=.., description=.., identity_key=..)(*args, **kwargs):
     run function `name` of this task later, as a child job of this one."""
-    if callable(func_name):
-        func_name = getattr(func_name, "__name__", "")
+    func = func_name if callable(func_name) else None
+    if func is not None:
+        func_name = getattr(func, "__name__", "")
     if not isinstance(func_name, str) or not _IDENTIFIER.match(func_name):
         raise ValueError("add_job: the function must be given by name (a Python identifier), got %r" % (func_name,))
     for key in options:
@@ -148,6 +161,11 @@ def add_job(func_name, **options):
         state = _current
         if state is None:
             raise RuntimeError("add_job: no job is running")
+        if "description" not in child:
+            # As queue_job: the first line of the function's docstring.
+            described = _first_doc_line(func if func is not None else state.namespace.get(func_name))
+            if described:
+                child["description"] = described
         payload = _json.loads(_json.dumps({"args": list(args), "kwargs": kwargs}, default=_json_default))
         item = dict(child, args=payload)
         if state.children is None:

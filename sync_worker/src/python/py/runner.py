@@ -141,6 +141,7 @@ def _execute(project, info, extra_args=None):
             _arm(info.get("soft_time_limit") or 0)
             try:
                 exec(code, g)
+                state.namespace = g
                 handler = info["handler"]
                 fn = g.get(handler)
                 if not callable(fn):
