@@ -677,17 +677,18 @@ pub fn parse_listen(text: &str) -> Result<Listen, String> {
     })
 }
 
+/// Tests: the worker's flags alone, parsed as the command line does.
+#[cfg(test)]
+#[derive(clap::Parser)]
+pub(crate) struct Flags {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
-
-    /// The worker's flags alone, parsed as the command line does.
-    #[derive(Parser)]
-    pub(crate) struct Flags {
-        #[command(flatten)]
-        pub worker: WorkerArgs,
-    }
 
     fn args(list: &[&str]) -> WorkerArgs {
         let mut all = vec!["sync_worker"];

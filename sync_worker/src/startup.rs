@@ -375,14 +375,8 @@ pub fn report_drift(drift_ms: f64, max: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, WorkerArgs};
+    use crate::config::{Config, Flags};
     use clap::Parser;
-
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        worker: WorkerArgs,
-    }
 
     fn cfg(args: &[&str]) -> Config {
         let mut all = vec!["sync_worker"];

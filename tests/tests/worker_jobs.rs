@@ -101,6 +101,21 @@ async fn failed_job_keeps_message_traceback_and_logs() {
     )
     .await;
     assert_eq!(logged, 1);
+    // A try that did not end done stores its start line, before its failure.
+    let lines: Vec<String> = c
+        .query(
+            "SELECT l.message FROM sync.log l JOIN sync.job j ON j.id = l.job_id
+             WHERE j.handler = 'fail' ORDER BY l.created_at, l.id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], "job started: fail() of task main (try 1)");
+    assert!(lines[1].starts_with("job failed:"), "{lines:?}");
     // The batch-mates of the failed job completed.
     assert_eq!(
         count(&c, "SELECT count(*) FROM sync.job WHERE state = 'done'").await,

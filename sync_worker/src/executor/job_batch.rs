@@ -11,7 +11,7 @@ use crate::executor::Executor;
 use crate::job_state::TryEnd;
 use crate::mask::Masker;
 use crate::python::db::JobDb;
-use crate::python::{JobSpec, LogLine, Outcome};
+use crate::python::{JobSpec, Outcome};
 use chrono::Utc;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -303,21 +303,13 @@ impl Executor {
         // A try that ends done has its start and end lines derived from the job row
         // (sync.log_view); any other try's start is written, before its own lines.
         if !matches!(outcome, Outcome::Done { .. }) || logged_error.is_some() {
-            logs.push(
-                spec,
-                LogLine {
-                    level: "info".into(),
-                    kind: "message".into(),
-                    recipient: None,
-                    message: format!(
-                        "job started: {}() of task {} (try {})",
-                        spec.handler,
-                        job.task.as_deref().unwrap_or("-"),
-                        spec.try_no
-                    ),
-                    at: started_at,
-                },
+            let message = format!(
+                "job started: {}() of task {} (try {})",
+                spec.handler,
+                job.task.as_deref().unwrap_or("-"),
+                spec.try_no
             );
+            logs.line_at(spec, "info", message, started_at);
         }
         for line in lines {
             logs.push_masked(spec, line, &mask);

@@ -60,6 +60,11 @@ impl LogRows {
     }
 
     pub fn line(&mut self, spec: &JobSpec, level: &str, message: String) {
+        self.line_at(spec, level, message, Utc::now());
+    }
+
+    /// A message line written at `at` (when what it reports happened).
+    pub fn line_at(&mut self, spec: &JobSpec, level: &str, message: String, at: DateTime<Utc>) {
         self.push(
             spec,
             LogLine {
@@ -67,7 +72,7 @@ impl LogRows {
                 kind: "message".into(),
                 recipient: None,
                 message,
-                at: Utc::now(),
+                at,
             },
         );
     }
