@@ -3,33 +3,18 @@
 use super::*;
 
 impl Supervisor {
-    pub(super) fn is_hook(&self, i: usize) -> bool {
-        i >= self.cfg.executors
-    }
-
-    pub(super) fn wants_work(&self, i: usize) -> bool {
-        if self.is_hook(i) {
-            return false;
-        }
-        let Some(p) = &self.slots[i].proc else {
-            return false;
-        };
-        if !p.accepts_work() {
-            return false;
-        }
-        p.inflight.len() < depth(p.job_secs)
-    }
-
-    pub(super) fn desired(&self, i: usize) -> usize {
-        let job_secs = self.slots[i].proc.as_ref().map_or(0.0, |p| p.job_secs);
+    /// The batch size of job executor `slot`.
+    fn desired(&self, slot: usize) -> usize {
+        let job_secs = self.pools.jobs.slots[slot]
+            .proc
+            .as_ref()
+            .map_or(0.0, |p| p.job_secs);
         batch_size(self.cfg.batch_size, !self.cfg.throttle.is_zero(), job_secs)
     }
 
     pub(super) async fn fill(&mut self) {
         loop {
-            let wanting: Vec<usize> = (0..self.slots.len())
-                .filter(|&i| self.wants_work(i))
-                .collect();
+            let wanting = self.pools.jobs.wanting();
             if wanting.is_empty() {
                 return;
             }
@@ -78,9 +63,9 @@ impl Supervisor {
         }
     }
 
-    /// Share the ready jobs between the executors that want work, evenly, each at most
-    /// its batch size; a job marked solo goes alone.
-    pub(super) fn distribute(&mut self, wanting: &[usize]) {
+    /// Share the ready jobs between the job executors that want work (slots of the
+    /// job pool), evenly, each at most its batch size; a job marked solo goes alone.
+    fn distribute(&mut self, wanting: &[usize]) {
         let Some((worker, auth)) = self.queue.as_ref().map(|q| (q.worker, q.auth.clone())) else {
             self.ready.clear();
             return;
@@ -89,7 +74,7 @@ impl Supervisor {
         for (&i, jobs) in wanting.iter().zip(share_out(&mut self.ready, &sizes)) {
             let batch = self.next_batch;
             self.next_batch += 1;
-            if let Some(p) = self.slots[i].proc.as_mut() {
+            if let Some(p) = self.pools.jobs.slots[i].proc.as_mut() {
                 p.dispatch(
                     Inflight {
                         batch,
@@ -161,7 +146,7 @@ impl Supervisor {
 
 /// Batches an executor may have sent and not finished: two when its jobs are quick
 /// (the next batch is ready the moment one commits), else one.
-fn depth(job_secs: f64) -> usize {
+pub(super) fn depth(job_secs: f64) -> usize {
     if job_secs < PREFETCH_BELOW.as_secs_f64() {
         2
     } else {

@@ -5,6 +5,7 @@ use crate::executor::protocol::{
     read_frame_async, write_frame_async, FromExecutor, Login, ToExecutor, WorkerAuth,
 };
 use crate::executor::status_page::StatusPage;
+use crate::supervisor::pool::{Kind, SlotId};
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::process::Stdio;
@@ -23,10 +24,10 @@ pub struct Inflight {
 /// gets a new generation so late events of the old one are ignored).
 #[derive(Debug)]
 pub enum Event {
-    Message(usize, u64, FromExecutor),
-    Closed(usize, u64),
+    Message(SlotId, u64, FromExecutor),
+    Closed(SlotId, u64),
     /// A project's data, read for the executor (slot, generation) that asked.
-    Project(usize, u64, i64, Result<serde_json::Value, String>),
+    Project(SlotId, u64, i64, Result<serde_json::Value, String>),
 }
 
 /// An executor process's life, as the supervisor sees it.
@@ -110,17 +111,18 @@ impl ExecutorProc {
         self.kill();
     }
 
-    /// Start executor `index`; a webhook executor (`webhooks`) runs webhook calls with
-    /// the webhook time limits instead of jobs.
+    /// Start the executor of slot `id`, called executor `index`; a webhook executor
+    /// runs webhook calls with the webhook time limits instead of jobs.
     pub fn spawn(
         cfg: &Config,
         login: &Login,
+        id: SlotId,
         index: usize,
-        webhooks: bool,
         generation: u64,
         events: mpsc::UnboundedSender<Event>,
     ) -> std::io::Result<ExecutorProc> {
         let (status, fd) = StatusPage::create()?;
+        let webhooks = id.kind == Kind::Webhooks;
         let (soft, hard) = if webhooks {
             (cfg.webhook_time_limit, cfg.webhook_hard_limit())
         } else {
@@ -190,7 +192,7 @@ impl ExecutorProc {
             loop {
                 match read_frame_async::<_, FromExecutor>(&mut stdout).await {
                     Ok(Some(msg)) => {
-                        if events.send(Event::Message(index, generation, msg)).is_err() {
+                        if events.send(Event::Message(id, generation, msg)).is_err() {
                             return;
                         }
                     }
@@ -201,7 +203,7 @@ impl ExecutorProc {
                     }
                 }
             }
-            let _ = events.send(Event::Closed(index, generation));
+            let _ = events.send(Event::Closed(id, generation));
         });
         Ok(ExecutorProc {
             generation,

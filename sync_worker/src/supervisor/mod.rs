@@ -8,6 +8,7 @@
 mod connection;
 mod dispatch;
 pub mod executor_handle;
+mod pool;
 pub mod signals;
 mod slots;
 mod status;
@@ -27,6 +28,7 @@ use crate::queue::{rescuer, scheduler as cron};
 use crate::shared::{Shared, State, SupervisorCommand};
 use crate::startup::{DbFacts, Listeners};
 use crate::supervisor::executor_handle::{Event, ExecutorProc, Inflight, Life};
+use crate::supervisor::pool::{Kind, Pools, Slot, SlotId};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -84,14 +86,6 @@ struct Queue {
     caller: String,
 }
 
-#[derive(Default)]
-struct Slot {
-    proc: Option<ExecutorProc>,
-    generation: u64,
-    respawn_at: Option<Instant>,
-    failures: u32,
-}
-
 pub struct Supervisor {
     cfg: Config,
     /// How executors log in (sync_executor: no rights of its own).
@@ -102,7 +96,7 @@ pub struct Supervisor {
     reconnect_at: Instant,
     backoff: Backoff,
     worker_tx: watch::Sender<Option<i32>>,
-    slots: Vec<Slot>,
+    pools: Pools,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     /// Claimed by the current worker id, not sent to an executor yet; `true` = run it
@@ -213,9 +207,7 @@ pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<()
     ));
     tokio::spawn(cron::run(state.clone(), signals.clone()));
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let slots = (0..cfg.executors + cfg.webhook_executors)
-        .map(|_| Slot::default())
-        .collect();
+    let pools = Pools::new(cfg.executors, cfg.webhook_executors);
     let mut sup = Supervisor {
         cfg,
         login: facts.executor.clone(),
@@ -224,7 +216,7 @@ pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<()
         reconnect_at: Instant::now(),
         backoff: Backoff::default(),
         worker_tx,
-        slots,
+        pools,
         events_tx,
         events_rx,
         ready: VecDeque::new(),
@@ -256,8 +248,8 @@ impl Supervisor {
             self.cfg.executors,
             self.cfg.webhook_executors
         );
-        for i in 0..self.slots.len() {
-            self.spawn(i);
+        for id in self.pools.ids() {
+            self.spawn(id);
         }
         let mut poll = tokio::time::interval(self.cfg.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -265,7 +257,7 @@ impl Supervisor {
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.stopping.is_some() {
-                if self.slots.iter().all(|s| s.proc.is_none()) {
+                if self.pools.all_exited() {
                     self.finish().await;
                     return Ok(());
                 }
@@ -281,7 +273,7 @@ impl Supervisor {
             let reconnect_at = self.reconnect_at;
             let waiting_db = self.queue.is_none() && self.stopping.is_none();
             let deadline = self.stopping.filter(|_| !self.forced);
-            let respawn_at = self.slots.iter().filter_map(|s| s.respawn_at).min();
+            let respawn_at = self.pools.next_respawn();
             let recheck_at = self.recheck_at;
             tokio::select! {
                 Some(ev) = self.events_rx.recv() => self.on_event(ev).await,

@@ -3,16 +3,16 @@
 use super::*;
 
 impl Supervisor {
-    pub(super) fn spawn(&mut self, i: usize) {
-        let slot = &mut self.slots[i];
+    pub(super) fn spawn(&mut self, id: SlotId) {
+        let i = self.pools.number(id);
+        let slot = self.pools.slot_mut(id);
         slot.generation += 1;
         slot.respawn_at = None;
-        let webhooks = i >= self.cfg.executors;
         match ExecutorProc::spawn(
             &self.cfg,
             &self.login,
+            id,
             i,
-            webhooks,
             slot.generation,
             self.events_tx.clone(),
         ) {
@@ -30,20 +30,18 @@ impl Supervisor {
     }
 
     pub(super) fn respawn_due(&mut self) {
-        let now = Instant::now();
-        for i in 0..self.slots.len() {
-            let due = self.slots[i].proc.is_none()
-                && self.slots[i].respawn_at.is_some_and(|at| at <= now);
-            if due {
-                self.spawn(i);
-            }
+        let due = self.pools.respawn_due(Instant::now());
+        for id in due {
+            self.spawn(id);
         }
     }
 
     pub(super) async fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Message(i, generation, msg) => {
-                let Some(p) = self.slots[i]
+            Event::Message(id, generation, msg) => {
+                let Some(p) = self
+                    .pools
+                    .slot_mut(id)
                     .proc
                     .as_mut()
                     .filter(|p| p.generation == generation)
@@ -59,7 +57,7 @@ impl Supervisor {
                         if self.stopping.is_some() {
                             p.send(ToExecutor::Stop);
                         }
-                        self.slots[i].failures = 0;
+                        self.pools.slot_mut(id).failures = 0;
                     }
                     FromExecutor::Report(r) => {
                         let Some(pos) = p.inflight.iter().position(|b| b.batch == r.batch) else {
@@ -94,12 +92,14 @@ impl Supervisor {
                         }
                     }
                     FromExecutor::NeedProject { project_id } => {
-                        self.load_project(i, generation, project_id)
+                        self.load_project(id, generation, project_id)
                     }
                 }
             }
-            Event::Project(i, generation, project_id, data) => {
-                if let Some(p) = self.slots[i]
+            Event::Project(id, generation, project_id, data) => {
+                if let Some(p) = self
+                    .pools
+                    .slot(id)
                     .proc
                     .as_ref()
                     .filter(|p| p.generation == generation)
@@ -107,13 +107,15 @@ impl Supervisor {
                     p.send(ToExecutor::Project { project_id, data });
                 }
             }
-            Event::Closed(i, generation) => {
-                if self.slots[i]
+            Event::Closed(id, generation) => {
+                if self
+                    .pools
+                    .slot(id)
                     .proc
                     .as_ref()
                     .is_some_and(|p| p.generation == generation)
                 {
-                    self.on_exit(i).await;
+                    self.on_exit(id).await;
                 }
             }
         }
@@ -121,8 +123,9 @@ impl Supervisor {
 
     /// An executor's pipe closed: reap it, decide which job (if any) to blame, put the
     /// others back, and start a new executor.
-    pub(super) async fn on_exit(&mut self, i: usize) {
-        let Some(mut p) = self.slots[i].proc.take() else {
+    pub(super) async fn on_exit(&mut self, id: SlotId) {
+        let i = self.pools.number(id);
+        let Some(mut p) = self.pools.slot_mut(id).proc.take() else {
             return;
         };
         let status = match timeout(Duration::from_secs(2), p.child.wait()).await {
@@ -134,8 +137,8 @@ impl Supervisor {
         };
         let clean = p.life == Life::Leaving && status.is_some_and(|s| s.success());
         let describe = status.map_or_else(|| "unknown status".to_string(), |s| s.to_string());
-        if self.is_hook(i) {
-            self.on_hook_exit(i, p, clean, &describe);
+        if id.kind == Kind::Webhooks {
+            self.on_hook_exit(id, p, clean, &describe);
             return;
         }
         // (job, reason, give up)
@@ -190,18 +193,18 @@ impl Supervisor {
         }
         if self.stopping.is_none() {
             let killed = p.killed_for().is_some() || blame.is_some();
-            self.slots[i].schedule_respawn(&p, killed);
+            self.pools.slot_mut(id).schedule_respawn(&p, killed);
         }
     }
 
-    /// Read a project (secrets included) for executor `i`, which asked for it: on this
+    /// Read a project (secrets included) for executor `id`, which asked for it: on this
     /// connection, never the executor's. Its run_as role is granted to sync_executor
     /// first, so that the executor can switch to it.
-    pub(super) fn load_project(&mut self, i: usize, generation: u64, project_id: i64) {
+    pub(super) fn load_project(&mut self, id: SlotId, generation: u64, project_id: i64) {
         let events = self.events_tx.clone();
         let Some(client) = self.queue.as_ref().map(|q| q.client.clone()) else {
             let _ = events.send(Event::Project(
-                i,
+                id,
                 generation,
                 project_id,
                 Err("the worker is not connected to the database".into()),
@@ -226,7 +229,7 @@ impl Supervisor {
                 }
                 Err(e) => Err(pg::describe(&e)),
             };
-            let _ = events.send(Event::Project(i, generation, project_id, data));
+            let _ = events.send(Event::Project(id, generation, project_id, data));
         });
     }
 
@@ -245,10 +248,7 @@ impl Supervisor {
         ) else {
             return;
         };
-        for slot in &mut self.slots {
-            let Some(p) = slot.proc.as_mut() else {
-                continue;
-            };
+        for p in self.pools.procs_mut() {
             if p.inflight.iter().any(|b| b.jobs.contains(&job)) {
                 tracing::info!("job {job}: cancelled by {by}; stopping it");
                 p.send(ToExecutor::Cancel {
@@ -262,59 +262,61 @@ impl Supervisor {
 
     /// Hard time limits (kill the executor), cancelled jobs that go on, and taking
     /// queued batches back from an executor stuck on a long job.
-    /// Publish the jobs whose handlers run now (sync.worker_running) when they changed:
-    /// if this worker dies, the rescue counts a try for these jobs and only these.
     pub(super) fn watchdog(&mut self) {
         let now = monotonic_ns();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(p) = slot.proc.as_mut() else {
-                continue;
+        for pool in self.pools.iter_mut() {
+            let what = match pool.kind {
+                Kind::Jobs => "job",
+                Kind::Webhooks => "webhook call",
             };
-            let Some(cur) = p.status.current() else {
-                if let Some((job, _)) = p.cancelling {
-                    if !p.inflight.iter().any(|b| b.jobs.contains(&job)) {
-                        p.cancelling = None;
-                    }
-                }
-                continue;
-            };
-            if let Some((job, since)) = p.cancelling {
-                if cur.job == job && since.elapsed() > CANCEL_GRACE && !p.is_killed() {
-                    tracing::warn!(
-                        "job {job} goes on after it was cancelled: killing executor {i}"
-                    );
-                    p.kill_for(job, "the job was cancelled and did not stop".into());
-                    continue;
-                }
-                if !p.inflight.iter().any(|b| b.jobs.contains(&job)) {
-                    p.cancelling = None;
+            for slot in 0..pool.slots.len() {
+                let i = pool.number(slot);
+                if let Some(p) = pool.slots[slot].proc.as_mut() {
+                    watch(p, i, what, now);
                 }
             }
-            let running = Duration::from_nanos(now.saturating_sub(cur.started_ns));
-            if now > cur.deadline_ns && !p.is_killed() {
-                tracing::error!(
-                    "{} {} ran past its hard time limit ({:.1} s): killing executor {i}",
-                    if i >= self.cfg.executors {
-                        "webhook call"
-                    } else {
-                        "job"
-                    },
-                    cur.job,
-                    running.as_secs_f64()
-                );
-                p.kill_for(
-                    cur.job,
-                    format!(
-                        "hard time limit exceeded: the job was stopped after {:.1} s",
-                        running.as_secs_f64()
-                    ),
-                );
-            } else if p.inflight.len() > 1 && !p.recalled && running > RECALL_AFTER {
-                if let Some(b) = p.inflight.get(1) {
-                    p.send(ToExecutor::Recall { batch: b.batch });
-                    p.recalled = true;
-                }
+        }
+    }
+}
+
+/// The watchdog's look at executor `i`, which runs `what` (jobs or webhook calls).
+fn watch(p: &mut ExecutorProc, i: usize, what: &str, now: u64) {
+    let Some(cur) = p.status.current() else {
+        if let Some((job, _)) = p.cancelling {
+            if !p.inflight.iter().any(|b| b.jobs.contains(&job)) {
+                p.cancelling = None;
             }
+        }
+        return;
+    };
+    if let Some((job, since)) = p.cancelling {
+        if cur.job == job && since.elapsed() > CANCEL_GRACE && !p.is_killed() {
+            tracing::warn!("job {job} goes on after it was cancelled: killing executor {i}");
+            p.kill_for(job, "the job was cancelled and did not stop".into());
+            return;
+        }
+        if !p.inflight.iter().any(|b| b.jobs.contains(&job)) {
+            p.cancelling = None;
+        }
+    }
+    let running = Duration::from_nanos(now.saturating_sub(cur.started_ns));
+    if now > cur.deadline_ns && !p.is_killed() {
+        tracing::error!(
+            "{what} {} ran past its hard time limit ({:.1} s): killing executor {i}",
+            cur.job,
+            running.as_secs_f64()
+        );
+        p.kill_for(
+            cur.job,
+            format!(
+                "hard time limit exceeded: the job was stopped after {:.1} s",
+                running.as_secs_f64()
+            ),
+        );
+    } else if p.inflight.len() > 1 && !p.recalled && running > RECALL_AFTER {
+        if let Some(b) = p.inflight.get(1) {
+            p.send(ToExecutor::Recall { batch: b.batch });
+            p.recalled = true;
         }
     }
 }

@@ -3,6 +3,8 @@
 use super::*;
 
 impl Supervisor {
+    /// Publish the jobs whose handlers run now (sync.worker_running) when they changed:
+    /// if this worker dies, the rescue counts a try for these jobs and only these.
     pub(super) fn publish_running(&mut self) {
         use std::sync::atomic::Ordering::SeqCst;
         let Some(q) = &self.queue else {
@@ -13,7 +15,10 @@ impl Supervisor {
             2 => self.published_running.1.clear(),
             _ => {}
         }
-        let mut running: Vec<i64> = self.slots[..self.cfg.executors]
+        let mut running: Vec<i64> = self
+            .pools
+            .jobs
+            .slots
             .iter()
             .filter_map(|s| s.proc.as_ref()?.status.current().map(|c| c.job))
             .collect();
@@ -39,13 +44,6 @@ impl Supervisor {
     }
 
     pub(super) fn publish_status(&self) {
-        let jobs = &self.slots[..self.cfg.executors];
-        let hooks = &self.slots[self.cfg.executors..];
-        let ready = |s: &[Slot]| {
-            s.iter()
-                .filter(|s| s.proc.as_ref().is_some_and(|p| p.said_ready()))
-                .count()
-        };
         let state = if self.stopping.is_some() {
             "stopping"
         } else if self.queue.is_some() {
@@ -59,13 +57,10 @@ impl Supervisor {
             st.worker_id = self.queue.as_ref().map(|q| q.worker);
             st.state = state;
             st.executors = self.cfg.executors;
-            st.executors_ready = ready(jobs);
-            st.executors_busy = jobs
-                .iter()
-                .filter(|s| s.proc.as_ref().is_some_and(|p| !p.inflight.is_empty()))
-                .count();
+            st.executors_ready = self.pools.jobs.ready_count();
+            st.executors_busy = self.pools.jobs.busy_count();
             st.webhook_executors = self.cfg.webhook_executors;
-            st.webhook_executors_ready = ready(hooks);
+            st.webhook_executors_ready = self.pools.webhooks.ready_count();
             st.jobs_ready = self.ready.len();
             st.jobs_completed = self.completed;
             st.webhook_calls_waiting = self.hook_queue.len();

@@ -18,7 +18,7 @@ impl Supervisor {
                     "the worker is stopping; send the request again",
                 ));
             }
-            for slot in &mut self.slots {
+            for slot in self.pools.slots_mut() {
                 slot.respawn_at = None;
                 if let Some(p) = slot.proc.as_mut() {
                     match p.life {
@@ -36,10 +36,8 @@ impl Supervisor {
 
     pub(super) fn force_stop(&mut self) {
         self.forced = true;
-        for slot in &mut self.slots {
-            if let Some(p) = slot.proc.as_mut() {
-                p.kill_to_stop();
-            }
+        for p in self.pools.procs_mut() {
+            p.kill_to_stop();
         }
     }
 

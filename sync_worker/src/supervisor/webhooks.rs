@@ -48,19 +48,13 @@ impl Supervisor {
         else {
             return;
         };
-        for i in self.cfg.executors..self.slots.len() {
+        for i in self.pools.webhooks.wanting() {
             if self.hook_queue.is_empty() {
                 return;
             }
-            let Some(p) = self.slots[i].proc.as_mut() else {
+            let Some(p) = self.pools.webhooks.slots[i].proc.as_mut() else {
                 continue;
             };
-            if !p.accepts_work() {
-                continue;
-            }
-            if !p.hook_batches.is_empty() {
-                continue;
-            }
             let n = self.hook_queue.len().min(WEBHOOK_BATCH);
             let calls: Vec<WebhookCall> = self.hook_queue.drain(..n).collect();
             let batch = self.next_batch;
@@ -80,11 +74,12 @@ impl Supervisor {
     /// jobs (their transaction died with it), start a new one.
     pub(super) fn on_hook_exit(
         &mut self,
-        i: usize,
+        id: SlotId,
         mut p: ExecutorProc,
         clean: bool,
         describe: &str,
     ) {
+        let i = self.pools.number(id);
         let killed_for = p.killed_for();
         if !clean && !p.killed_to_stop() && killed_for.is_none() {
             tracing::error!("webhook executor {i} (pid {}) died: {describe}", p.pid);
@@ -118,7 +113,9 @@ impl Supervisor {
             if let Some(q) = &self.queue {
                 tokio::spawn(cleanup.run(q.client.clone()));
             }
-            self.slots[i].schedule_respawn(&p, killed_for.is_some());
+            self.pools
+                .slot_mut(id)
+                .schedule_respawn(&p, killed_for.is_some());
         }
     }
 }
