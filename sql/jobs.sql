@@ -365,6 +365,25 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION sync.live_workers() IS 'Ids of the workers alive now (holding advisory lock (sync.worker_lock_class(), id)).';
 
+-- Every upgrade script calls this first: a worker of the old version could run the
+-- queue with functions the script is replacing, halfway through. The script runs in
+-- ALTER EXTENSION's transaction, so the error leaves the installation unchanged.
+CREATE FUNCTION sync.refuse_upgrade_with_live_workers(target text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    live text;
+BEGIN
+    SELECT string_agg(w.id::text || coalesce(' on ' || w.hostname, ''), ', ' ORDER BY w.id) INTO live
+    FROM sync.live_workers() l(id) LEFT JOIN sync.worker w ON w.id = l.id;
+    IF live IS NOT NULL THEN
+        RAISE EXCEPTION 'pg_sync cannot be upgraded to % while workers are running (worker %)', target, live
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Stop every sync_worker of this database (systemctl stop sync_worker on each host), run ALTER EXTENSION pg_sync UPDATE again, then start workers of the new version.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION sync.refuse_upgrade_with_live_workers(text) IS 'Called first by every upgrade script: raises object_in_use (nothing changes) while any worker of this database is alive.';
+
 -- Claim up to n due pending jobs for worker `worker_id`, highest priority first: they
 -- become running for it, committed at once, so that the rescue finds them if the worker
 -- dies. A claim counts no try. The CTE picks the rows (LIMIT with SKIP LOCKED) before

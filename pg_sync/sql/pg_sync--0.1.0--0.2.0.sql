@@ -5,6 +5,23 @@
 -- trigger functions refuse foreign tables, grants are narrowed, and running jobs can be
 -- cancelled. Existing rows are kept; workers of version 0.1 must be stopped first (a
 -- 0.2 worker refuses a 0.1 extension and the other way round).
+-- First: refuse while a worker runs (nothing changes; see the function's comment).
+CREATE FUNCTION sync.refuse_upgrade_with_live_workers(target text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    live text;
+BEGIN
+    SELECT string_agg(w.id::text || coalesce(' on ' || w.hostname, ''), ', ' ORDER BY w.id) INTO live
+    FROM sync.live_workers() l(id) LEFT JOIN sync.worker w ON w.id = l.id;
+    IF live IS NOT NULL THEN
+        RAISE EXCEPTION 'pg_sync cannot be upgraded to % while workers are running (worker %)', target, live
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Stop every sync_worker of this database (systemctl stop sync_worker on each host), run ALTER EXTENSION pg_sync UPDATE again, then start workers of the new version.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION sync.refuse_upgrade_with_live_workers(text) IS 'Called first by every upgrade script: raises object_in_use (nothing changes) while any worker of this database is alive.';
+SELECT sync.refuse_upgrade_with_live_workers('0.2.0');
 -- Roles the new grants name (cluster-wide; another database may have made them).
 DO $$
 BEGIN
