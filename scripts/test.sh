@@ -19,6 +19,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The Debian packages, for the test that installs them (tests/tests/packages.rs).
+log "building the Debian packages"
+bash "$PG_SYNC_ROOT/scripts/package.sh" --no-build "$PG_SYNC_TEST_TMP/debs" >/dev/null
+export PG_SYNC_DEBS="$PG_SYNC_TEST_TMP/debs"
+
 port="$(free_port)"
 log "starting a throwaway PostgreSQL cluster on port $port"
 start_cluster "$PG_SYNC_TEST_TMP/shared" "$port" \

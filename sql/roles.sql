@@ -100,7 +100,7 @@ GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_del
     sync_search_links(text, regclass), sync_search_links(text, regclass, anycompatiblearray),
     sync_search_links(text, jsonb), sync.search_local_links(text, regclass, text[]),
     sync.refs_filter(text, jsonb), sync_get_link(text, text), sync_get_link(text, jsonb),
-    sync.caller(), sync.live_workers(),
+    sync.caller(), sync.live_workers(), sync.version(),
     -- Helpers of export and import, which run as the caller.
     sync.pio_fail(text, text, text), sync.pio_show(jsonb), sync.pio_check_object(jsonb, text, jsonb),
     sync.pio_format(), sync.pio_check_document(jsonb), sync.pio_require(boolean, text),

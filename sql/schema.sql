@@ -291,6 +291,14 @@ COMMENT ON COLUMN sync.worker.webhook_listen IS 'Address its webhook server list
 COMMENT ON COLUMN sync.worker.admin_listen IS 'Address its admin HTTP API listens on (NULL = off).';
 COMMENT ON COLUMN sync.worker.token_hash IS 'SHA-256 of the token its executors show to the batch functions (sync.batch_*); readable by admins only.';
 
+-- The release installed in this database; `sync_worker --version` reports the same
+-- numbers, and a worker serves only its own major.minor release.
+CREATE FUNCTION sync.version() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_sync'
+$$;
+COMMENT ON FUNCTION sync.version() IS 'The pg_sync release installed in this database (ALTER EXTENSION pg_sync UPDATE changes it).';
+
 CREATE FUNCTION sync.worker_lock_class() RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1937337955 $$; -- 'sync' as int4
 COMMENT ON FUNCTION sync.worker_lock_class() IS 'First key of the advisory locks workers hold while alive.';

@@ -22,6 +22,11 @@ END
 $$;
 COMMENT ON FUNCTION sync.refuse_upgrade_with_live_workers(text) IS 'Called first by every upgrade script: raises object_in_use (nothing changes) while any worker of this database is alive.';
 SELECT sync.refuse_upgrade_with_live_workers('0.2.0');
+CREATE FUNCTION sync.version() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_sync'
+$$;
+COMMENT ON FUNCTION sync.version() IS 'The pg_sync release installed in this database (ALTER EXTENSION pg_sync UPDATE changes it).';
 -- Roles the new grants name (cluster-wide; another database may have made them).
 DO $$
 BEGIN
@@ -1409,7 +1414,7 @@ GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_del
     sync_search_links(text, regclass), sync_search_links(text, regclass, anycompatiblearray),
     sync_search_links(text, jsonb), sync.search_local_links(text, regclass, text[]),
     sync.refs_filter(text, jsonb), sync_get_link(text, text), sync_get_link(text, jsonb),
-    sync.caller(), sync.live_workers(),
+    sync.caller(), sync.live_workers(), sync.version(),
     -- Helpers of export and import, which run as the caller.
     sync.pio_fail(text, text, text), sync.pio_show(jsonb), sync.pio_check_object(jsonb, text, jsonb),
     sync.pio_format(), sync.pio_check_document(jsonb), sync.pio_require(boolean, text),

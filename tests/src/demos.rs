@@ -55,19 +55,33 @@ pub struct Demo {
     /// `http://127.0.0.1:PORT`: where the worker's webhook server listens, and its base URL.
     pub base_url: String,
     pub worker: Option<WorkerProcess>,
+    /// How `sync_worker` is started: a binary and its first arguments (by default
+    /// SYNC_WORKER_BIN; the package test uses the installed unit's command line).
+    pub worker_program: Vec<String>,
 }
 
 impl Demo {
     /// A fresh database, the demo's setup files run in it, then `sql/demo/<name>.json`
     /// imported with `sync_worker import` (as the README says to).
     pub async fn load(name: &str, setup_files: &[&str]) -> Demo {
-        let db = TestDb::new().await;
+        let program = vec![worker_bin().display().to_string()];
+        Self::load_into(TestDb::new().await, program, name, setup_files).await
+    }
+
+    /// `load` into database `db`, with `sync_worker` started as `worker_program`.
+    pub async fn load_into(
+        db: TestDb,
+        worker_program: Vec<String>,
+        name: &str,
+        setup_files: &[&str],
+    ) -> Demo {
         let client = db.connect().await;
         for file in setup_files {
             run_sql_file(&client, file).await;
         }
         let doc = demo_file(&format!("{name}.json"));
-        let out = Command::new(worker_bin())
+        let out = Command::new(&worker_program[0])
+            .args(&worker_program[1..])
             .arg("--database-url")
             .arg(&db.url)
             .arg("import")
@@ -91,6 +105,7 @@ impl Demo {
             id,
             base_url: format!("http://127.0.0.1:{}", free_port()),
             worker: None,
+            worker_program,
         }
     }
 
@@ -138,9 +153,14 @@ impl Demo {
     /// base of `webhooks.NAME`.
     pub async fn start_worker(&mut self) {
         let listen = self.base_url.trim_start_matches("http://").to_string();
-        let worker = WorkerProcess::start(
-            &self.db.url,
+        let program: Vec<&str> = self.worker_program.iter().map(String::as_str).collect();
+        let worker = WorkerProcess::start_program(
+            &program,
             &[
+                "--database-url",
+                &self.db.url,
+                "--admin-listen",
+                "127.0.0.1:0",
                 "--executors",
                 "1",
                 "--poll-interval",
@@ -150,6 +170,7 @@ impl Demo {
                 "--base-url",
                 &self.base_url,
             ],
+            &[],
         );
         worker.webhook_url().await;
         self.worker = Some(worker);

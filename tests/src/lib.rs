@@ -25,14 +25,23 @@ pub fn pg_bindir() -> PathBuf {
     panic!("PG_SYNC_BINDIR is not set: run the tests with scripts/test.sh, which builds and installs pg_sync first")
 }
 
-fn is_root() -> bool {
+/// The system PostgreSQL's binaries (Debian: /usr/lib/postgresql/15/bin).
+pub fn system_pg_bindir() -> PathBuf {
+    let out = Command::new("/usr/bin/pg_config")
+        .arg("--bindir")
+        .output()
+        .expect("run the system pg_config");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+pub fn is_root() -> bool {
     // SAFETY: getuid has no preconditions.
     unsafe { libc::getuid() == 0 }
 }
 
-/// Run a PostgreSQL binary as the cluster owner.
-fn pg_command(bin: &str) -> Command {
-    let path = pg_bindir().join(bin);
+/// Run a PostgreSQL binary of `bindir` as the cluster owner.
+fn pg_command(bindir: &Path, bin: &str) -> Command {
+    let path = bindir.join(bin);
     if is_root() {
         let mut c = Command::new("runuser");
         c.arg("-u").arg("postgres").arg("--").arg(path);
@@ -66,6 +75,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
     options: String,
+    /// The PostgreSQL binaries it runs on.
+    bindir: PathBuf,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -77,6 +88,16 @@ impl Cluster {
 
     /// A cluster started with extra server options (e.g. `-c shared_preload_libraries=...`).
     pub fn start_with(options: &str) -> Cluster {
+        Self::start_on(&pg_bindir(), options)
+    }
+
+    /// A cluster of the system's PostgreSQL (Debian's packages, not the private prefix
+    /// the suite installs pg_sync into).
+    pub fn start_system() -> Cluster {
+        Self::start_on(&system_pg_bindir(), "")
+    }
+
+    fn start_on(bindir: &Path, options: &str) -> Cluster {
         let base = std::env::var("PG_SYNC_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
         let dir = PathBuf::from(base).join(format!(
             "cluster-{}-{}",
@@ -94,7 +115,7 @@ impl Cluster {
                 "chown cluster dir",
             );
         }
-        let mut initdb = pg_command("initdb");
+        let mut initdb = pg_command(bindir, "initdb");
         initdb.arg("-D").arg(dir.join("data")).args([
             "-U",
             "postgres",
@@ -110,13 +131,14 @@ impl Cluster {
             dir,
             port: free_port(),
             options: options.to_string(),
+            bindir: bindir.to_path_buf(),
         };
         cluster.pg_ctl_start();
         cluster
     }
 
     fn pg_ctl_start(&self) {
-        let mut c = pg_command("pg_ctl");
+        let mut c = pg_command(&self.bindir, "pg_ctl");
         c.arg("-D")
             .arg(self.dir.join("data"))
             .arg("-l")
@@ -141,7 +163,7 @@ impl Cluster {
     }
 
     pub fn stop(&self, mode: &str) {
-        let mut c = pg_command("pg_ctl");
+        let mut c = pg_command(&self.bindir, "pg_ctl");
         c.arg("-D")
             .arg(self.dir.join("data"))
             .args(["-m", mode, "-w", "stop"]);
@@ -423,6 +445,12 @@ impl WorkerProcess {
     pub fn start_raw(args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
         let bin = std::env::var("SYNC_WORKER_BIN")
             .expect("SYNC_WORKER_BIN is not set: run the tests with scripts/test.sh");
+        Self::start_program(&[bin.as_str()], args, env)
+    }
+
+    /// Start a worker with the command line `program` (a binary and its first
+    /// arguments, e.g. `runuser -u pg_sync -- /usr/bin/sync_worker`), then `args`.
+    pub fn start_program(program: &[&str], args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
         let base = std::env::var("PG_SYNC_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
         let log = PathBuf::from(base).join(format!(
             "worker-{}-{}.log",
@@ -431,7 +459,8 @@ impl WorkerProcess {
         ));
         let out = std::fs::File::create(&log).expect("worker log file");
         let err = out.try_clone().expect("worker log file");
-        let child = Command::new(bin)
+        let child = Command::new(program[0])
+            .args(&program[1..])
             .args(args)
             .env(
                 "RUST_LOG",

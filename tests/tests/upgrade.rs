@@ -304,6 +304,13 @@ async fn an_upgraded_database_has_the_catalog_of_a_fresh_install() {
     let (_db, c) = database_at(PREVIOUS).await;
     exec(&c, "ALTER EXTENSION pg_sync UPDATE").await;
     assert_eq!(extversion(&c).await, current);
+    let reported: String = scalar(&c, "SELECT sync.version()").await;
+    assert_eq!(reported, current);
+    assert_eq!(
+        reported,
+        env!("CARGO_PKG_VERSION"),
+        "sync_worker --version and sync.version() differ"
+    );
     let (only_upgraded, only_fresh) = difference(&picture(&c).await, &picture(&f).await);
     assert!(
         only_upgraded.is_empty() && only_fresh.is_empty(),
