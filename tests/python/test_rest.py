@@ -3,11 +3,10 @@
 # reach the log lines, and pagination links are followed by name.
 import http.server
 import json
-import threading
 
 import pytest
 
-from pg_sync import job, rest
+from pg_sync import rest
 from pg_sync.errors import RetryableJobError, UserError
 
 TOKEN = "tok-1234567890-secret"
@@ -41,19 +40,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture()
-def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield "http://127.0.0.1:%d" % srv.server_address[1]
-    srv.shutdown()
-
-
-@pytest.fixture()
-def logs():
-    state = job.start({"lang": "en_US"})
-    yield state.logs
-    job.stop()
+def server(serve):
+    return serve(Handler)
 
 
 def test_json_answers_are_parsed_and_the_token_is_sent(server, logs):

@@ -12,68 +12,22 @@
 //   is why the login itself must hold nothing.)
 // - At the end `RESET ALL` drops settings the task changed (`SET LOCAL search_path`
 //   would otherwise reach the next jobs of the batch, which may belong to other projects).
+// - Transaction control, session-level statements and role switches are refused before
+//   they reach the server (statement_rules.rs).
 use std::collections::HashMap;
 use std::future::Future;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-use super::convert::Param;
+use super::errors::DbError;
+use super::pgwire::Param;
+use super::statement_rules::check_job_statement;
 use crate::queue::registry::WorkerAuth;
 
 const SAVEPOINT: &str = "pg_sync_job";
 /// Prepared statements kept per connection; cleared when full (task SQL is mostly static).
 const STATEMENT_CACHE_SIZE: usize = 512;
-
-/// A database error as task code sees it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct DbError {
-    /// SQLSTATE when PostgreSQL raised it.
-    pub code: Option<String>,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl DbError {
-    pub fn refused(message: impl Into<String>, hint: impl Into<String>) -> DbError {
-        DbError {
-            code: None,
-            message: message.into(),
-            hint: Some(hint.into()),
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for DbError {
-    fn from(e: tokio_postgres::Error) -> DbError {
-        if let Some(db) = e.as_db_error() {
-            let mut message = db.message().to_string();
-            if let Some(detail) = db.detail() {
-                message.push_str("\nDETAIL: ");
-                message.push_str(detail);
-            }
-            return DbError {
-                code: Some(db.code().code().to_string()),
-                message,
-                hint: db.hint().map(str::to_string),
-            };
-        }
-        // Client-side errors (a parameter that cannot be encoded...): the source says why.
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        DbError {
-            code: None,
-            message,
-            hint: None,
-        }
-    }
-}
 
 /// What a task statement returned.
 pub enum Answer {
@@ -267,7 +221,7 @@ impl<'a> JobDb<'a> {
                 "The job is stopped; fix the task code.",
             ));
         }
-        check_statement(sql)?;
+        check_job_statement(sql)?;
         self.ensure_savepoint()?;
         let stmt = self.statement(sql).map_err(|e| self.note_error(e))?;
         if stmt.params().len() != params.len() {
@@ -389,133 +343,9 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Statements task code may not run: transaction control (the executor commits whole
-/// batches), session state that would outlive the job, and role switches.
-fn check_statement(sql: &str) -> Result<(), DbError> {
-    let words = leading_words(sql, 5);
-    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-    let (first, second, third) = (word(0), word(1), word(2));
-    let refused = match first {
-        "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release"
-        | "prepare" => Some("transaction control"),
-        "deallocate" | "discard" | "listen" | "unlisten" | "load" | "declare" | "fetch"
-        | "move" | "close" => Some("session-level statements"),
-        "reset" => Some("RESET"),
-        // Code that runs many statements in one (it could switch roles and back unseen).
-        "do" => Some("DO blocks"),
-        "create" => {
-            let kind = if second == "or" && third == "replace" {
-                word(3)
-            } else {
-                second
-            };
-            match kind {
-                "function" | "procedure" => Some("CREATE FUNCTION / PROCEDURE"),
-                _ => None,
-            }
-        }
-        "set" => {
-            let target = if second == "local" || second == "session" {
-                third
-            } else {
-                second
-            };
-            match target {
-                "role" | "authorization" | "session" | "transaction" | "characteristics" => {
-                    Some("SET ROLE / SESSION AUTHORIZATION / TRANSACTION")
-                }
-                _ => None,
-            }
-        }
-        _ => None,
-    };
-    match refused {
-        Some(what) => Err(DbError::refused(
-            format!("task code may not run {what} ({} ...)", first.to_uppercase()),
-            "Each job runs inside the worker's transaction under the project's run_as role; raise an exception to roll the job's writes back.",
-        )),
-        None => Ok(()),
-    }
-}
-
-/// The first `n` words of a statement, lowercased, skipping comments.
-pub(crate) fn leading_words(sql: &str, n: usize) -> Vec<String> {
-    let b = sql.as_bytes();
-    let mut i = 0;
-    let mut words = Vec::new();
-    while i < b.len() && words.len() < n {
-        let c = b[i];
-        if c.is_ascii_whitespace() || c == b'(' {
-            i += 1;
-        } else if b[i..].starts_with(b"--") {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-        } else if b[i..].starts_with(b"/*") {
-            // Comments nest in PostgreSQL.
-            let mut depth = 0;
-            while i < b.len() {
-                if b[i..].starts_with(b"/*") {
-                    depth += 1;
-                    i += 2;
-                } else if b[i..].starts_with(b"*/") {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        } else if c.is_ascii_alphabetic() || c == b'_' {
-            let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            words.push(sql[start..i].to_ascii_lowercase());
-        } else {
-            break;
-        }
-    }
-    words
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refuses_transaction_control_and_role_switches() {
-        for sql in [
-            "COMMIT",
-            "  /* x /* nested */ */ -- c\n rollback to savepoint x",
-            "set role postgres",
-            "SET LOCAL ROLE x",
-            "set session authorization postgres",
-            "reset role",
-            "RESET ALL",
-            "begin",
-            "Prepare transaction 'x'",
-            "discard all",
-            "listen x",
-            "DO $$ BEGIN END $$",
-            "create or replace function f() returns int language sql as 'select 1'",
-            "CREATE PROCEDURE p() LANGUAGE sql AS ''",
-        ] {
-            assert!(check_statement(sql).is_err(), "{sql}");
-        }
-        for sql in [
-            "select 1",
-            "SET LOCAL statement_timeout = 1000",
-            "update t set role = 'x'",
-            "with x as (select 1) select * from x",
-            "(select 1)",
-            "create table t (id int)",
-        ] {
-            assert!(check_statement(sql).is_ok(), "{sql}");
-        }
-    }
 
     #[test]
     fn quotes_identifiers() {

@@ -1,5 +1,5 @@
 // The Rust primitives behind the Python context (module `pg_sync._native`): SQL in the
-// running job's transaction, remote databases (remote.rs); the rest is Python on top.
+// running job's transaction, remote databases (remote/); the rest is Python on top.
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
 

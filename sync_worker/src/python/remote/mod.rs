@@ -1,99 +1,42 @@
-// A connection to another PostgreSQL database for trusted Python code
-// (`pg_sync._native.RemoteConnection`, wrapped by py/remote.py): the statements, `$n`
+// A connection to another PostgreSQL database for trusted Python code (the class
+// `pg_sync._native.RemoteConnection`, wrapped by pg_sync/remote.py): the statements, `$n`
 // placeholders and value conversions of `db`, with autocommit or explicit transactions.
 //
 // Why it is built this way:
 // - Its own current-thread tokio runtime: the connection task runs only while a statement
 //   is awaited, so nothing runs between jobs and the executor gets no extra thread.
-// - The DSN holds a password: it is parsed once and never shown. Messages name the
-//   database as user@host:port/dbname, and every message is scrubbed of the password.
-// - Waits are cut into 100 ms slices with a check of Python signals in between, so the
-//   job's soft time limit (SIGALRM) also stops a slow remote statement: the statement is
-//   cancelled on the server and the connection dropped (the next use reconnects).
+// - The DSN holds a password: it is parsed once and never shown (dsn.rs). Messages name
+//   the database as user@host:port/dbname, and every message is scrubbed of the password.
+// - Waits are cut into 100 ms slices with a check of Python signals in between (wait.rs),
+//   so the job's soft time limit (SIGALRM) also stops a slow remote statement: the
+//   statement is cancelled on the server and the connection dropped (the next use
+//   reconnects).
 // - A connection that died while idle (server restart, idle timeout) is noticed before
 //   the next statement and replaced; one lost during a statement or a transaction is an
 //   error (`DatabaseUnavailable`, which retries the job): the statement may have run.
+mod dsn;
+mod wait;
+
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyTuple, PyType};
-use tokio_postgres::config::Host;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, Statement};
 
-use super::convert::rows_to_py;
-use super::convert::{param_from_py, Param};
-use super::db::{leading_words, DbError};
-use super::errors::{db_error, DatabaseError};
+use super::convert::{param_from_py, rows_to_py, Param};
+use super::errors::{db_error, DatabaseError, DbError};
+use super::statement_rules::check_remote_statement;
+use wait::{wait, Interrupted};
 
-/// How long a wait runs before Python signals are checked.
-const SLICE: Duration = Duration::from_millis(100);
-/// When the DSN sets no connect_timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prepared statements kept per connection; cleared when full.
 const STATEMENT_CACHE_SIZE: usize = 256;
-
-/// A wait cut short by a Python signal handler that raised (the soft time limit).
-struct Interrupted(PyErr);
-
-/// Await `fut` on `rt` without holding the GIL, checking Python signals every SLICE.
-fn wait<F>(py: Python<'_>, rt: &tokio::runtime::Runtime, fut: F) -> Result<F::Output, Interrupted>
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        let done = py
-            .detach(|| rt.block_on(async { tokio::time::timeout(SLICE, fut.as_mut()).await.ok() }));
-        if let Some(out) = done {
-            return Ok(out);
-        }
-        py.check_signals().map_err(Interrupted)?;
-    }
-}
 
 /// What a statement returned.
 enum Ran {
     Rows(Statement, Vec<tokio_postgres::Row>),
     Count(u64),
-}
-
-/// Statements that would confuse the transaction bookkeeping.
-fn check_statement(sql: &str) -> Result<(), DbError> {
-    let words = leading_words(sql, 2);
-    let first = words.first().map(String::as_str).unwrap_or("");
-    let second = words.get(1).map(String::as_str).unwrap_or("");
-    let refused = matches!(
-        first,
-        "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release"
-    ) || (first == "prepare" && second == "transaction");
-    if refused {
-        return Err(DbError::refused(
-            format!(
-                "transaction control ({} ...) is not run through execute()",
-                first.to_uppercase()
-            ),
-            "Statements outside a transaction commit one by one; group them with `with postgres.transaction():`.",
-        ));
-    }
-    Ok(())
-}
-
-/// `user@host:port/dbname`: how messages name a remote database (never its password).
-fn describe(config: &Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        #[cfg(unix)]
-        Some(Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".to_string(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("?");
-    let dbname = config.get_dbname().unwrap_or(user);
-    format!("{user}@{host}:{port}/{dbname}")
 }
 
 /// One connection to a remote database, opened on first use.
@@ -103,8 +46,7 @@ pub struct RemoteConnection {
     /// The DSN's TLS policy (libpq's sslmode, sslrootcert), as for the worker's own.
     target: crate::pg::Target,
     label: String,
-    /// Scrubbed from every message (the server may echo parts of the connection string).
-    secrets: Vec<String>,
+    secrets: dsn::Secrets,
     rt: tokio::runtime::Runtime,
     client: Option<Client>,
     statements: HashMap<String, Statement>,
@@ -116,13 +58,7 @@ pub struct RemoteConnection {
 
 impl RemoteConnection {
     fn scrub(&self, message: &str) -> String {
-        let mut out = message.to_string();
-        for s in &self.secrets {
-            if !s.is_empty() {
-                out = out.replace(s.as_str(), "***");
-            }
-        }
-        out
+        self.secrets.scrub(message)
     }
 
     fn unavailable(&self, py: Python<'_>, what: &str, detail: &str) -> PyErr {
@@ -323,7 +259,7 @@ impl RemoteConnection {
             .iter()
             .map(|a| param_from_py(&a))
             .collect::<PyResult<_>>()?;
-        check_statement(sql).map_err(|e| self.sql_error(py, e))?;
+        check_remote_statement(sql).map_err(|e| self.sql_error(py, e))?;
         self.check_usable(py)?;
         self.connect(py)?;
         let stmt = self.statement(py, sql)?;
@@ -389,61 +325,12 @@ impl RemoteConnection {
     #[new]
     #[pyo3(signature = (dsn, application_name=None))]
     fn new(dsn: &str, application_name: Option<&str>) -> PyResult<Self> {
-        let target = crate::pg::parse_url(dsn).map_err(|e| {
-            let e = match e {
-                crate::pg::UrlError::Parse(e) => e,
-                other => {
-                    return DatabaseError::new_err(format!(
-                        "the connection string is not valid ({other})"
-                    ))
-                }
-            };
-            // Parse errors name options, not values; the one that quotes a character is
-            // cut before it (the character could belong to the password).
-            let mut why = String::new();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                if !why.is_empty() {
-                    why.push_str(": ");
-                }
-                why.push_str(&s.to_string());
-                source = s.source();
-            }
-            if why.is_empty() {
-                why = e.to_string();
-            }
-            if let Some(i) = why.find(" but got") {
-                why.truncate(i);
-            }
-            DatabaseError::new_err(format!(
-                "the connection string is not valid ({why}); use postgresql://user:password@host:port/dbname or host=... port=... dbname=... user=... password=..."
-            ))
-        })?;
-        let mut config = target.config.clone();
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(application_name.unwrap_or("pg_sync"));
-        }
-        let mut secrets = vec![dsn.to_string()];
-        if let Some(p) = config.get_password() {
-            let p = String::from_utf8_lossy(p).into_owned();
-            // Also as it may appear percent-encoded in a URL.
-            let encoded: String = p
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
-            secrets.push(encoded);
-            secrets.push(p);
-        }
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let dsn::Dsn {
+            config,
+            target,
+            label,
+            secrets,
+        } = dsn::parse(dsn, application_name).map_err(DatabaseError::new_err)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -453,7 +340,7 @@ impl RemoteConnection {
                 ))
             })?;
         Ok(RemoteConnection {
-            label: describe(&config),
+            label,
             config,
             target,
             secrets,
