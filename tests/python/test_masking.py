@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pg_sync import rest, values
+from pg_sync import http_results, rest, values
 
 TOKEN = "123456:AAbb-CCdd_secret"
 PASSWORD = 'pa"ss wörd/+'
@@ -48,7 +48,7 @@ def logged(logs):
 
 
 def test_the_forms_a_secret_takes_are_all_masked():
-    forms = rest._encodings([PASSWORD])
+    forms = http_results.mask_forms([PASSWORD])
     assert {
         PASSWORD,
         "pa%22ss%20w%C3%B6rd%2F%2B",  # in a path segment or query value
@@ -57,7 +57,7 @@ def test_the_forms_a_secret_takes_are_all_masked():
         'pa\\"ss w\\u00f6rd/+',  # in JSON, ASCII-escaped
         'pa\\"ss wörd/+',  # in JSON as is
     } <= forms
-    assert "" not in rest._encodings(["", None])
+    assert "" not in http_results.mask_forms(["", None])
 
 
 def test_a_token_in_the_path_is_masked_in_logs_and_answers(server, logs):

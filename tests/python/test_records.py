@@ -80,6 +80,21 @@ def test_db_queries_bind_records_as_their_ids(native):
         records.DB.query(b"SELECT 1")
 
 
+def test_db_names_are_still_reached_through_records():
+    # db.py was split off records.py; links, sync_helpers and project use records.X.
+    from pg_sync import db
+
+    for name in ("DB", "Database", "Row", "Savepoint", "execute", "make_row", "query", "_args", "_row_class"):
+        assert getattr(records, name) is getattr(db, name)
+
+
+def test_query_arguments_bind_records_as_ids_and_pass_other_values():
+    from pg_sync import db
+
+    m, pair = partner(), pair_table()
+    assert db._args((m.browse(5), m.browse([1, 2]), pair.browse([(1, "x")]), "s", None)) == (5, [1, 2], (1, "x"), "s", None)
+
+
 def test_a_savepoint_is_released_or_rolled_back(native):
     with records.DB.savepoint():
         pass

@@ -89,3 +89,13 @@ def test_bad_base_urls_are_refused_on_use(url, logs):
     with pytest.raises(Exception) as e:
         client.get("/x")
     assert "pw" not in str(e.value)
+
+
+def test_names_split_off_rest_are_still_rest_names():
+    # Providers (built-in and on SYNC_EVAL_CONTEXT_PATH) use them as rest.X.
+    from pg_sync import http_results, settings
+
+    for name in ("HTTPError", "HTTPClientError", "HTTPRetryableError", "HTTPConnectionError", "ERRORS", "Response", "next_link"):
+        assert getattr(rest, name) is getattr(http_results, name)
+    assert rest.Settings is settings.Settings
+    assert set(rest.ERRORS) == {"HTTPError", "HTTPClientError", "HTTPRetryableError", "HTTPConnectionError"}

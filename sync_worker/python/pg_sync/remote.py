@@ -2,8 +2,8 @@
 # (execute/query/query_one, $1 placeholders, Row results) over a native connection that
 # stays open across jobs; statements autocommit unless inside `with x.transaction():`.
 from pg_sync import _native
+from pg_sync import db as _local_db
 from pg_sync import job as _job
-from pg_sync import records as _records
 from pg_sync.errors import DatabaseError
 
 # Longest SQL/argument text written to a log line.
@@ -101,7 +101,7 @@ class RemoteDatabase:
         if not isinstance(sql, str):
             raise TypeError("the SQL statement must be a str")
         conn = self._connection()
-        args = _records._args(args)
+        args = _local_db._args(args)
 
         def call():
             n = conn.execute(sql, args)
@@ -114,11 +114,11 @@ class RemoteDatabase:
         if not isinstance(sql, str):
             raise TypeError("the SQL statement must be a str")
         conn = self._connection()
-        args = _records._args(args)
+        args = _local_db._args(args)
 
         def call():
             names, rows = conn.query(sql, args)
-            cls = _records._row_class(tuple(names))
+            cls = _local_db._row_class(tuple(names))
             out = [cls(r) for r in rows]
             return out, "%d row%s" % (len(out), "" if len(out) == 1 else "s")
 

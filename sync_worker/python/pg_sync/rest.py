@@ -10,9 +10,9 @@
 # - Connections are kept alive per client and reused by later jobs of the project: a TLS
 #   handshake per call would dominate small API calls. An idle connection the server
 #   closed is noticed before use.
-# - Failures feed the job's retry logic: HTTPClientError (a UserError) for requests the
-#   server refused (4xx), HTTPRetryableError (a RetryableJobError) for 5xx, 408, 429 and
-#   rate limits, HTTPConnectionError (retryable too) when no response came.
+# - Failures feed the job's retry logic (http_results.py): HTTPClientError (a UserError)
+#   for requests the server refused (4xx), HTTPRetryableError (a RetryableJobError) for
+#   5xx, 408, 429 and rate limits, HTTPConnectionError (retryable too) when no response came.
 import base64 as _base64
 import datetime as _datetime
 import decimal as _decimal
@@ -20,7 +20,6 @@ import http.client as _http
 import json as _json
 import re as _re
 import select as _select
-import socket as _socket
 import ssl as _ssl
 import threading as _threading
 import urllib.parse as _parse
@@ -28,110 +27,24 @@ import urllib.request as _request
 import uuid as _uuid
 
 from pg_sync import errors as _errors
+from pg_sync import http_results as _results
 from pg_sync import job as _job
 
+# Split off into http_results.py and settings.py; providers (and docs/providers.md) use
+# them as rest.X.
+from pg_sync.http_results import ERROR_BODY_LIMIT, ERRORS, HTTPClientError, HTTPConnectionError, HTTPError  # noqa: F401
+from pg_sync.http_results import HTTPRetryableError, Response, next_link  # noqa: F401
+from pg_sync.settings import Settings
+
 DEFAULT_TIMEOUT = 30.0
-# Longest body text written to one log line, and quoted in an error message.
+# Longest body text written to one log line.
 LOG_LIMIT = 20000
-ERROR_BODY_LIMIT = 2000
 MAX_REDIRECTS = 5
 USER_AGENT = "pg_sync-worker"
 _IDLE_CONNECTIONS = 4
 _METHOD = _re.compile(r"^[A-Z]+$")
 _IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
 _STALE = (_http.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-_MASK = "***"
-
-
-# ---------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------
-
-
-class HTTPError(Exception, metaclass=_errors.Frozen):
-    """An HTTP request failed. `.status` (None when no response came), `.method`, `.url`
-    (credentials masked), `.body` (response text), `.data` (the body parsed as JSON, or
-    None), `.headers` (response headers, lower-case names)."""
-
-    __module__ = "builtins"
-
-    def __init__(self, message, method=None, url=None, status=None, body=None, data=None, headers=None):
-        super().__init__(message)
-        self.message = message
-        self.method = method
-        self.url = url
-        self.status = status
-        self.body = body
-        self.data = data
-        self.headers = dict(headers or {})
-
-
-class HTTPClientError(HTTPError, _errors.UserError):
-    """The server refused the request (4xx except 408 and 429): the job fails, no retry."""
-
-    __module__ = "builtins"
-
-
-class HTTPRetryableError(HTTPError, _errors.RetryableJobError):
-    """A failure worth trying again later (5xx, 408, 429, rate limit): the job is retried."""
-
-    __module__ = "builtins"
-
-
-class HTTPConnectionError(HTTPRetryableError):
-    """No response: connection refused or lost, host not found, timeout. Retried."""
-
-    __module__ = "builtins"
-
-
-ERRORS = {
-    "HTTPError": HTTPError,
-    "HTTPClientError": HTTPClientError,
-    "HTTPRetryableError": HTTPRetryableError,
-    "HTTPConnectionError": HTTPConnectionError,
-}
-
-
-def _retryable(status, headers):
-    if status >= 500 or status in (408, 425, 429):
-        return True
-    # GitHub's primary and secondary rate limits answer 403.
-    return status == 403 and (headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers)
-
-
-# ---------------------------------------------------------------------------------
-# Responses
-# ---------------------------------------------------------------------------------
-
-
-class Response:
-    """`.status`, `.reason`, `.headers` (dict, lower-case names), `.text`, `.data` (the
-    body parsed as JSON when it is JSON, else the text; None when empty), `.url`."""
-
-    __slots__ = ("status", "reason", "headers", "text", "data", "url")
-
-    def __init__(self, status, reason, headers, text, data, url):
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.text = text
-        self.data = data
-        self.url = url
-
-    def __repr__(self):
-        return "<Response %d %s>" % (self.status, self.reason)
-
-
-def next_link(headers):
-    """The rel="next" URL of a Link header (GitHub's pagination), or None."""
-    for part in (headers.get("link") or "").split(","):
-        section = part.split(";")
-        if len(section) < 2:
-            continue
-        url = section[0].strip()
-        if url.startswith("<") and url.endswith(">") and any(s.strip() in ('rel="next"', "rel=next") for s in section[1:]):
-            return url[1:-1]
-    return None
 
 
 def _json_default(value):
@@ -145,45 +58,6 @@ def _json_default(value):
     raise TypeError("cannot send a %s as JSON" % type(value).__name__)
 
 
-def _decode(raw, headers):
-    ctype = headers.get("content-type", "")
-    charset = "utf-8"
-    for param in ctype.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "charset" and value:
-            charset = value.strip('"')
-    try:
-        text = raw.decode(charset, "replace")
-    except LookupError:
-        text = raw.decode("utf-8", "replace")
-    if not raw:
-        return text, None
-    if "json" in ctype.lower():
-        try:
-            return text, _json.loads(text)
-        except ValueError:
-            return text, text
-    return text, text
-
-
-def _clip(text, limit):
-    if len(text) <= limit:
-        return text
-    return "%s... (%d more characters)" % (text[:limit], len(text) - limit)
-
-
-def _encodings(values):
-    """The forms a value to hide may take in a log line: as is, URL-encoded (in a path or
-    a query), JSON-escaped (in a body)."""
-    forms = set()
-    for v in values:
-        if v:
-            forms.update((v, _parse.quote(v, safe=""), _parse.quote_plus(v), _parse.quote(v)))
-            forms.update((_json.dumps(v)[1:-1], _json.dumps(v, ensure_ascii=False)[1:-1]))
-    forms.discard("")
-    return forms
-
-
 def _alive(conn):
     """A kept-alive connection with nothing to read (a closed one reads EOF)."""
     sock = conn.sock
@@ -194,11 +68,6 @@ def _alive(conn):
     except (OSError, ValueError):
         return False
     return not readable
-
-
-# ---------------------------------------------------------------------------------
-# Clients
-# ---------------------------------------------------------------------------------
 
 
 class JsonClient:
@@ -280,14 +149,14 @@ class JsonClient:
             values.extend([encoded, str(password or "")])
         values.extend(str(v) for _, v in self._auth_params if v)
         self._headers = hdrs
-        self._masks = sorted(_encodings(values), key=len, reverse=True)
+        self._masks = sorted(_results.mask_forms(values), key=len, reverse=True)
 
     def _set_base(self, base_url):
         if not isinstance(base_url, str) or not base_url.strip():
             raise ValueError("no base URL is configured")
         parts = _parse.urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("the base URL must be an http:// or https:// URL, not %r" % _clip(base_url, 80))
+            raise ValueError("the base URL must be an http:// or https:// URL, not %r" % _results.clip(base_url, 80))
         if parts.username or parts.password:
             raise ValueError("the base URL must not contain credentials (keep them in secrets)")
         if parts.query or parts.fragment:
@@ -379,7 +248,7 @@ class JsonClient:
         line = "%s %s" % (method, shown)
         if shown_body:
             line += "\n" + shown_body
-        _job.log_transmission(self._name, mask(_clip(line, self._log_limit)))
+        _job.log_transmission(self._name, mask(_results.clip(line, self._log_limit)))
         for _hop in range(MAX_REDIRECTS + 1):
             status, reason, rheaders, raw = self._exchange(method, url, body, hdrs, wait, shown)
             location = rheaders.get("location")
@@ -396,16 +265,16 @@ class JsonClient:
             break
         # A server may echo credentials (a Location with key= and token=...).
         rheaders = {k: mask(v) for k, v in rheaders.items()}
-        text, parsed = _decode(raw, rheaders)
+        text, parsed = _results.decode(raw, rheaders)
         masked = mask(text)
         if masked != text:
-            text, parsed = _decode(masked.encode(), rheaders)
+            text, parsed = _results.decode(masked.encode(), rheaders)
         line = "%d %s %s %s" % (status, reason, method, shown)
         if text:
             line += "\n" + text
-        _job.log_response(self._name, _clip(line, self._log_limit))
+        _job.log_response(self._name, _results.clip(line, self._log_limit))
         if status >= 300:
-            raise self._status_error(method, shown, status, reason, rheaders, text, parsed)
+            raise _results.status_error(self._name, self._mask, method, shown, status, reason, rheaders, text, parsed)
         return Response(status, reason, rheaders, text, parsed, shown)
 
     def close(self):
@@ -418,17 +287,14 @@ class JsonClient:
     # -- internals -----------------------------------------------------------------
 
     def _mask(self, text, masks=None):
-        for m in self._masks if masks is None else masks:
-            if m in text:
-                text = text.replace(m, _MASK)
-        return text
+        return _results.mask_text(text, self._masks if masks is None else masks)
 
     def _masker(self, extra):
         """The mask function of one request: the client's values and `extra` ones."""
         if not extra:
             return self._mask
         masks = set(self._masks)
-        masks.update(_encodings([str(v) for v in extra if v]))
+        masks.update(_results.mask_forms([str(v) for v in extra if v]))
         ordered = sorted(masks, key=len, reverse=True)
         return lambda text: self._mask(text, ordered)
 
@@ -447,7 +313,7 @@ class JsonClient:
             if not self._same_origin(path):
                 raise _errors.UserError(
                     "%s: refusing to send a request to %s: this client only talks to %s"
-                    % (self._name, self._mask(_clip(path, 200)), self._base)
+                    % (self._name, self._mask(_results.clip(path, 200)), self._base)
                 )
             url = path.split("#", 1)[0]
         else:
@@ -549,7 +415,7 @@ class JsonClient:
                 if attempt == 0 and reused and method in _IDEMPOTENT and isinstance(e, _STALE):
                     continue
                 if isinstance(e, Exception):
-                    raise self._connection_error(e, method, shown, timeout) from None
+                    raise _results.connection_error(self._name, self._mask, e, method, shown, timeout) from None
                 raise
             rheaders = {}
             for key, value in resp.getheaders():
@@ -561,131 +427,6 @@ class JsonClient:
                 self._checkin(conn)
             return resp.status, resp.reason, rheaders, raw
         raise AssertionError("unreachable")
-
-    def _connection_error(self, e, method, shown, timeout):
-        cls = HTTPConnectionError
-        if isinstance(e, (_socket.timeout, TimeoutError)):
-            why = "no answer within %g s (timeout)" % timeout
-        elif isinstance(e, ConnectionRefusedError):
-            why = "connection refused"
-        elif isinstance(e, _socket.gaierror):
-            why = "cannot resolve the host name (%s)" % e
-        elif isinstance(e, _ssl.SSLCertVerificationError):
-            why = "the TLS certificate could not be verified (%s)" % getattr(e, "verify_message", e)
-            cls = HTTPError
-        elif isinstance(e, ValueError):
-            # http.client refuses header values with line breaks and the like.
-            return _errors.UserError(self._mask("%s: %s %s: %s" % (self._name, method, shown, e)))
-        else:
-            why = "%s (%s)" % (type(e).__name__, e) if str(e) else type(e).__name__
-        message = self._mask("%s: %s %s failed: %s" % (self._name, method, shown, why))
-        _job.log_response(self._name, message)
-        return cls(message, method=method, url=shown)
-
-    def _status_error(self, method, shown, status, reason, headers, text, parsed):
-        if 300 <= status < 400:
-            detail = "redirect to %s not followed" % self._mask(headers.get("location") or "?")
-            cls = HTTPError
-        else:
-            detail = _clip(text, ERROR_BODY_LIMIT) if text else "(no body)"
-            if _retryable(status, headers):
-                cls = HTTPRetryableError
-            elif status < 500:
-                cls = HTTPClientError
-            else:
-                cls = HTTPError
-        message = "%s: %s %s returned %d %s: %s" % (self._name, method, shown, status, reason, detail)
-        return cls(message, method=method, url=shown, status=status, body=text, data=parsed if text else None, headers=headers)
-
-
-# ---------------------------------------------------------------------------------
-# Settings
-# ---------------------------------------------------------------------------------
-
-
-class Settings:
-    """A provider's settings `<PREFIX>_<KEY>`. Credentials and base URLs come from secrets
-    only; other settings from secrets first (admins only can write them), then params.
-
-    A base URL decides where the credentials are sent, and developers write params: a
-    base URL taken from a param would let a developer send an admin's token to a server
-    of their own."""
-
-    __slots__ = ("prefix", "_secrets", "_params")
-
-    def __init__(self, prefix, secrets, params):
-        self.prefix = prefix
-        self._secrets = secrets
-        self._params = params
-
-    def key(self, key):
-        return "%s_%s" % (self.prefix, key)
-
-    def secret(self, key):
-        value = self._secrets.get(self.key(key)) if self._secrets is not None else None
-        return value if value not in (None, "") else None
-
-    def param(self, key):
-        value = self._params.get(self.key(key)) if self._params is not None else None
-        return value if value not in (None, "") else None
-
-    def value(self, key, default=None, secret_only=False):
-        value = self.secret(key)
-        if value is None and not secret_only and not key.endswith("BASE_URL"):
-            value = self.param(key)
-        return value if value not in (None, "") else default
-
-    def base_url(self, name, default=None):
-        """(base URL, problem): the secret <PREFIX>_BASE_URL, else `default`. `problem` (a
-        message for JsonClient's problem=, naming client `name`) when there is neither,
-        or when a param of that name points elsewhere than the default: it is ignored,
-        and rather than sending the credentials somewhere unexpected the client says so."""
-        key = self.key("BASE_URL")
-        value = self.secret("BASE_URL")
-        if value is not None:
-            return value, None
-        param = self.param("BASE_URL")
-        if param is not None and (default is None or str(param).strip().rstrip("/") != default.rstrip("/")):
-            return None, (
-                "%s: %s is set as a param, which is ignored: a base URL decides where the credentials go, so it is read "
-                "from secrets only (admins write them); set it as the secret %s in sync.project_secret%s"
-                % (name, key, key, ", or delete the param to use %s" % default if default else "")
-            )
-        if default is None:
-            return None, "%s: %s is not set: add it to sync.project_secret" % (name, key)
-        return default, None
-
-    def number(self, key, default):
-        value = self.value(key)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = -1.0
-        if not number > 0:
-            raise _errors.UserError("%s must be a positive number of seconds, not %r" % (self.key(key), value))
-        return number
-
-    def flag(self, key, default):
-        value = self.value(key)
-        if value is None:
-            return default
-        text = str(value).strip().lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise _errors.UserError("%s must be true or false, not %r" % (self.key(key), value))
-
-    def missing(self, *keys):
-        """A message for secrets that must be set, or None."""
-        names = [self.key(k) for k in keys if self.secret(k) is None]
-        if not names:
-            return None
-        if len(names) > 1:
-            return "secrets %s are not set: add them to sync.project_secret" % " and ".join(names)
-        return "secret %s is not set: add it to sync.project_secret" % names[0]
 
 
 def client_from_settings(prefix, secrets, params, name, default_base_url=None, cls=JsonClient, **options):

@@ -48,6 +48,7 @@ const PACKAGE: &[(&str, &str)] = &[
         include_str!("../../python/pg_sync/values.py"),
     ),
     ("pg_sync.job", include_str!("../../python/pg_sync/job.py")),
+    ("pg_sync.db", include_str!("../../python/pg_sync/db.py")),
     (
         "pg_sync.records",
         include_str!("../../python/pg_sync/records.py"),
@@ -59,6 +60,14 @@ const PACKAGE: &[(&str, &str)] = &[
     (
         "pg_sync.sync_helpers",
         include_str!("../../python/pg_sync/sync_helpers.py"),
+    ),
+    (
+        "pg_sync.http_results",
+        include_str!("../../python/pg_sync/http_results.py"),
+    ),
+    (
+        "pg_sync.settings",
+        include_str!("../../python/pg_sync/settings.py"),
     ),
     ("pg_sync.rest", include_str!("../../python/pg_sync/rest.py")),
     (
