@@ -32,8 +32,9 @@ as_root() {
 # Debian packages needed to build pgrx extensions and embed Python.
 ensure_apt_packages() {
     # postgresql-$PG_MAJOR: the server binaries copied into the prefix (and the `postgres`
-    # user clusters run as); build-essential, curl, ca-certificates: rustup and linking.
-    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil python3-tz python3-pytest pkg-config libssl-dev build-essential curl ca-certificates)
+    # user clusters run as); build-essential, curl, ca-certificates: rustup and linking;
+    # mypy, python3-typeshed, python3-pip, python3-venv: tests/python/test_task_stubs.py.
+    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil python3-tz python3-pytest mypy python3-typeshed python3-pip python3-venv pkg-config libssl-dev build-essential curl ca-certificates)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,20 @@
+# `dateutil.rrule` in task code.
+from dateutil.rrule import (
+    DAILY as DAILY,
+    FR as FR,
+    HOURLY as HOURLY,
+    MINUTELY as MINUTELY,
+    MO as MO,
+    MONTHLY as MONTHLY,
+    SA as SA,
+    SECONDLY as SECONDLY,
+    SU as SU,
+    TH as TH,
+    TU as TU,
+    WE as WE,
+    WEEKLY as WEEKLY,
+    YEARLY as YEARLY,
+    rrule as rrule,
+    rruleset as rruleset,
+    rrulestr as rrulestr,
+)
