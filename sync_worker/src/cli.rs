@@ -1,5 +1,6 @@
-// The command line: the worker's settings (config.rs) and its subcommands, each defined
-// by the command it runs (executor, run-job, export, import).
+// The command line: the worker's settings (config/), --print-config, and its subcommands,
+// each defined by the command it runs (executor, run-job, export, import).
+use crate::config::render::PrintFormat;
 use crate::config::WorkerArgs;
 use clap::{Parser, Subcommand};
 
@@ -12,6 +13,17 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub worker: WorkerArgs,
+    /// Print the example config file (every setting, commented, with its default, flag
+    /// and environment variable) and exit; `--print-config=markdown` prints the table of
+    /// docs/configuration.md instead.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "toml"
+    )]
+    pub print_config: Option<PrintFormat>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -29,30 +29,46 @@ use config::{Config, LogFormat};
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(format) = cli.print_config {
+        print!("{}", config::render::print(format));
+        return;
+    }
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run_worker(&cli.worker),
         Command::RunJob(args) => {
-            init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
-            pg::set_default_ca_file(cli.worker.database_ca_file.clone());
+            init_tracing(
+                log_format(&cli.worker),
+                cli.worker.settings.log_level.as_deref(),
+            );
+            pg::set_default_ca_file(cli.worker.settings.database_ca_file.clone());
             run_job::main(
-                cli.worker.database_url.as_deref(),
-                cli.worker.executor_database_url.as_deref(),
+                cli.worker.settings.database_url.as_deref(),
+                cli.worker.settings.executor_database_url.as_deref(),
                 &args,
             )
         }
         Command::Export(args) => {
-            init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
-            pg::set_default_ca_file(cli.worker.database_ca_file.clone());
-            project_io::export_main(cli.worker.database_url.as_deref(), &args)
+            init_tracing(
+                log_format(&cli.worker),
+                cli.worker.settings.log_level.as_deref(),
+            );
+            pg::set_default_ca_file(cli.worker.settings.database_ca_file.clone());
+            project_io::export_main(cli.worker.settings.database_url.as_deref(), &args)
         }
         Command::Import(args) => {
-            init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
-            pg::set_default_ca_file(cli.worker.database_ca_file.clone());
-            project_io::import_main(cli.worker.database_url.as_deref(), &args)
+            init_tracing(
+                log_format(&cli.worker),
+                cli.worker.settings.log_level.as_deref(),
+            );
+            pg::set_default_ca_file(cli.worker.settings.database_ca_file.clone());
+            project_io::import_main(cli.worker.settings.database_url.as_deref(), &args)
         }
         Command::Executor(args) => {
-            init_tracing(log_format(&cli.worker), cli.worker.log_level.as_deref());
-            pg::set_default_ca_file(cli.worker.database_ca_file.clone());
+            init_tracing(
+                log_format(&cli.worker),
+                cli.worker.settings.log_level.as_deref(),
+            );
+            pg::set_default_ca_file(cli.worker.settings.database_ca_file.clone());
             let index = args.index;
             match executor::main(args) {
                 Ok(()) => 0,
@@ -68,11 +84,7 @@ fn main() {
 
 /// The log format of a command that reads no config file.
 fn log_format(args: &config::WorkerArgs) -> LogFormat {
-    if args.log_json {
-        LogFormat::Json
-    } else {
-        args.log_format.unwrap_or(LogFormat::Text)
-    }
+    args.log_format().unwrap_or(LogFormat::Text)
 }
 
 fn run_worker(args: &config::WorkerArgs) -> i32 {
