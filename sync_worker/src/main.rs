@@ -20,6 +20,7 @@ mod run_job;
 mod shared;
 mod startup;
 mod supervisor;
+mod systemd;
 mod version;
 mod webhook_call;
 
@@ -28,7 +29,19 @@ use cli::{Cli, Command};
 use config::{Config, LogFormat};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; a bad flag is a
+            // configuration error like any other (clap's own code would be 2).
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() {
+                startup::EX_CONFIG
+            } else {
+                0
+            });
+        }
+    };
     if let Some(format) = cli.print_config {
         print!("{}", config::render::print(format));
         return;
@@ -92,7 +105,7 @@ fn run_worker(args: &config::WorkerArgs) -> i32 {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("sync_worker: {e}");
-            return 2;
+            return startup::EX_CONFIG;
         }
     };
     init_tracing(cfg.log_format, cfg.log_level.as_deref());
@@ -117,7 +130,7 @@ fn run_worker(args: &config::WorkerArgs) -> i32 {
                     LogFormat::Text => eprintln!("sync_worker: {e}"),
                     LogFormat::Json => tracing::error!("{e}"),
                 }
-                return 2;
+                return e.exit_code();
             }
         };
         let Some((listeners, facts)) = prepared else {

@@ -190,11 +190,26 @@ impl ConnectError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ConnectError::Url(_) | ConnectError::Tls(_) => true,
-            ConnectError::Db(e) => e.as_db_error().is_some_and(|db| {
-                matches!(db.code().code(), "28000" | "28P01" | "3D000" | "42501")
-            }),
+            ConnectError::Db(e) => {
+                e.as_db_error().is_some_and(|db| {
+                    matches!(db.code().code(), "28000" | "28P01" | "3D000" | "42501")
+                }) || host_does_not_exist(e)
+            }
         }
     }
+}
+
+/// The host name has no address (getaddrinfo's EAI_NONAME, glibc's wording): a typo in
+/// the URL, unlike a DNS server that does not answer ("Temporary failure ...").
+fn host_does_not_exist(e: &tokio_postgres::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if err.to_string().contains("Name or service not known") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 async fn connect_inner(

@@ -56,11 +56,26 @@ pub struct State {
     pub webhook_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     next_call: AtomicU64,
+    /// When the supervisor loop last turned (ms after `origin`): /health/live.
+    origin: std::time::Instant,
+    turned_ms: AtomicU64,
 }
 
 pub type Shared = Arc<State>;
 
 impl State {
+    /// The supervisor loop turned (it does at least every 100 ms while healthy).
+    pub fn loop_turned(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.turned_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the supervisor loop last turned.
+    pub fn since_loop_turned(&self) -> std::time::Duration {
+        let now = self.origin.elapsed().as_millis() as u64;
+        std::time::Duration::from_millis(now.saturating_sub(self.turned_ms.load(Ordering::Relaxed)))
+    }
+
     pub fn new(
         cfg: Config,
         commands: mpsc::UnboundedSender<SupervisorCommand>,
@@ -71,6 +86,8 @@ impl State {
             webhook_addr,
             admin_addr,
             next_call: AtomicU64::new(1),
+            origin: std::time::Instant::now(),
+            turned_ms: AtomicU64::new(0),
             cfg,
             metrics: Metrics::default(),
             started_at: Utc::now(),

@@ -21,7 +21,9 @@ pub enum StartupError {
         source: std::io::Error,
     },
     #[error("database_url: cannot connect to the database: {0}")]
-    Unreachable(String),
+    BadLogin(String),
+    #[error("the database is unavailable ({0}); it may come back: --wait-for-database waits for it at start")]
+    Unavailable(String),
     #[error("database_url: pg_sync is not installed in this database: run CREATE EXTENSION pg_sync there (or point database_url at the right database)")]
     NoExtension,
     #[error("database_url: the database has pg_sync {found}, but this sync_worker {worker} works with {worker_minor}.x only: run ALTER EXTENSION pg_sync UPDATE, or install the sync_worker matching the extension")]
@@ -41,6 +43,21 @@ pub enum StartupError {
         what: &'static str,
         source: tokio_postgres::Error,
     },
+}
+
+/// sysexits(3) codes, so that a service manager can tell a configuration to fix (not
+/// worth restarting: RestartPreventExitStatus=78) from an outage to wait out.
+pub const EX_UNAVAILABLE: i32 = 69;
+pub const EX_CONFIG: i32 = 78;
+
+impl StartupError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartupError::Unavailable(_) => EX_UNAVAILABLE,
+            StartupError::Sql { source, .. } if pg::is_connection_error(source) => EX_UNAVAILABLE,
+            _ => EX_CONFIG,
+        }
+    }
 }
 
 /// The listening sockets, bound before anything else so that a taken port stops the
@@ -145,8 +162,11 @@ pub async fn connect(cfg: &Config) -> Result<Client, StartupError> {
                 // the worker waits the whole `wait_for_database`, not just the backoff
                 // steps that fit in it.
                 let left = until.saturating_duration_since(Instant::now());
-                if e.is_permanent() || left.is_zero() {
-                    return Err(StartupError::Unreachable(e.to_string()));
+                if e.is_permanent() {
+                    return Err(StartupError::BadLogin(e.to_string()));
+                }
+                if left.is_zero() {
+                    return Err(StartupError::Unavailable(e.to_string()));
                 }
                 let delay = backoff.next_delay().min(left);
                 tracing::warn!(

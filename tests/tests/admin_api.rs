@@ -141,8 +141,12 @@ async fn the_token_is_required_on_every_route_but_health() {
             assert!(error_text(&body).contains("Bearer"), "{body}");
         }
     }
-    // /health is open: load balancers probe it without secrets.
-    assert_eq!(anon.get("/health").await.0, 200);
+    // /health/* is open: load balancers and orchestrators probe it without secrets.
+    assert_eq!(anon.get("/health/live").await.0, 200);
+    wait_for("/health to be 200", Duration::from_secs(30), || async {
+        anon.get("/health").await.0 == 200
+    })
+    .await;
 
     // With the token every route answers (the scheme is case-insensitive).
     let api = Api::of(&worker).await.with_token(TOKEN);
@@ -175,17 +179,34 @@ async fn health_is_503_while_the_database_is_down() {
     let worker = WorkerProcess::start(&db.url, &["--executors", "1"]);
     let api = Api::of(&worker).await;
     connected(&worker).await;
+    // Ready once the database answers, the queue is served and every executor is up.
+    wait_for(
+        "/health/ready to be 200",
+        Duration::from_secs(30),
+        || async { api.get("/health/ready").await.0 == 200 },
+    )
+    .await;
     let (status, body) = api.get("/health").await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(
-        (status, body),
-        (200, json!({"status": "ok", "database": "reachable"}))
+        body,
+        json!({"status": "ok", "database": "reachable", "worker": "running",
+               "executors": {"jobs": "1 of 1 ready", "webhooks": "1 of 1 ready"}})
+    );
+    assert_eq!(
+        api.get("/health/live").await,
+        (200, json!({"status": "ok"}))
     );
 
     cluster.stop("fast");
-    let (status, body) = api.get("/health").await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["status"], "unavailable");
-    assert!(body["database"].as_str().is_some_and(|s| !s.is_empty()));
+    for route in ["/health", "/health/ready"] {
+        let (status, body) = api.get(route).await;
+        assert_eq!(status, 503, "{route}: {body}");
+        assert_eq!(body["status"], "unavailable");
+        assert!(body["database"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    // Alive all the same: a database failover must not get the worker restarted.
+    assert_eq!(api.get("/health/live").await.0, 200);
     // The rest of the API still answers, saying the database is unreachable.
     let (status, body) = api.get("/service/status").await;
     assert_eq!(status, 200);

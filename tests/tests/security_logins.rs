@@ -81,7 +81,7 @@ async fn logins_with_too_many_rights_are_refused() {
     let c = db.connect().await;
     // The executors may not log in as a superuser...
     let (code, out) = check(&db.url, &["--executor-database-url", &db.url]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 78, "{out}");
     assert!(
         out.contains("executor_database_url") && out.contains("is a superuser"),
         "{out}"
@@ -98,7 +98,7 @@ async fn logins_with_too_many_rights_are_refused() {
         &db.url,
         &["--executor-database-url", &login_url(&db, "wide_exec")],
     );
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 78, "{out}");
     assert!(
         out.contains("member of roles besides sync_executor"),
         "{out}"
@@ -110,10 +110,10 @@ async fn logins_with_too_many_rights_are_refused() {
     )
     .await;
     let (code, out) = check(&login_url(&db, "plain_login"), &[]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 78, "{out}");
     assert!(out.contains("GRANT sync_worker TO plain_login"), "{out}");
     // An empty admin token would mean no authentication: refused, naming the setting.
     let (code, out) = check(&db.url, &["--admin-token", ""]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 78, "{out}");
     assert!(out.contains("admin_token: is empty"), "{out}");
 }

@@ -33,7 +33,7 @@ const TOML_HEADER: &str = "\
 # lines not commented out are values for production; the others show the default or an
 # example. Precedence: command-line flag > environment variable > this file > default.
 # Keys are the flag names in snake_case (--poll-interval -> poll_interval). An unknown
-# key or a bad value stops the worker with exit code 2 and a message naming the setting;
+# key or a bad value stops the worker with exit code 78 (EX_CONFIG) naming the setting;
 # check a file with `sync_worker --config /etc/pg_sync/worker.toml --check`.
 #
 # Durations: \"500ms\", \"2s\", \"5m\", \"1h\" or a number of seconds. Sizes: \"10MiB\", \"512KiB\",

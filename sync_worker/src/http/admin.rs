@@ -1,5 +1,5 @@
 // The admin HTTP API: health, status, version, metrics, waking the claim loop, and jobs
-// (create, info, list). Every route but /health needs the bearer token when one is set.
+// (create, info, list). Every route but /health/* needs the bearer token when one is set.
 use crate::pg::Reconnect;
 use crate::shared::{Shared, SupervisorCommand};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 struct Admin {
@@ -41,7 +42,9 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     Router::new()
-        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health", get(ready))
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(ctx)
@@ -142,15 +145,53 @@ async fn with_db<T>(
     }
 }
 
-async fn health(State(ctx): State<Ctx>) -> Response {
-    match with_db(&ctx, "SELECT 1", &[], |_| ()).await {
-        Ok(()) => Json(json!({ "status": "ok", "database": "reachable" })).into_response(),
-        Err(e) => (
+/// Longer than this without a turn of the supervisor loop (it turns at least every
+/// 100 ms) and the worker is stuck: a liveness probe should restart it.
+const LIVE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Liveness: the supervisor loop turns. A database outage does not make the worker
+/// unhealthy (it reconnects by itself), so this does not touch the database.
+async fn live(State(ctx): State<Ctx>) -> Response {
+    let since = ctx.state.since_loop_turned();
+    if since <= LIVE_LIMIT {
+        Json(json!({ "status": "ok" })).into_response()
+    } else {
+        let why = format!(
+            "the supervisor loop has not turned for {} s",
+            since.as_secs()
+        );
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "database": e.message })),
+            Json(json!({ "status": "stuck", "reason": why })),
         )
-            .into_response(),
+            .into_response()
     }
+}
+
+/// Readiness (also /health): the database answers, the worker serves the queue, and
+/// every executor is connected. A load balancer sends webhooks only to ready workers.
+async fn ready(State(ctx): State<Ctx>) -> Response {
+    let st = ctx.state.status();
+    let executors_up =
+        st.executors_ready == st.executors && st.webhook_executors_ready == st.webhook_executors;
+    let executors = json!({
+        "jobs": format!("{} of {} ready", st.executors_ready, st.executors),
+        "webhooks": format!("{} of {} ready", st.webhook_executors_ready, st.webhook_executors),
+    });
+    let database = with_db(&ctx, "SELECT 1", &[], |_| ()).await;
+    let ok = database.is_ok() && st.state == "running" && executors_up;
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "database": match &database { Ok(()) => "reachable".to_string(), Err(e) => e.message.clone() },
+        "worker": st.state,
+        "executors": executors,
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 const COUNTS_SQL: &str = "

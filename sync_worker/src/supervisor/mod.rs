@@ -126,6 +126,8 @@ pub struct Supervisor {
     published_running: (i32, Vec<i64>),
     /// 0 idle, 1 a publish is under way, 2 the last one failed (publish again).
     publishing: Arc<std::sync::atomic::AtomicU8>,
+    /// READY=1, WATCHDOG=1 and STOPPING=1 for systemd.
+    systemd: crate::systemd::Notifier,
 }
 
 /// After an executor died: end its backend (its row locks go with it), then record what
@@ -236,6 +238,7 @@ pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<()
         recheck_at: None,
         published_running: (0, Vec::new()),
         publishing: Arc::default(),
+        systemd: crate::systemd::Notifier::from_env(),
     };
     sup.main_loop(signals).await
 }

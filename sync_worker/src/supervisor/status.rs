@@ -43,7 +43,7 @@ impl Supervisor {
         });
     }
 
-    pub(super) fn publish_status(&self) {
+    pub(super) fn publish_status(&mut self) {
         let state = if self.stopping.is_some() {
             "stopping"
         } else if self.queue.is_some() {
@@ -53,6 +53,11 @@ impl Supervisor {
         } else {
             "starting"
         };
+        self.state.loop_turned();
+        self.systemd.alive();
+        if let (Some(q), None) = (&self.queue, self.stopping) {
+            self.systemd.ready(q.worker);
+        }
         self.state.set_status(|st| {
             st.worker_id = self.queue.as_ref().map(|q| q.worker);
             st.state = state;

@@ -6,6 +6,7 @@ impl Supervisor {
     pub(super) fn on_signal(&mut self, n: u32) {
         if self.stopping.is_none() {
             self.stopping = Some(Instant::now() + self.cfg.grace_period);
+            self.systemd.stopping();
             let worker = self.queue.as_ref().map(|q| q.worker);
             let ready: Vec<i64> = self.ready.drain(..).map(|(id, _)| id).collect();
             if let Some(w) = worker {
