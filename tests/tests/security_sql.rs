@@ -329,6 +329,7 @@ async fn security_definer_functions_and_public_grants_follow_the_rules() {
         "sync.refs_filter(text,jsonb)",
         "sync.retry_delay(integer)",
         "sync.run_as_problem(name)",
+        "sync.version()",
         "sync.search_local_links(text,regclass,text[])",
         "sync.worker_lock_class()",
         "sync_get_link(text,jsonb)",
