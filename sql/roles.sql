@@ -85,7 +85,7 @@ BEGIN
                         AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
         JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_sync'
     LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
     END LOOP;
 END
 $$;
@@ -160,6 +160,8 @@ GRANT EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestampt
     sync.dbt_apply(bigint, boolean), sync.dbt_schedule(bigint, jsonb[], timestamptz[]),
     sync.dbt_backfill(bigint)
     TO sync_developer;
+-- Invoker's rights: it queues through sync_run_button and reads sync.job as the caller.
+GRANT EXECUTE ON PROCEDURE sync_press_button(text, text, jsonb, interval) TO sync_developer;
 
 ------------------------------------------------------------------------------------
 -- sync_admin: everything, including secrets, core_code, run_as and eval_context; and

@@ -165,6 +165,52 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sync_run_button(text, text) IS 'Press a button: enqueue handle_button() at top priority (0) and return the job id; a running worker starts it at once.';
+
+-- Press a button and wait for its outcome, as Sync Studio's buttons do. A procedure,
+-- because the job must be committed before a worker can see it; and so SECURITY
+-- INVOKER without SET clauses (PostgreSQL allows COMMIT in no other kind): the job is
+-- queued through sync_run_button (which checks and records the caller), and waiting
+-- reads sync.job with the caller's own rights. Each read takes a new snapshot.
+CREATE PROCEDURE sync_press_button(project text, button text, INOUT result jsonb,
+                                   timeout interval DEFAULT interval '30 seconds')
+LANGUAGE plpgsql AS $$
+DECLARE
+    job_id bigint;
+    j record;
+    deadline timestamptz;
+    pause double precision := 0.001;
+BEGIN
+    job_id := public.sync_run_button(project, button);
+    COMMIT;
+    deadline := pg_catalog.clock_timestamp() + timeout;
+    LOOP
+        SELECT x.state, x.result, x.error, x.attempts, x.eta INTO j FROM sync.job x WHERE x.id = job_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'button "%" of project "%": job % was deleted while it ran', button, project, job_id
+                USING ERRCODE = 'no_data_found';
+        END IF;
+        EXIT WHEN j.state IN ('done', 'failed', 'cancelled') OR (j.state = 'pending' AND j.attempts > 0);
+        IF pg_catalog.clock_timestamp() >= deadline THEN
+            RAISE EXCEPTION 'button "%" of project "%": job % is still % after %', button, project, job_id, j.state, timeout
+                USING ERRCODE = 'query_canceled',
+                      HINT = pg_catalog.format('Is a sync_worker running? The job stays queued: SELECT state, result, error FROM sync.job WHERE id = %s;', job_id);
+        END IF;
+        PERFORM pg_catalog.pg_sleep(pause);
+        -- 1 ms at first (a worker picks a button up within milliseconds), up to 50 ms.
+        pause := least(pause * 1.5, 0.05);
+    END LOOP;
+    IF j.state = 'done' THEN
+        result := j.result;
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'button "%" of project "%" failed (job %): %', button, project, job_id,
+        CASE WHEN j.state = 'pending' THEN pg_catalog.format('%s; it will be retried at %s, or press the button again', pg_catalog.substring(pg_catalog.rtrim(j.error, E' \n'), '[^\n]*$'), j.eta)
+             ELSE pg_catalog.substring(pg_catalog.rtrim(coalesce(j.error, j.state), E' \n'), '[^\n]*$') END
+        USING ERRCODE = 'external_routine_exception', DETAIL = coalesce(j.error, ''),
+              HINT = pg_catalog.format('The job''s log: SELECT level, message FROM sync.log_view WHERE job_id = %s ORDER BY created_at;', job_id);
+END
+$$;
+COMMENT ON PROCEDURE sync_press_button(text, text, jsonb, interval) IS 'Press a button and wait (up to timeout, default 30 s) for its outcome: CALL sync_press_button(project, button, NULL) returns the handler''s result, or raises its error with the traceback in DETAIL. Call it outside a transaction block: it commits the job first.';
 CREATE FUNCTION sync_add_job(project text, task text, handler text, args jsonb DEFAULT '{}',
                              priority integer DEFAULT 10, eta timestamptz DEFAULT NULL,
                              max_retries integer DEFAULT 5, description text DEFAULT NULL,
@@ -1399,7 +1445,7 @@ BEGIN
                         AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
         JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_sync'
     LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', f);
     END LOOP;
 END
 $$;
@@ -1474,6 +1520,8 @@ GRANT EXECUTE ON FUNCTION sync_set_link(text, regclass, bigint, text, timestampt
     sync.dbt_apply(bigint, boolean), sync.dbt_schedule(bigint, jsonb[], timestamptz[]),
     sync.dbt_backfill(bigint)
     TO sync_developer;
+-- Invoker's rights: it queues through sync_run_button and reads sync.job as the caller.
+GRANT EXECUTE ON PROCEDURE sync_press_button(text, text, jsonb, interval) TO sync_developer;
 
 ------------------------------------------------------------------------------------
 -- sync_admin: everything, including secrets, core_code, run_as and eval_context; and

@@ -1,5 +1,5 @@
-// The admin HTTP API: health, status, version, metrics, waking the claim loop, and jobs
-// (create, info, list). Every route but /health/* needs the bearer token when one is set.
+// The admin HTTP API: health, status, version, metrics, waking the claim loop, jobs and
+// buttons. Every route but /health/* needs the bearer token when one is set.
 use crate::pg::Reconnect;
 use crate::shared::{Shared, SupervisorCommand};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -37,6 +37,7 @@ pub fn router(state: Shared) -> Router {
         .route("/service/version", get(version))
         .route("/service/processjobs", post(process_jobs))
         .route("/job/create", post(create_job))
+        .route("/button/press", post(press_button))
         .route("/job/info/{id}", get(job_info))
         .route("/job/list", get(job_list))
         .route("/metrics", get(metrics))
@@ -344,6 +345,14 @@ FROM sync.project p JOIN sync.task t ON t.project_id = p.id
 WHERE p.name = $1 AND t.name = $2";
 
 /// POST /job/create: queue `handler(*args, **kwargs)` of a task.
+async fn press_button(
+    State(ctx): State<Ctx>,
+    body: Result<Json<super::buttons::Press>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(press) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(super::buttons::press(&ctx.state.cfg.database_url, press).await)
+}
+
 async fn create_job(
     State(ctx): State<Ctx>,
     body: Result<Json<NewJob>, JsonRejection>,

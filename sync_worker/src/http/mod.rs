@@ -1,6 +1,7 @@
 // The worker's two HTTP servers: webhooks (`/sync/webhook/<token>`, meant to be public
 // behind a reverse proxy) and the admin API (loopback by default, optional bearer token).
 pub mod admin;
+mod buttons;
 pub mod request_body;
 mod token_lookup;
 pub mod webhooks;
