@@ -190,6 +190,20 @@ impl Demo {
         format!("{}/sync/webhook/{token}", self.base_url)
     }
 
+    /// Give a webhook trigger of the project a signing secret: the worker then answers
+    /// 401 to requests without a matching `X-Hub-Signature-256` (GitHub's signature).
+    pub async fn signing_secret(&self, trigger: &str, secret: &str) {
+        let n = self
+            .client
+            .execute(
+                "UPDATE sync.webhook_trigger SET signing_secret = $3 WHERE project_id = $1 AND name = $2",
+                &[&self.id, &trigger, &secret],
+            )
+            .await
+            .expect("set the signing secret");
+        assert_eq!(n, 1, "the project has no webhook trigger {trigger}");
+    }
+
     /// Press a button and wait for its job; (state, result, error).
     pub async fn press(&self, button: &str) -> (i64, Value) {
         let id: i64 = self
@@ -417,4 +431,18 @@ pub async fn settle(fakes: &[&FakeServer]) -> Vec<usize> {
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     panic!("the fakes' webhooks never settled: {last:?} deliveries (a loop?)")
+}
+
+/// The Trello card that the GitHub <-> Trello demo links to GitHub ref `issue`
+/// (`owner/name#number`), if any.
+pub async fn card_linked_to(client: &Client, issue: &str) -> Option<String> {
+    client
+        .query_opt(
+            "SELECT CASE WHEN system1 = 'trello' THEN ref1 ELSE ref2 END
+             FROM sync_search_links('github_trello_issue', jsonb_build_object('github', $1::text, 'trello', null))",
+            &[&issue],
+        )
+        .await
+        .expect("search links")
+        .map(|r| r.get(0))
 }

@@ -2,7 +2,7 @@
 // GitHub and Trello servers, whose webhooks call the real worker: PUSH_ALL_ISSUES, the
 // setup buttons, new issue -> card, comments, labels both ways without loops, and the
 // nightly label check under each LABELS_MERGE_STRATEGY.
-use pg_sync_tests::demos::{deliveries as deliveries_of, settle, Demo};
+use pg_sync_tests::demos::{card_linked_to, deliveries as deliveries_of, settle, Demo};
 use pg_sync_tests::fakes::FakeServer;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -108,16 +108,9 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// The card linked to issue `number` of REPO (links name issues `owner/name#number`).
 async fn card_of(demo: &Demo, number: i64) -> Option<String> {
-    demo.client
-        .query_opt(
-            "SELECT CASE WHEN system1 = 'trello' THEN ref1 ELSE ref2 END
-             FROM sync_search_links('github_trello_issue', jsonb_build_object('github', $1::text, 'trello', null))",
-            &[&number.to_string()],
-        )
-        .await
-        .expect("search links")
-        .map(|r| r.get(0))
+    card_linked_to(&demo.client, &format!("{REPO}#{number}")).await
 }
 
 /// Deliveries after the first `from` that did not get a 200 from the worker.
@@ -293,7 +286,12 @@ async fn github_trello_demo_against_fake_apis() {
         assert_eq!(child.get::<_, String>(0), "done");
         let r: Value = child.get(1);
         for n in r["created"].as_array().unwrap() {
-            created.insert(n.as_str().unwrap().parse::<i64>().unwrap());
+            let number = n
+                .as_str()
+                .unwrap()
+                .strip_prefix(&format!("{REPO}#"))
+                .unwrap();
+            created.insert(number.parse::<i64>().unwrap());
         }
     }
     assert_eq!(created, pushed);

@@ -1,9 +1,12 @@
 # GitHub <-> Trello demo, common code. Issues of params.GITHUB_REPO get a card on board
-# params.TRELLO_BOARD_ID, linked in relation ISSUES_REL ({"github": issue number,
-# "trello": card id}); GitHub labels (by name) and Trello labels (by id) are paired in
-# LABELS_REL. Every change checks the other side first, so that the webhook the change
-# itself causes finds nothing to do: no change bounces back and forth.
+# params.TRELLO_BOARD_ID, linked in relation ISSUES_REL ({"github": "owner/name#number",
+# "trello": card id}); each comment copied to a card is linked in COMMENTS_REL ({"github":
+# comment id, "trello": id of the card's comment}); GitHub labels (by name) and Trello
+# labels (by id) are paired in LABELS_REL. Every change checks the other side or the
+# links first, so that the webhook the change itself causes, or a delivery GitHub sends
+# again, finds nothing to do: no change bounces back and forth or is made twice.
 ISSUES_REL = "github_trello_issue"
+COMMENTS_REL = "github_trello_comment"
 LABELS_REL = "github_trello_label"
 GITHUB = "github"
 TRELLO = "trello"
@@ -63,14 +66,50 @@ def github_color(color_name):
 # -- issues and cards ----------------------------------------------------------------
 
 
+def issue_ref(number):
+    """The ref of an issue of GITHUB_REPO in ISSUES_REL: owner/name#number, the name in
+    lower case (GitHub's names ignore case). The repository is part of it because an
+    organisation's hook sends the issues of all its repositories, each numbered from 1."""
+    return "%s#%d" % (repo().lower(), int(number))
+
+
+def is_this_repo(full_name):
+    return (full_name or "").lower() == repo().lower()
+
+
+def issue_number(ref):
+    """The number of the GITHUB_REPO issue of an ISSUES_REL ref; None for an issue of
+    another repository (GITHUB_REPO was changed since it was linked)."""
+    name, _, number = ref.rpartition("#")
+    return int(number) if not name or is_this_repo(name) else None
+
+
+def upgrade_issue_links(links):
+    """The demo before 0.2 linked issues by their number alone (all of GITHUB_REPO): such
+    links among `links` are keyed again as owner/name#number, as they are met."""
+    for link in links:
+        ref = link.get(GITHUB)[0]
+        if "#" not in ref:
+            card_id = link.get(TRELLO)[0]
+            link.unlink()
+            set_link(ISSUES_REL, {GITHUB: issue_ref(ref), TRELLO: card_id}, sync_date=link.sync_date)
+
+
 def card_of_issue(number):
-    link = get_link(ISSUES_REL, {GITHUB: str(number), TRELLO: None})
-    return link.get(TRELLO)[0] if link else None
+    link = get_link(ISSUES_REL, {GITHUB: [issue_ref(number), str(number)], TRELLO: None})
+    if not link:
+        return None
+    upgrade_issue_links(link)
+    return link.get(TRELLO)[0]
 
 
 def issue_of_card(card_id):
+    """The number of the GITHUB_REPO issue a card is linked to, else None."""
     link = get_link(ISSUES_REL, {GITHUB: None, TRELLO: card_id})
-    return int(link.get(GITHUB)[0]) if link else None
+    if not link:
+        return None
+    upgrade_issue_links(link)
+    return issue_number(link.get(GITHUB)[0])
 
 
 def new_card_list():
@@ -95,11 +134,12 @@ def create_card(issue):
 
 
 def push_issues(issues):
-    """Cards for the issues that have none yet; sync_external's summary."""
+    """Cards for the GITHUB_REPO issues that have none yet; sync_external's summary."""
+    upgrade_issue_links(search_links(ISSUES_REL, {GITHUB: [str(i["number"]) for i in issues], TRELLO: None}))
     return sync_external(
         issues,
         ISSUES_REL,
-        {"system": GITHUB, "get_ref": lambda issue: issue["number"]},
+        {"system": GITHUB, "get_ref": lambda issue: issue_ref(issue["number"])},
         {"system": TRELLO, "create": create_card},
         create=True,
     )

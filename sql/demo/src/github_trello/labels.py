@@ -9,19 +9,22 @@ def handle_cron():
     if strategy not in STRATEGIES:
         raise UserError("param LABELS_MERGE_STRATEGY is %r; use one of %s" % (strategy, ", ".join(STRATEGIES)))
     links = search_links(ISSUES_REL, {GITHUB: None, TRELLO: None})
-    if not links:
+    upgrade_issue_links(links)
+    # Links of another repository (GITHUB_REPO was changed) are left alone.
+    pairs = [(issue_number(link.get(GITHUB)[0]), link.get(TRELLO)[0]) for link in links]
+    pairs = [(number, card_id) for number, card_id in pairs if number is not None]
+    if not pairs:
         return {"strategy": strategy, "fixed": []}
-    issues = {str(i["number"]): i for i in github.list_issues(repo(), state="all")}
+    issues = {i["number"]: i for i in github.list_issues(repo(), state="all")}
     cards = {c["id"]: c for c in trello.board_cards(board(), filter="all")}
     fixed = []
-    for link in links:
-        number, card_id = link.get(GITHUB)[0], link.get(TRELLO)[0]
+    for number, card_id in pairs:
         issue, card = issues.get(number), cards.get(card_id)
         if issue is None or card is None:
             log("issue #%s or its card %s is gone" % (number, card_id), LOG_WARNING)
             continue
         if merge(strategy, issue, card):
-            fixed.append(int(number))
+            fixed.append(number)
     return {"strategy": strategy, "fixed": fixed}
 
 

@@ -14,7 +14,7 @@ def handle_webhook(httprequest):
     label = action["data"]["label"]
     number = issue_of_card(card["id"])
     if number is None:
-        return {"ignored": "card %s is not linked to an issue" % card["id"]}
+        return {"ignored": "card %s is not linked to an issue of %s" % (card["id"], repo())}
     name = github_label_name(label)
     if name is None:
         return {"ignored": "a label without a name"}
