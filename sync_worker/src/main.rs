@@ -200,21 +200,42 @@ async fn prepare(
     Ok(None)
 }
 
-fn init_tracing(format: LogFormat, level: Option<&str>) {
-    let filter = level
+/// The log filter of `log_level`; unset: `RUST_LOG`, else `info`.
+fn log_filter(level: Option<&str>) -> tracing_subscriber::EnvFilter {
+    level
         .and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok())
         .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Log lines to stderr; the filter stays replaceable for SIGHUP (log_level).
+fn init_tracing(format: LogFormat, level: Option<&str>) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(level))
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter_reloading();
+            keep_filter_handle(builder.reload_handle());
+            builder.init();
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            keep_filter_handle(builder.reload_handle());
+            builder.init();
+        }
     }
+}
+
+fn keep_filter_handle<S: 'static>(
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>,
+) {
+    supervisor::reload::on_log_level(move |level| {
+        handle.reload(log_filter(level)).map_err(|e| e.to_string())
+    });
 }

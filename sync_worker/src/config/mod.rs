@@ -8,6 +8,7 @@
 // name: `snake_case` in the file, `--kebab-case` on the command line.
 mod checks;
 mod define;
+pub mod reload;
 pub mod render;
 mod settings;
 #[cfg(test)]

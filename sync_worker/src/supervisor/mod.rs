@@ -1,7 +1,7 @@
 // The supervisor: registers the worker, claims jobs (woken by NOTIFY, polling as a
 // fallback), hands batches to its executor processes and webhook calls to its webhook
 // executors, kills a job at its hard time limit, respawns dead executors, reconnects,
-// and stops gracefully on SIGTERM/SIGINT.
+// reloads its settings on SIGHUP and stops gracefully on SIGTERM/SIGINT.
 //
 // Everything runs on one thread (a current-thread runtime): executors are spawned from
 // it, so PR_SET_PDEATHSIG (tied to the spawning thread) fires only when the process dies.
@@ -9,6 +9,7 @@ mod connection;
 mod dispatch;
 pub mod executor_handle;
 mod pool;
+pub mod reload;
 pub mod signals;
 mod slots;
 mod status;
@@ -128,6 +129,9 @@ pub struct Supervisor {
     publishing: Arc<std::sync::atomic::AtomicU8>,
     /// READY=1, WATCHDOG=1 and STOPPING=1 for systemd.
     systemd: crate::systemd::Notifier,
+    /// Executors started before a SIGHUP changed their settings, to stop once idle:
+    /// (slot, generation).
+    retiring: Vec<(SlotId, u64)>,
 }
 
 /// After an executor died: end its backend (its row locks go with it), then record what
@@ -187,6 +191,7 @@ impl Cleanup {
 
 pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<(), WorkerError> {
     let signals = signals::listen().map_err(WorkerError::Signals)?;
+    let hangups = signals::hangups().map_err(WorkerError::Signals)?;
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let addr = |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
     let state = State::new(
@@ -239,12 +244,17 @@ pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<()
         published_running: (0, Vec::new()),
         publishing: Arc::default(),
         systemd: crate::systemd::Notifier::from_env(),
+        retiring: Vec::new(),
     };
-    sup.main_loop(signals).await
+    sup.main_loop(signals, hangups).await
 }
 
 impl Supervisor {
-    async fn main_loop(&mut self, mut signals: watch::Receiver<u32>) -> Result<(), WorkerError> {
+    async fn main_loop(
+        &mut self,
+        mut signals: watch::Receiver<u32>,
+        mut hangups: tokio::signal::unix::Signal,
+    ) -> Result<(), WorkerError> {
         tracing::info!(
             "sync_worker {} starting {} executor(s) for jobs and {} for webhooks",
             crate::version::LONG,
@@ -268,6 +278,7 @@ impl Supervisor {
                 if self.queue.is_none() && Instant::now() >= self.reconnect_at {
                     self.connect().await?;
                 }
+                self.stop_retired();
                 self.respawn_due();
                 self.fill().await;
                 self.fill_hooks();
@@ -307,6 +318,7 @@ impl Supervisor {
                     self.watchdog();
                     self.publish_running();
                 }
+                Some(()) = hangups.recv() => self.reload(),
                 changed = signals.changed() => {
                     if changed.is_ok() {
                         let n = *signals.borrow();

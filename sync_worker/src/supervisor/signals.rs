@@ -1,5 +1,6 @@
 // SIGTERM / SIGINT: the first one asks for a graceful stop (finish running jobs within
 // the grace period), a second one stops at once (jobs not finished are given back).
+// SIGHUP reloads the settings (reload.rs) and never stops the worker.
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -26,4 +27,10 @@ pub fn listen() -> std::io::Result<watch::Receiver<u32>> {
         }
     });
     Ok(rx)
+}
+
+/// SIGHUP, one event per signal (signals that arrive together may come as one). From the
+/// moment this is called, SIGHUP no longer ends the process.
+pub fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
+    signal(SignalKind::hangup())
 }
