@@ -54,11 +54,7 @@ fn main() {
                 cli.worker.settings.log_level.as_deref(),
             );
             pg::set_default_ca_file(cli.worker.settings.database_ca_file.clone());
-            run_job::main(
-                cli.worker.settings.database_url.as_deref(),
-                cli.worker.settings.executor_database_url.as_deref(),
-                &args,
-            )
+            run_job::main(&cli.worker, &args)
         }
         Command::Export(args) => {
             init_tracing(
@@ -109,6 +105,7 @@ fn run_worker(args: &config::WorkerArgs) -> i32 {
         }
     };
     init_tracing(cfg.log_format, cfg.log_level.as_deref());
+    config::log_deprecations(&cfg.deprecations);
     pg::set_default_ca_file(cfg.database_ca_file.clone());
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

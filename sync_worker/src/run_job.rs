@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::executor::status_page::StatusPage;
 use crate::executor::{Cancels, Executor};
-use crate::python::{ProjectSource, Runtime, RuntimeError};
+use crate::python::{ProjectSource, Runtime, RuntimeError, RuntimeOptions};
 use crate::queue::registry::WorkerAuth;
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +46,8 @@ pub enum RunJobError {
     NotRun(i64, &'static str),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot map a status page: {0}")]
     Status(std::io::Error),
 }
@@ -62,12 +64,8 @@ SELECT state, result, warning, error, (SELECT count(*) FROM sync.log_view l WHER
 FROM sync.job j WHERE id = $1";
 
 /// Entry point of the subcommand; returns the process exit code.
-pub fn main(
-    database_url: Option<&str>,
-    executor_database_url: Option<&str>,
-    args: &RunJobArgs,
-) -> i32 {
-    match run(database_url, executor_database_url, args) {
+pub fn main(worker: &crate::config::WorkerArgs, args: &RunJobArgs) -> i32 {
+    match run(worker, args) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("sync_worker run-job: {e}");
@@ -101,12 +99,15 @@ impl ProjectSource for Direct {
     }
 }
 
-fn run(
-    database_url: Option<&str>,
-    executor_database_url: Option<&str>,
-    args: &RunJobArgs,
-) -> Result<(), RunJobError> {
-    let url = database_url.ok_or(RunJobError::NoUrl)?;
+fn run(worker: &crate::config::WorkerArgs, args: &RunJobArgs) -> Result<(), RunJobError> {
+    let url = worker
+        .settings
+        .database_url
+        .as_deref()
+        .ok_or(RunJobError::NoUrl)?;
+    let executor_database_url = worker.settings.executor_database_url.as_deref();
+    let (eval_context_path, python_path) = crate::config::python_dirs(worker)?;
+    let python = RuntimeOptions::new(eval_context_path.as_deref(), python_path.as_deref(), 0);
     // Two runtimes: each drives its own connection while the other blocks.
     let own_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -142,7 +143,7 @@ fn run(
     let soft = Duration::from_secs_f64(args.soft_time_limit.unwrap_or(60.0));
     let mut ex = Executor {
         rt: job_rt,
-        runtime: Runtime::new()?,
+        runtime: Runtime::with_options(python)?,
         status,
         job: job_client,
         projects: Box::new(Direct { rt: own_rt, client }),

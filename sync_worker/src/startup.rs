@@ -384,7 +384,7 @@ pub fn report_drift(drift_ms: f64, max: Duration) {
     if drift_ms.abs() > max.as_secs_f64() * 1000.0 {
         tracing::warn!(
             drift_ms = drift_ms.round(),
-            "this host's clock and the database's differ by {:.0} ms (max_time_drift_ms = {}): \
+            "this host's clock and the database's differ by {:.0} ms (max_time_drift = {}ms): \
              schedules and eta follow the database clock, but sync.log times come from this host's; fix the host's time sync (NTP)",
             drift_ms.abs(),
             max.as_millis()

@@ -1,6 +1,6 @@
 // Worker configuration and startup, with the real binary: --check, the config file,
 // CLI > env > file > default, bad settings, each startup refusal, the prod rules, JSON
-// logs, throttle_ms and the clock drift warning.
+// logs, throttle, the clock drift warning and the deprecated names of settings.
 use pg_sync_tests::python::{worker_bin, PyProject};
 use pg_sync_tests::{wait_for, TestDb, WorkerProcess};
 use serde_json::{json, Value};
@@ -122,7 +122,7 @@ async fn check_validates_everything_prints_a_summary_and_exits_0() {
         "check.toml",
         &format!(
             "# every key is a setting\ndatabase_url = '{}'\nexecutors = 3\nenvironment = 'test'\n\
-             max_time_drift_ms = 1234\nwebhook_listen = '127.0.0.1:0'\nadmin_listen = '127.0.0.1:0'\n",
+             max_time_drift = '1s 234ms'\nwebhook_listen = '127.0.0.1:0'\nadmin_listen = '127.0.0.1:0'\n",
             db.url
         ),
     );
@@ -896,7 +896,7 @@ async fn json_logs_are_json_and_carry_the_job_fields() {
 }
 
 #[tokio::test]
-async fn throttle_ms_is_a_minimum_time_per_job() {
+async fn throttle_is_a_minimum_time_per_job() {
     let p = PyProject::new("throttle").await;
     p.sql(&format!(
         "CREATE TABLE ticks (n int, at timestamptz); GRANT ALL ON ticks TO {}",
@@ -916,8 +916,8 @@ async fn throttle_ms_is_a_minimum_time_per_job() {
         &[
             "--executors",
             "1",
-            "--throttle-ms",
-            "300",
+            "--throttle",
+            "300ms",
             "--poll-interval",
             "200ms",
         ],
@@ -959,15 +959,17 @@ async fn throttle_ms_is_a_minimum_time_per_job() {
 }
 
 #[tokio::test]
-async fn clock_drift_over_max_time_drift_ms_is_warned_about_and_reported() {
+async fn clock_drift_over_max_time_drift_is_warned_about_and_reported() {
     let db = TestDb::new().await;
     // Any real drift is over 0 ms.
-    let e = check(&db.url, &["--max-time-drift-ms", "0"], &[]).await;
+    let e = check(&db.url, &["--max-time-drift", "0s"], &[]).await;
     assert_eq!(e.code, 0, "{e:?}");
-    assert!(e.stderr.contains("max_time_drift_ms = 0"), "{e:?}");
+    assert!(e.stderr.contains("max_time_drift = 0ms"), "{e:?}");
+    assert!(!e.stderr.contains("deprecated"), "{e:?}");
     let e = check(&db.url, &[], &[]).await;
-    assert!(!e.stderr.contains("max_time_drift_ms"), "{e:?}");
+    assert!(!e.stderr.contains("max_time_drift"), "{e:?}");
 
+    // The old name still works for a release, with a warning at start.
     let w = starts(
         &db.url,
         &["--executors", "1"],
@@ -975,9 +977,22 @@ async fn clock_drift_over_max_time_drift_ms_is_warned_about_and_reported() {
     )
     .await;
     let out = w.output();
+    let deprecated = out
+        .lines()
+        .find(|l| l.contains("`max_time_drift_ms`"))
+        .unwrap_or_else(|| panic!("no deprecation warning:\n{out}"));
+    assert!(
+        deprecated.contains("WARN")
+            && deprecated.contains(
+                "(--max-time-drift-ms, SYNC_WORKER_MAX_TIME_DRIFT_MS) is deprecated and will \
+                 be removed in the next release: use `max_time_drift` (--max-time-drift, \
+                 SYNC_WORKER_MAX_TIME_DRIFT) instead"
+            ),
+        "{deprecated}"
+    );
     let warning = out
         .lines()
-        .find(|l| l.contains("max_time_drift_ms = 0"))
+        .find(|l| l.contains("max_time_drift = 0ms"))
         .unwrap_or_else(|| panic!("no drift warning:\n{out}"));
     assert!(
         warning.contains("WARN") && warning.contains("clock and the database's differ by"),
@@ -994,6 +1009,22 @@ async fn clock_drift_over_max_time_drift_ms_is_warned_about_and_reported() {
     assert_eq!(clock["max_time_drift_ms"], 0.0, "{status}");
     assert_eq!(clock["ok"], false, "{status}");
     assert!(clock["drift_ms"].is_number(), "{status}");
+}
+
+#[tokio::test]
+async fn a_setting_given_by_its_new_and_its_old_name_is_refused_naming_both() {
+    let db = TestDb::new().await;
+    let e = check(
+        &db.url,
+        &["--throttle", "1s"],
+        &[("SYNC_WORKER_THROTTLE_MS", "1000")],
+    )
+    .await;
+    exited(
+        &e,
+        78,
+        &["throttle: both `throttle` and its deprecated old name `throttle_ms` are set"],
+    );
 }
 
 /// systemd (KillMode=control-group) and Ctrl-C in a terminal signal every process of the

@@ -31,8 +31,9 @@ pub fn nonzero_duration(value: DurationValue) -> Result<Duration, String> {
     Ok(value.0)
 }
 
-pub fn millis(value: u64) -> Result<Duration, String> {
-    Ok(Duration::from_millis(value))
+/// A deprecated setting's number of milliseconds, as the duration that replaces it.
+pub fn millis(value: u64) -> DurationValue {
+    DurationValue(Duration::from_millis(value))
 }
 
 /// A count from `low` to `high`, refused as "at least" / "at most".
@@ -82,6 +83,17 @@ pub fn listen(value: Listen) -> Result<Option<SocketAddr>, String> {
 }
 
 pub fn path_list(value: PathList) -> Result<String, String> {
+    Ok(value.0)
+}
+
+/// A path list whose every entry is a directory: a mistyped virtual environment would
+/// otherwise show only as an ImportError in some job.
+pub fn directories(value: PathList) -> Result<String, String> {
+    for dir in std::env::split_paths(&value.0) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+    }
     Ok(value.0)
 }
 

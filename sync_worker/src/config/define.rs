@@ -3,10 +3,13 @@
 // merge, and its row in `SETTINGS`, the table that --help, --print-config and the docs
 // are written from.
 //
-// A setting is `name: Type = DEFAULT { env, value, clap, note, example, suggested, into }`
-// under a `section`. DEFAULT is a TOML literal (`500`, `"1s"`), `unset "what that means"`
+// A setting is `name: Type = DEFAULT { env, value, clap, note, example, suggested,
+// replaces, into }` under a `section`. DEFAULT is a TOML literal (`500`, `"1s"`), `unset "what that means"`
 // or `required`. `into: field: FieldType = rule` names its field of `Config` and the
 // rule (checks.rs) that turns the chosen value into it, or says why the value is refused.
+// `replaces: old: OldType { env, unit, into: rule }` keeps a setting's old name (its key,
+// flag and variable) working for one release: the rule turns the old value into the new
+// type, the worker logs a deprecation warning at start, and giving both is refused.
 
 /// What a setting is when neither a flag, a variable nor the file gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +39,59 @@ pub struct Setting {
     pub example: Option<&'static str>,
     /// A TOML literal the example sets (its values for production).
     pub suggested: Option<&'static str>,
+    /// The deprecated setting this one replaces.
+    pub replaces: Option<Replaced>,
+}
+
+/// A setting's old name, read for one more release.
+#[derive(Debug)]
+pub struct Replaced {
+    pub key: &'static str,
+    pub env: &'static str,
+    /// What its value was (Markdown), e.g. "a number of milliseconds".
+    pub was: &'static str,
+}
+
+impl Replaced {
+    pub fn flag(&self) -> String {
+        format!("--{}", self.key.replace('_', "-"))
+    }
+}
+
+/// A setting's value, given under its new name or its old one (not both); the old one
+/// adds a deprecation warning to `warnings`.
+pub fn replaced<T>(
+    new: &'static str,
+    chosen: Option<T>,
+    old: Option<T>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<T>, super::ConfigError> {
+    let Some(was) = setting(new).and_then(|s| s.replaces.as_ref()) else {
+        return Ok(chosen);
+    };
+    match (chosen, old) {
+        (Some(_), Some(_)) => Err(super::invalid(
+            new,
+            format!(
+                "both `{new}` and its deprecated old name `{}` are set: keep `{new}` only",
+                was.key
+            ),
+        )),
+        (None, Some(value)) => {
+            warnings.push(deprecation(was.key, was.flag(), was.env, new));
+            Ok(Some(value))
+        }
+        (chosen, None) => Ok(chosen),
+    }
+}
+
+/// The warning for a deprecated name that was used.
+fn deprecation(old: &str, old_flag: String, old_env: &str, new: &str) -> String {
+    let (flag, env) = setting(new).map_or((String::new(), ""), |s| (s.flag(), s.env));
+    format!(
+        "`{old}` ({old_flag}, {old_env}) is deprecated and will be removed in the next \
+         release: use `{new}` ({flag}, {env}) instead"
+    )
 }
 
 impl Setting {
@@ -102,6 +158,11 @@ macro_rules! settings {
                 $(note: $note:literal,)?
                 $(example: $example:tt,)?
                 $(suggested: $suggested:tt,)?
+                $(replaces: $old:ident: $old_ty:ident {
+                    env: $old_env:literal,
+                    was: $old_was:literal,
+                    into: $old_rule:expr $(,)?
+                },)?
                 into: $field:ident: $field_ty:ty = $rule:expr $(,)?
             }
         )+
@@ -119,6 +180,10 @@ macro_rules! settings {
                     $($(, $clap)*)?
                 )]
                 pub $name: Option<$ty>,
+                $(
+                    #[arg(long, env = $old_env, hide = true)]
+                    pub $old: Option<$old_ty>,
+                )?
             )+)+
         }
 
@@ -126,7 +191,10 @@ macro_rules! settings {
         #[derive(Debug, Default, serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct SettingsFile {
-            $($(pub $name: Option<$ty>,)+)+
+            $($(
+                pub $name: Option<$ty>,
+                $(pub $old: Option<$old_ty>,)?
+            )+)+
         }
 
         /// Settings of a running worker, checked.
@@ -134,6 +202,8 @@ macro_rules! settings {
         pub struct Config {
             /// The TOML file the settings came from, if any.
             pub file: Option<std::path::PathBuf>,
+            /// Deprecated names that were used, as warnings to log at start.
+            pub deprecations: Vec<String>,
             $($(
                 $(#[doc = $doc])+
                 pub $field: $field_ty,
@@ -151,6 +221,11 @@ macro_rules! settings {
                 default: settings!(@meta $default $($unset)?),
                 example: settings!(@some $(stringify!($example))?),
                 suggested: settings!(@some $(stringify!($suggested))?),
+                replaces: settings!(@some $($crate::config::define::Replaced {
+                    key: stringify!($old),
+                    env: $old_env,
+                    was: $old_was,
+                })?),
             },
         )+)+];
 
@@ -160,6 +235,7 @@ macro_rules! settings {
             flags: &SettingFlags,
             file: SettingsFile,
             path: Option<std::path::PathBuf>,
+            mut deprecations: Vec<String>,
         ) -> Result<Config, $crate::config::ConfigError> {
             $($(
                 let $field: $field_ty = {
@@ -167,12 +243,26 @@ macro_rules! settings {
                         flags.$name.clone(),
                         file.$name,
                     );
+                    $(
+                        let old = <$old_ty as $crate::config::values::Layered>::layer(
+                            flags.$old.clone(),
+                            file.$old,
+                        )
+                        .map($old_rule);
+                        let chosen = $crate::config::define::replaced(
+                            stringify!($name),
+                            chosen,
+                            old,
+                            &mut deprecations,
+                        )?;
+                    )?
                     let value = settings!(@fallback $default $($unset)?; $ty; $name; chosen)?;
                     ($rule)(value).map_err(|why| $crate::config::invalid(stringify!($name), why))?
                 };
             )+)+
             Ok(Config {
                 file: path,
+                deprecations,
                 $($($field,)+)+
             })
         }

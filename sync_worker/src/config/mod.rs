@@ -22,6 +22,7 @@ use clap::Args;
 use settings::SettingsFile;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use values::PathList;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct WorkerArgs {
@@ -39,6 +40,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "SYNC_WORKER_LOG_JSON", global = true, hide = true, value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub log_json: bool,
 
+    /// The old name of SYNC_WORKER_EVAL_CONTEXT_PATH, read for one more release.
+    #[arg(long, env = "SYNC_EVAL_CONTEXT_PATH", hide = true)]
+    pub old_eval_context_path: Option<String>,
+
     #[command(flatten)]
     pub settings: SettingFlags,
 }
@@ -52,6 +57,49 @@ impl WorkerArgs {
         } else {
             self.settings.log_format
         }
+    }
+
+    /// --eval-context-path or its variable, else the variable's old name (which adds a
+    /// deprecation warning); both is refused.
+    fn eval_context_path(
+        &self,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<PathList>, ConfigError> {
+        let Some(old) = &self.old_eval_context_path else {
+            return Ok(self.settings.eval_context_path.clone());
+        };
+        if self.settings.eval_context_path.is_some() {
+            return Err(invalid(
+                "eval_context_path",
+                "both SYNC_WORKER_EVAL_CONTEXT_PATH (or --eval-context-path) and its deprecated \
+                 old name SYNC_EVAL_CONTEXT_PATH are set: keep SYNC_WORKER_EVAL_CONTEXT_PATH only",
+            ));
+        }
+        warnings.push(
+            "SYNC_EVAL_CONTEXT_PATH is deprecated and will be removed in the next release: \
+             use SYNC_WORKER_EVAL_CONTEXT_PATH instead"
+                .into(),
+        );
+        Ok(Some(PathList(old.clone())))
+    }
+}
+
+/// The Python directories (eval_context_path, python_path) of a command that reads no
+/// config file (`run-job`): from flags and variables; a deprecated name is logged.
+pub fn python_dirs(args: &WorkerArgs) -> Result<(Option<String>, Option<String>), ConfigError> {
+    let mut warnings = Vec::new();
+    let eval_context_path = args.eval_context_path(&mut warnings)?;
+    log_deprecations(&warnings);
+    Ok((
+        eval_context_path.map(|p| p.0),
+        args.settings.python_path.clone().map(|p| p.0),
+    ))
+}
+
+/// Log each deprecated name that was used (once the log is set up).
+pub fn log_deprecations(warnings: &[String]) {
+    for warning in warnings {
+        tracing::warn!("{warning}");
     }
 }
 
@@ -105,7 +153,9 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut flags = args.settings.clone();
         flags.log_format = args.log_format();
-        checks::cross_checks(settings::merge(&flags, file, path)?)
+        let mut deprecations = Vec::new();
+        flags.eval_context_path = args.eval_context_path(&mut deprecations)?;
+        checks::cross_checks(settings::merge(&flags, file, path, deprecations)?)
     }
 
     /// The hard limit of a webhook handler: its soft limit plus the jobs' margin.

@@ -36,9 +36,9 @@ const TOML_HEADER: &str = "\
 # key or a bad value stops the worker with exit code 78 (EX_CONFIG) naming the setting;
 # check a file with `sync_worker --config /etc/pg_sync/worker.toml --check`.
 #
-# Durations: \"500ms\", \"2s\", \"5m\", \"1h\" or a number of seconds. Sizes: \"10MiB\", \"512KiB\",
-# \"1MB\" or a number of bytes. Addresses: \"127.0.0.1:8780\", \"0.0.0.0:8780\", \"[::1]:8780\",
-# or \"off\".
+# Durations: \"500ms\", \"2s\", \"5m\", \"1h30m\", \"1d\" or a number of seconds. Sizes:
+# \"10MiB\", \"512KiB\", \"1MB\" or a number of bytes. Addresses: \"127.0.0.1:8780\",
+# \"0.0.0.0:8780\", \"[::1]:8780\", or \"off\".
 #
 # Set in the environment only (no key here): SYNC_WORKER_FETCH_ALLOW, the networks
 # url2base64() in task code may fetch from although its rules refuse them
@@ -69,10 +69,7 @@ pub fn toml() -> String {
             out.push_str(&format!("\n{head:-<WIDTH$}\n"));
         }
         out.push('\n');
-        let mut text = s.doc.trim().to_string();
-        if let Some(note) = s.note {
-            text = format!("{text} {note}");
-        }
+        let text = meaning(s);
         let flag = match s.value_name {
             Some(v) => format!("{} {v}", s.flag()),
             None => s.flag(),
@@ -114,18 +111,33 @@ pub fn markdown() -> String {
             Fallback::Value(v) => format!("`{}`", unquote(v)),
             _ => default_text(s),
         };
-        let mut meaning = s.doc.trim().to_string();
-        if let Some(note) = s.note {
-            meaning = format!("{meaning} {note}");
-        }
         out.push_str(&format!(
             "| `{}` | `{flag}` | `{}` | {default} | {} |\n",
             s.key,
             s.env,
-            meaning.replace('|', "\\|")
+            meaning(s).replace('|', "\\|")
         ));
     }
     out
+}
+
+/// What a setting does: its sentence, its note, and the old name it replaces (Markdown).
+fn meaning(s: &Setting) -> String {
+    let mut text = s.doc.trim().to_string();
+    if let Some(note) = s.note {
+        text = format!("{text} {note}");
+    }
+    if let Some(old) = &s.replaces {
+        text = format!(
+            "{text} Deprecated old name: `{}` (`{}`, `{}`), {}; it still works in this \
+             release with a warning at start, and giving both is refused.",
+            old.key,
+            old.flag(),
+            old.env,
+            old.was
+        );
+    }
+    text
 }
 
 /// The default as the docs say it (Markdown).

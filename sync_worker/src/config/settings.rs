@@ -131,23 +131,43 @@ settings! {
         into: executor_memory_limit: usize = checks::memory_limit,
     }
 
-    /// Minimum time per job in milliseconds, per executor (0 = off), to go easy on remote
-    /// APIs.
-    throttle_ms: u64 = 0 {
-        env: "SYNC_WORKER_THROTTLE_MS",
-        value: "N",
+    /// Minimum time per job, per executor (`0s` = off), to go easy on remote APIs.
+    throttle: DurationValue = "0s" {
+        env: "SYNC_WORKER_THROTTLE",
+        value: "D",
         note: "A job that took less is followed by a pause after its commit (jobs then run \
                one per transaction).",
-        into: throttle: Duration = checks::millis,
+        example: "250ms",
+        replaces: throttle_ms: u64 {
+            env: "SYNC_WORKER_THROTTLE_MS",
+            was: "a number of milliseconds",
+            into: checks::millis,
+        },
+        into: throttle: Duration = checks::duration,
     }
 
     /// Directories searched first for [evaluation-context providers](providers.md):
     /// `:`-separated, or a list in the file.
     eval_context_path: PathList = unset "none" {
-        env: "SYNC_EVAL_CONTEXT_PATH",
+        env: "SYNC_WORKER_EVAL_CONTEXT_PATH",
         value: "DIRS",
+        note: "`SYNC_EVAL_CONTEXT_PATH`, the variable's old name, still works in this \
+               release with a deprecation warning.",
         example: ["/etc/pg_sync/providers"],
         into: eval_context_path: Option<String> = optional(checks::path_list),
+    }
+
+    /// Directories added to Python's module search path, for the packages providers and
+    /// core_code import, e.g. a virtual environment's site-packages: `:`-separated, or a
+    /// list in the file.
+    python_path: PathList = unset "none" {
+        env: "SYNC_WORKER_PYTHON_PATH",
+        value: "DIRS",
+        note: "They come after the standard library and before the system's packages, and \
+               their `.pth` files are read, as in a virtual environment (see [Python \
+               packages](providers.md#python-packages)).",
+        example: ["/opt/pg_sync/venv/lib/python3.11/site-packages"],
+        into: python_path: Option<String> = optional(checks::directories),
     }
 
     section "webhooks";
@@ -275,11 +295,16 @@ settings! {
         into: log_level: Option<String> = optional(checks::log_level),
     }
 
-    /// Warn when this host's clock and the database's differ by more than this many
-    /// milliseconds (see [Clock drift](operations.md#clock-drift)).
-    max_time_drift_ms: u64 = 1000 {
-        env: "SYNC_WORKER_MAX_TIME_DRIFT_MS",
-        value: "N",
-        into: max_time_drift: Duration = checks::millis,
+    /// Warn when this host's clock and the database's differ by more than this (see
+    /// [Clock drift](operations.md#clock-drift)).
+    max_time_drift: DurationValue = "1s" {
+        env: "SYNC_WORKER_MAX_TIME_DRIFT",
+        value: "D",
+        replaces: max_time_drift_ms: u64 {
+            env: "SYNC_WORKER_MAX_TIME_DRIFT_MS",
+            was: "a number of milliseconds",
+            into: checks::millis,
+        },
+        into: max_time_drift: Duration = checks::duration,
     }
 }

@@ -29,8 +29,144 @@ fn durations() {
     assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
     assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
     assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+    assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("1h 30m 5s"), Ok(Duration::from_secs(5405)));
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("0.05s"), Ok(Duration::from_millis(50)));
+    assert_eq!(parse_duration("0.5d"), Ok(Duration::from_secs(43200)));
+    assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
     assert!(parse_duration("abc").is_err());
-    assert!(parse_duration("5 days").is_err());
+    assert!(parse_duration("5 parsecs").is_err());
+    assert!(parse_duration("-1s").is_err());
+    let e = parse_duration("100000000000s").unwrap_err();
+    assert!(e.contains("out of range"), "{e}");
+    let e = parse_duration("soon").unwrap_err();
+    assert!(e.contains("1h30m"), "the error shows examples: {e}");
+}
+
+#[test]
+fn durations_read_days_and_compound_values_from_every_layer() {
+    let _env = ENV.lock();
+    std::env::set_var("SYNC_WORKER_GRACE_PERIOD", "1m30s");
+    let flags = args(&[
+        "--database-url",
+        "postgres://a@h/db",
+        "--poll-interval",
+        "1h30m",
+    ]);
+    std::env::remove_var("SYNC_WORKER_GRACE_PERIOD");
+    let cfg = Config::merge(
+        &flags,
+        file("soft_time_limit = '1d'\nhard_time_limit = '1d 1h'\nthrottle = '250ms'"),
+        None,
+    )
+    .expect("config");
+    assert_eq!(cfg.poll_interval, Duration::from_secs(5400));
+    assert_eq!(cfg.grace_period, Duration::from_secs(90));
+    assert_eq!(cfg.soft_time_limit, Duration::from_secs(86400));
+    assert_eq!(cfg.hard_time_limit, Duration::from_secs(90000));
+    assert_eq!(cfg.throttle, Duration::from_millis(250));
+    assert!(cfg.deprecations.is_empty(), "{:?}", cfg.deprecations);
+}
+
+#[test]
+fn old_names_still_work_for_a_release_with_a_warning_and_both_are_refused() {
+    let _env = ENV.lock();
+    // The old integer settings, in the file, as flags and as variables.
+    let cfg = Config::merge(
+        &url(),
+        file("throttle_ms = 20\nmax_time_drift_ms = 1500"),
+        None,
+    )
+    .expect("config");
+    assert_eq!(cfg.throttle, Duration::from_millis(20));
+    assert_eq!(cfg.max_time_drift, Duration::from_millis(1500));
+    assert_eq!(cfg.deprecations.len(), 2, "{:?}", cfg.deprecations);
+    assert!(
+        cfg.deprecations[0].starts_with(
+            "`throttle_ms` (--throttle-ms, SYNC_WORKER_THROTTLE_MS) is deprecated and will be \
+             removed in the next release: use `throttle` (--throttle, SYNC_WORKER_THROTTLE)"
+        ),
+        "{:?}",
+        cfg.deprecations
+    );
+    assert!(cfg.deprecations[1].starts_with("`max_time_drift_ms` "));
+    std::env::set_var("SYNC_WORKER_MAX_TIME_DRIFT_MS", "70");
+    std::env::set_var("SYNC_EVAL_CONTEXT_PATH", "/old");
+    let flags = args(&["--database-url", "postgres://a@h/db", "--throttle-ms", "30"]);
+    std::env::remove_var("SYNC_WORKER_MAX_TIME_DRIFT_MS");
+    std::env::remove_var("SYNC_EVAL_CONTEXT_PATH");
+    let cfg = Config::merge(&flags, SettingsFile::default(), None).expect("config");
+    assert_eq!(cfg.throttle, Duration::from_millis(30));
+    assert_eq!(cfg.max_time_drift, Duration::from_millis(70));
+    assert_eq!(cfg.eval_context_path.as_deref(), Some("/old"));
+    assert_eq!(cfg.deprecations.len(), 3, "{:?}", cfg.deprecations);
+    assert!(cfg.deprecations[0].starts_with("SYNC_EVAL_CONTEXT_PATH is deprecated"));
+
+    // Both names, wherever each comes from, is an error naming both.
+    let e = Config::merge(&url(), file("throttle = '1s'\nthrottle_ms = 5"), None).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "throttle: both `throttle` and its deprecated old name `throttle_ms` are set"
+        ),
+        "{e}"
+    );
+    let flags = args(&[
+        "--database-url",
+        "postgres://a@h/db",
+        "--max-time-drift",
+        "2s",
+    ]);
+    let e = Config::merge(&flags, file("max_time_drift_ms = 5"), None).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("`max_time_drift` and its deprecated old name `max_time_drift_ms`"),
+        "{e}"
+    );
+    std::env::set_var("SYNC_EVAL_CONTEXT_PATH", "/old");
+    std::env::set_var("SYNC_WORKER_EVAL_CONTEXT_PATH", "/new");
+    let flags = url();
+    std::env::remove_var("SYNC_EVAL_CONTEXT_PATH");
+    std::env::remove_var("SYNC_WORKER_EVAL_CONTEXT_PATH");
+    let e = Config::merge(&flags, SettingsFile::default(), None).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "SYNC_WORKER_EVAL_CONTEXT_PATH (or --eval-context-path) and \
+             its deprecated old name SYNC_EVAL_CONTEXT_PATH are set"
+        ),
+        "{e}"
+    );
+
+    // The new names alone warn about nothing; the docs name the old ones.
+    let cfg = Config::merge(&url(), file("throttle = '1s'"), None).expect("config");
+    assert!(cfg.deprecations.is_empty());
+    let table = render::markdown();
+    assert!(
+        table.contains(
+            "Deprecated old name: `throttle_ms` (`--throttle-ms`, `SYNC_WORKER_THROTTLE_MS`)"
+        ),
+        "{table}"
+    );
+}
+
+#[test]
+fn python_path_takes_existing_directories() {
+    let dir = std::env::temp_dir();
+    let text = format!(
+        "python_path = ['{}', '/usr/lib/python3/dist-packages']",
+        dir.display()
+    );
+    let cfg = Config::merge(&url(), file(&text), None).expect("config");
+    assert_eq!(
+        cfg.python_path,
+        Some(format!("{}:/usr/lib/python3/dist-packages", dir.display()))
+    );
+    let e = Config::merge(&url(), file("python_path = '/nonexistent/venv'"), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "python_path: /nonexistent/venv is not a directory"
+    );
 }
 
 #[test]
@@ -79,6 +215,8 @@ fn the_defaults_are_the_documented_ones() {
     assert_eq!(cfg.max_time_drift, Duration::from_millis(1000));
     assert_eq!(cfg.database_ca_file, None);
     assert_eq!(cfg.eval_context_path, None);
+    assert_eq!(cfg.python_path, None);
+    assert!(cfg.deprecations.is_empty());
     assert_eq!(cfg.executor_database_url, None);
     assert_eq!(cfg.executor_memory_limit, 2 << 30);
     assert_eq!(cfg.webhook_queue_size, 64);
@@ -86,6 +224,7 @@ fn the_defaults_are_the_documented_ones() {
 
 #[test]
 fn flags_win_over_the_file_and_the_file_over_defaults() {
+    let _env = ENV.lock();
     let f = file(
         "database_url = 'postgres://a@file/db'\nbatch_size = 7\npoll_interval = '3s'\n\
          throttle_ms = 20\nwebhook_listen = 'off'\neval_context_path = ['/a', '/b']",
@@ -305,7 +444,18 @@ fn every_flag_with_a_variable_is_a_setting_and_its_help_shows_the_default() {
     let command = Flags::command();
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();
-        if arg.get_env().is_none() || matches!(id, "config" | "log_json") {
+        if arg.get_env().is_none() || matches!(id, "config" | "log_json" | "old_eval_context_path")
+        {
+            continue;
+        }
+        if arg.is_hide_set() {
+            // A deprecated old name, documented with the setting that replaces it.
+            assert!(
+                settings::SETTINGS
+                    .iter()
+                    .any(|s| s.replaces.as_ref().is_some_and(|r| r.key == id)),
+                "--{id} is hidden but replaces no setting"
+            );
             continue;
         }
         assert!(define::setting(id).is_some(), "--{id} is not in SETTINGS");

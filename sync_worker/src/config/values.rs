@@ -66,7 +66,8 @@ impl Environment {
     }
 }
 
-/// A duration: "2s", "500ms", or a number of seconds (in the file also a TOML number).
+/// A duration: "2s", "500ms", "1h30m", "1d", or a number of seconds (in the file also a
+/// TOML number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationValue(pub Duration);
 
@@ -174,31 +175,45 @@ impl<'de> Deserialize<'de> for PathList {
     }
 }
 
-/// `1.5s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+/// The longest duration a setting takes (about 31 years): longer is surely a mistake.
+const LONGEST: Duration = Duration::from_secs(1_000_000_000);
+
+/// A duration as `humantime` writes it (`500ms`, `2s`, `5m`, `1h30m`, `1d`), a plain
+/// number of seconds, or one decimal number with a unit (`1.5s`, `0.5h`), which older
+/// config files and the executors' arguments use.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
+    let parsed = humantime::parse_duration(t)
+        .ok()
+        .or_else(|| decimal_duration(t))
+        .ok_or_else(|| {
+            format!("`{text}` is not a duration (examples: 500ms, 2s, 5m, 1h30m, 1d)")
+        })?;
+    if parsed > LONGEST {
+        return Err(format!(
+            "`{text}` is out of range (at most {}s)",
+            LONGEST.as_secs()
+        ));
+    }
+    Ok(parsed)
+}
+
+/// `2`, `1.5`, `1.5s`, `0.25ms`, `0.5m`, `0.5h`, `0.5d`: what `humantime` does not read.
+fn decimal_duration(t: &str) -> Option<Duration> {
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 2s, 5m, 1h)"))?;
+    let value: f64 = num.parse().ok()?;
     let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => value,
+        "" | "s" => value,
         "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
+        "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}` (use ms, s, m or h)"
-            ))
-        }
+        "d" => value * 86400.0,
+        _ => return None,
     };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("`{text}` is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// `10MiB`, `512KiB`, `1MB`, `2048` (bytes).

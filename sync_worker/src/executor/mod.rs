@@ -64,7 +64,7 @@ pub struct Executor {
     /// hard limit minus soft limit: added to a task's own time_limit.
     pub hard_margin: Duration,
     pub stop: std::sync::Arc<AtomicBool>,
-    /// Minimum time per job (throttle_ms).
+    /// Minimum time per job (the setting throttle).
     pub throttle: Duration,
 }
 
@@ -134,6 +134,12 @@ pub struct ExecutorArgs {
     /// Address-space limit of the process in bytes (0 = none).
     #[arg(long, default_value = "0")]
     pub memory_limit: usize,
+    /// Directories searched first for providers (the setting eval_context_path).
+    #[arg(long)]
+    pub eval_context_path: Option<String>,
+    /// Directories added to sys.path (the setting python_path).
+    #[arg(long)]
+    pub python_path: Option<String>,
 }
 
 pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
@@ -150,9 +156,11 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
         .enable_all()
         .build()
         .map_err(ExecutorError::Tokio)?;
-    let mut options = RuntimeOptions::from_env();
-    options.memory_limit = args.memory_limit;
-    let runtime = Runtime::with_options(options)?;
+    let runtime = Runtime::with_options(RuntimeOptions::new(
+        args.eval_context_path.as_deref(),
+        args.python_path.as_deref(),
+        args.memory_limit,
+    ))?;
 
     let out: Out = Arc::new(Mutex::new(output));
     let stop = Arc::new(AtomicBool::new(false));

@@ -66,10 +66,6 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new() -> Result<Runtime, RuntimeError> {
-        Self::with_options(RuntimeOptions::from_env())
-    }
-
     pub fn with_options(options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
         Python::attach(|py| {
             let runner = package::load(py, &options)

@@ -8,29 +8,71 @@ use pyo3::types::{PyDict, PyList};
 
 use super::native;
 
-/// Where evaluation-context providers are searched (besides the built-in ones), and the
-/// executor's memory limit (for the message of a job that runs out of memory).
+/// Where evaluation-context providers are searched (besides the built-in ones), the
+/// directories added to sys.path (python_path), and the executor's memory limit (for the
+/// message of a job that runs out of memory).
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeOptions {
     pub eval_context_path: Vec<PathBuf>,
+    pub python_path: Vec<PathBuf>,
     pub memory_limit: usize,
 }
 
 impl RuntimeOptions {
-    /// From SYNC_EVAL_CONTEXT_PATH (directories separated by ':').
-    pub fn from_env() -> RuntimeOptions {
-        let eval_context_path = std::env::var_os("SYNC_EVAL_CONTEXT_PATH")
-            .map(|v| {
-                std::env::split_paths(&v)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// From the settings eval_context_path and python_path (directories separated by ':').
+    pub fn new(
+        eval_context_path: Option<&str>,
+        python_path: Option<&str>,
+        memory_limit: usize,
+    ) -> RuntimeOptions {
         RuntimeOptions {
-            eval_context_path,
-            memory_limit: 0,
+            eval_context_path: split_dirs(eval_context_path),
+            python_path: split_dirs(python_path),
+            memory_limit,
         }
     }
+}
+
+fn split_dirs(list: Option<&str>) -> Vec<PathBuf> {
+    list.map(|v| {
+        std::env::split_paths(v)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Puts python_path's directories on sys.path as a virtual environment's site-packages
+/// is: after the standard library (which they must not shadow), before the system's
+/// packages (which they override), with their `.pth` files read (editable installs).
+const ADD_PYTHON_PATH: &str = r#"
+import site, sys
+
+def add(dirs):
+    before = list(sys.path)
+    for d in dirs:
+        site.addsitedir(d)
+    added = [p for p in sys.path if p not in before]
+    kept = [p for p in sys.path if p in before]
+    at = next(
+        (i for i, p in enumerate(kept) if p.endswith(("site-packages", "dist-packages"))),
+        len(kept),
+    )
+    sys.path[:] = kept[:at] + added + kept[at:]
+"#;
+
+fn add_python_path(py: Python<'_>, dirs: &[PathBuf]) -> PyResult<()> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let code = CString::new(ADD_PYTHON_PATH)?;
+    let module = PyModule::from_code(py, &code, c"<pg_sync python_path>", c"_pg_sync_python_path")?;
+    let dirs: Vec<String> = dirs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    module.getattr("add")?.call1((dirs,))?;
+    Ok(())
 }
 
 /// The embedded package, in load order (a module may import those before it).
@@ -125,6 +167,7 @@ pub(crate) fn load<'py>(
     py: Python<'py>,
     options: &RuntimeOptions,
 ) -> PyResult<Bound<'py, PyModule>> {
+    add_python_path(py, &options.python_path)?;
     let sys = py.import("sys")?;
     let modules = sys.getattr("modules")?;
     let package = PyModule::new(py, "pg_sync")?;

@@ -166,7 +166,10 @@ impl ExecutorProc {
             cmd.env("SYNC_WORKER_LOG_LEVEL", level);
         }
         if let Some(path) = &cfg.eval_context_path {
-            cmd.env("SYNC_EVAL_CONTEXT_PATH", path);
+            cmd.arg("--eval-context-path").arg(path);
+        }
+        if let Some(path) = &cfg.python_path {
+            cmd.arg("--python-path").arg(path);
         }
         if let Some(ca) = &cfg.database_ca_file {
             cmd.env("SYNC_WORKER_DATABASE_CA_FILE", ca);
@@ -253,9 +256,9 @@ impl ExecutorProc {
     }
 }
 
-/// Environment variables an executor keeps: what Python, its locale and TLS need, the
-/// provider path and logging. Everything else (DATABASE_URL, PG*, SYNC_WORKER_* with
-/// credentials) stays with the supervisor.
+/// Environment variables an executor keeps: what Python, its locale and TLS need, and
+/// logging (the Python directories come as arguments). Everything else (DATABASE_URL,
+/// PG*, SYNC_WORKER_* with credentials) stays with the supervisor.
 fn inherited(name: &std::ffi::OsStr) -> bool {
     let Some(name) = name.to_str() else {
         return false;
@@ -279,7 +282,6 @@ fn inherited(name: &std::ffi::OsStr) -> bool {
             | "http_proxy"
             | "https_proxy"
             | "no_proxy"
-            | "SYNC_EVAL_CONTEXT_PATH"
             | "SYNC_WORKER_FETCH_ALLOW"
             | "SYNC_WORKER_LOG_LEVEL"
             | "SYNC_WORKER_DATABASE_CA_FILE"
@@ -293,13 +295,7 @@ mod tests {
 
     #[test]
     fn executors_inherit_no_credentials() {
-        for name in [
-            "PATH",
-            "LC_ALL",
-            "PYTHONPATH",
-            "SSL_CERT_FILE",
-            "SYNC_EVAL_CONTEXT_PATH",
-        ] {
+        for name in ["PATH", "LC_ALL", "PYTHONPATH", "SSL_CERT_FILE"] {
             assert!(inherited(name.as_ref()), "{name}");
         }
         for name in [
