@@ -1773,7 +1773,7 @@ async fn operator_providers_build_clients_with_pg_sync_rest() {
     let dir = std::env::temp_dir().join(format!("pg_sync_shop_{}", p.db.name));
     std::fs::create_dir_all(&dir).expect("provider dir");
     std::fs::write(dir.join("shop.py"), readme_provider()).expect("write provider");
-    p.worker_env("SYNC_EVAL_CONTEXT_PATH", &dir.to_string_lossy());
+    p.worker_env("SYNC_WORKER_EVAL_CONTEXT_PATH", &dir.to_string_lossy());
     providers(&p, &["shop"]).await;
     secret(&p, "SHOP_BASE_URL", &shop.url("")).await;
     secret(&p, "SHOP_API_KEY", HTTP_TOKEN).await;
