@@ -92,7 +92,7 @@ def test_bad_base_urls_are_refused_on_use(url, logs):
 
 
 def test_names_split_off_rest_are_still_rest_names():
-    # Providers (built-in and on SYNC_EVAL_CONTEXT_PATH) use them as rest.X.
+    # Providers (built-in and on eval_context_path) use them as rest.X.
     from pg_sync import http_results, settings
 
     for name in ("HTTPError", "HTTPClientError", "HTTPRetryableError", "HTTPConnectionError", "ERRORS", "Response", "next_link"):

@@ -217,7 +217,7 @@ async fn operator_providers_are_found_in_the_search_path() {
         "def eval_context(secrets, context):\n    n = len(secrets.API_TOKEN)\n    return {'token_length': lambda: n, '_hidden': 1}\n",
     )
     .expect("write provider");
-    p.worker_env("SYNC_EVAL_CONTEXT_PATH", &dir.to_string_lossy());
+    p.worker_env("SYNC_WORKER_EVAL_CONTEXT_PATH", &dir.to_string_lossy());
     p.sql(&format!(
         "UPDATE sync.project SET eval_context = '{{example,shop}}' WHERE id = {}",
         p.id

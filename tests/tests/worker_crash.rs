@@ -107,7 +107,7 @@ async fn a_job_killing_its_executor_does_not_block_the_others() {
     let _w = WorkerProcess::start_env(
         &db.url,
         &["--executors", "2"],
-        &[("SYNC_EVAL_CONTEXT_PATH", dir_text.as_str())],
+        &[("SYNC_WORKER_EVAL_CONTEXT_PATH", dir_text.as_str())],
     );
     wait_for(
         "the poison job to fail and the rest to finish",

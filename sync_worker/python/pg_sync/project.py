@@ -90,7 +90,7 @@ def base_context(project):
 
 class Providers:
     """Evaluation-context providers: `<name>.py` files in the operator's directories
-    (SYNC_EVAL_CONTEXT_PATH), then the ones built into the worker. A provider defines
+    (eval_context_path, SYNC_WORKER_EVAL_CONTEXT_PATH), then the ones built into the worker. A provider defines
     `eval_context(secrets, context) -> dict`; it is trusted code."""
 
     def __init__(self, builtin, path):
@@ -114,7 +114,7 @@ class Providers:
         else:
             source = self.builtin.get(name)
             if source is None:
-                searched = ", ".join(self.path) or "no directories (SYNC_EVAL_CONTEXT_PATH is empty)"
+                searched = ", ".join(self.path) or "no directories (eval_context_path / SYNC_WORKER_EVAL_CONTEXT_PATH is empty)"
                 raise _errors.UserError(
                     "eval_context: no provider %r (searched %s; built in: %s)"
                     % (name, searched, ", ".join(sorted(self.builtin)) or "none")
