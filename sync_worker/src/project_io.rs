@@ -24,10 +24,10 @@ pub struct ImportArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectIoError {
-    #[error("--database-url (or DATABASE_URL) is not set: give the URL of the database where pg_sync is installed, e.g. postgres://user@host/db")]
+    #[error("--database-url (or DATABASE_URL) is not set: give the URL of the database where pg_sync is installed, e.g. postgres://user@host/db, or set libpq's PGHOST, PGDATABASE...")]
     NoUrl,
     #[error("--database-url is not a valid PostgreSQL URL: {0}")]
-    BadUrl(tokio_postgres::Error),
+    BadUrl(crate::pg::UrlError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -138,9 +138,8 @@ fn import(database_url: Option<&str>, args: &ImportArgs) -> Result<(), ProjectIo
 }
 
 fn check_url(database_url: Option<&str>) -> Result<&str, ProjectIoError> {
-    let url = database_url.ok_or(ProjectIoError::NoUrl)?;
-    url.parse::<tokio_postgres::Config>()
-        .map_err(ProjectIoError::BadUrl)?;
+    let url = crate::pg::url_or_environment(database_url).ok_or(ProjectIoError::NoUrl)?;
+    crate::pg::resolve(url).map_err(ProjectIoError::BadUrl)?;
     Ok(url)
 }
 

@@ -25,7 +25,9 @@ pub struct RunJobArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunJobError {
-    #[error("--database-url (or DATABASE_URL) is required")]
+    #[error(
+        "--database-url (or DATABASE_URL) is required, or libpq's PGHOST, PGDATABASE... variables"
+    )]
     NoUrl,
     #[error("cannot start the async runtime: {0}")]
     Tokio(#[from] std::io::Error),
@@ -100,10 +102,7 @@ impl ProjectSource for Direct {
 }
 
 fn run(worker: &crate::config::WorkerArgs, args: &RunJobArgs) -> Result<(), RunJobError> {
-    let url = worker
-        .settings
-        .database_url
-        .as_deref()
+    let url = crate::pg::url_or_environment(worker.settings.database_url.as_deref())
         .ok_or(RunJobError::NoUrl)?;
     let executor_database_url = worker.settings.executor_database_url.as_deref();
     let (eval_context_path, python_path) = crate::config::python_dirs(worker)?;

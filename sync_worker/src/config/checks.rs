@@ -97,15 +97,14 @@ pub fn directories(value: PathList) -> Result<String, String> {
     Ok(value.0)
 }
 
-pub fn database_url(url: String) -> Result<String, String> {
-    let parsed = postgres_url(url.clone())?;
-    if parsed.get_hosts().is_empty() {
-        return Err(
-            "names no host: write postgres://user@HOST/db (or host=/run/postgresql for a socket)"
-                .into(),
-        );
-    }
-    Ok(url)
+/// The URL, or "" when libpq's variables say where the database is; what the URL
+/// leaves out is filled in at each connection (pg::resolve).
+pub fn database_url(url: Option<String>) -> Result<String, String> {
+    let Some(url) = crate::pg::url_or_environment(url.as_deref()) else {
+        return Err("is not set: give --database-url, DATABASE_URL or `database_url` in the config file, e.g. postgres://sync_worker@db.example.com/erp, or libpq's PGHOST, PGDATABASE... variables".into());
+    };
+    crate::pg::resolve(url).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+    Ok(url.to_string())
 }
 
 pub fn executor_database_url(url: String) -> Result<String, String> {

@@ -18,7 +18,8 @@ pub enum Fallback {
     Value(&'static str),
     /// No value; the text says what that means (Markdown).
     Unset(&'static str),
-    /// No value: the worker refuses to start.
+    /// No value: the worker refuses to start. (No setting is required today.)
+    #[allow(dead_code)]
     Required,
 }
 

@@ -14,14 +14,17 @@ settings! {
 
     /// PostgreSQL URL of the database where pg_sync is installed:
     /// `postgres://user@host:port/db?sslmode=...` or `host=... dbname=...`.
-    database_url: String = required {
+    database_url: String = unset "libpq's `PG*` variables (one of `PGHOST`, `PGHOSTADDR`, `PGPORT`, `PGUSER`, `PGDATABASE` must be set)" {
         env: "DATABASE_URL",
         value: "URL",
         clap: [global = true, hide_env_values = true],
-        note: "TLS as in libpq: `sslmode` (disable, prefer (default), require, verify-ca, \
+        note: "What the URL leaves out comes from libpq's variables and password file, as \
+               for psql (see [libpq conventions](operations.md#libpq-conventions)). TLS as \
+               in libpq: `sslmode` (disable, prefer (default), require, verify-ca, \
                verify-full) and `sslrootcert` in the URL (see [TLS to the \
                database](operations.md#tls-to-the-database)). Secrets belong in the \
-               environment (`DATABASE_URL` in the systemd EnvironmentFile), not in the file.",
+               environment (`DATABASE_URL` or `PGPASSWORD` in the systemd EnvironmentFile) \
+               or `~/.pgpass`, not in the file.",
         example: "postgres://sync_worker@db.example.com/erp?sslmode=verify-full",
         into: database_url: String = checks::database_url,
     }

@@ -31,6 +31,9 @@ const LOCK_SQL: &str = "SELECT * FROM sync.batch_lock($1, $2, $3)";
 const FINISH_SQL: &str = "SELECT sync.batch_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
     $11, $12, $13, $14, $15, $16, $17)";
 
+/// What the log says of a batch whose connection was lost: its jobs are not failed.
+const RERUN: &str = "its jobs will be re-run on a new connection";
+
 /// One job as locked, with what the worker needs besides the JobSpec.
 struct Locked {
     spec: JobSpec,
@@ -95,8 +98,13 @@ impl Executor {
             Ok(rows) => rows,
             Err(e) => {
                 let _ = self.rt.block_on(self.job.batch_execute("ROLLBACK"));
-                tracing::warn!("could not lock batch {batch}: {}", crate::pg::describe(&e));
-                if !crate::pg::is_connection_error(&e) {
+                if crate::pg::is_connection_error(&e) {
+                    tracing::warn!(
+                        "batch {batch}: database connection lost before it started ({}); {RERUN}",
+                        crate::pg::describe(&e)
+                    );
+                } else {
+                    tracing::warn!("could not lock batch {batch}: {}", crate::pg::describe(&e));
                     // Not expected: do not let the batch bounce back at full speed.
                     std::thread::sleep(Duration::from_secs(1));
                 }
@@ -140,7 +148,11 @@ impl Executor {
                 )
                 .entered();
                 let c = self.run_job(job, auth, &mut logs);
+                let lost = c.state != TryEnd::Done && self.connection_lost();
                 match c.state {
+                    // Its failure is the lost connection's, and nothing of it stays:
+                    // the batch runs again (logged once for the batch, below).
+                    _ if lost => tracing::info!("job interrupted by the lost database connection"),
                     TryEnd::Failed => tracing::warn!(
                         "job failed: {}",
                         c.error
@@ -172,6 +184,10 @@ impl Executor {
         if self.job.is_closed() {
             // Nothing of this transaction survives: every job is still claimed and
             // runs again (a job no longer ours is skipped then).
+            tracing::warn!(
+                "batch {batch}: database connection lost while running its jobs; {}",
+                RERUN
+            );
             report.unstarted.clear();
             report.lost = ids;
             return report;
@@ -198,7 +214,7 @@ impl Executor {
                 report.outcomes = outcomes;
             }
             Err(BatchError::Lost(e)) => {
-                tracing::warn!("batch {batch}: {e}; its jobs will run again");
+                tracing::warn!("batch {batch}: {e}; {RERUN}");
                 report.lost = ran;
             }
             Err(BatchError::Sql(e)) => {
@@ -227,6 +243,19 @@ impl Executor {
             }
         }
         report
+    }
+
+    /// True when the batch's connection is gone. The client learns it when its
+    /// connection task reads the end of the socket, just after the failing statement's
+    /// error: that task is given its turns first.
+    fn connection_lost(&self) -> bool {
+        for _ in 0..3 {
+            if self.job.is_closed() {
+                return true;
+            }
+            self.rt.block_on(tokio::task::yield_now());
+        }
+        self.job.is_closed()
     }
 
     fn locked(&self, row: &tokio_postgres::Row) -> Locked {

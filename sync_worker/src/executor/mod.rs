@@ -309,7 +309,9 @@ fn connect(
         if stop.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        match rt.block_on(pg::connect_login(login, name)) {
+        // Every failure is a warning: with connections scarce, an executor that cannot
+        // connect leaves the worker short of hands, and the log must say why.
+        let (why, delay) = match rt.block_on(pg::connect_login(login, name)) {
             Ok(client) => {
                 let problem = rt
                     .block_on(client.query_one("SELECT sync.executor_session_problem()", &[]))
@@ -317,19 +319,22 @@ fn connect(
                 match problem {
                     Ok(None) => return Ok(Some(client)),
                     Ok(Some(why)) => return Err(ExecutorError::UnsafeLogin(why)),
-                    Err(e) => {
-                        tracing::warn!("{name}: cannot check its login: {}", pg::describe(&e))
-                    }
+                    Err(e) => (
+                        format!("cannot check its login: {}", pg::describe(&e)),
+                        backoff.next(e.as_db_error().is_some()),
+                    ),
                 }
             }
-            Err(e) => {
-                tracing::warn!(
-                    "{name}: cannot connect as {}: {e}",
+            Err(e) => (
+                format!(
+                    "cannot connect as {}: {e}",
                     login.user.as_deref().unwrap_or("the URL's user")
-                );
-            }
-        }
-        std::thread::sleep(backoff.next_delay());
+                ),
+                backoff.after(&e),
+            ),
+        };
+        tracing::warn!("{name}: {why}; retrying in {:.1} s", delay.as_secs_f64());
+        std::thread::sleep(delay);
     }
 }
 

@@ -44,7 +44,12 @@ impl Supervisor {
             }
             Err(RegisterError::NoExtension) => Err(RegisterError::NoExtension.into()),
             Err(e) => {
-                let delay = self.backoff.next_delay();
+                let answered = match &e {
+                    RegisterError::Db(e) => e.as_db_error().is_some(),
+                    RegisterError::Connect(e) => e.server_answered(),
+                    _ => false,
+                };
+                let delay = self.backoff.next(answered);
                 let why = match &e {
                     RegisterError::Db(e) => pg::describe(e),
                     RegisterError::Connect(e) => e.to_string(),

@@ -8,9 +8,15 @@ impl Supervisor {
         let slot = self.pools.slot_mut(id);
         slot.generation += 1;
         slot.respawn_at = None;
+        // The executor does not inherit the PG* variables: its login carries what they
+        // and the password file say.
+        let login = self.login.resolved().unwrap_or_else(|e| {
+            tracing::warn!("executor {i}: cannot resolve its database URL: {e}");
+            self.login.clone()
+        });
         match ExecutorProc::spawn(
             &self.cfg,
-            &self.login,
+            &login,
             id,
             i,
             slot.generation,

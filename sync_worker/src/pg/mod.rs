@@ -1,5 +1,9 @@
 // PostgreSQL connections of the worker: connect (TLS as libpq's sslmode says, optionally
 // receiving NOTIFY), retry with backoff, and tell a lost connection from a failed statement.
+mod backoff;
+pub mod libpq;
+
+pub use backoff::Backoff;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
 use serde::{Deserialize, Serialize};
@@ -49,33 +53,135 @@ pub fn set_default_ca_file(path: Option<PathBuf>) {
 }
 
 /// Parse a URL (`postgres://...?sslmode=verify-full&sslrootcert=/ca.pem`) or a key=value
-/// string, taking out the TLS options tokio-postgres does not understand.
+/// string, taking out the TLS options tokio-postgres does not understand. Nothing comes
+/// from the environment (see `resolve`).
 pub fn parse_url(url: &str) -> Result<Target, UrlError> {
+    let (config, sslmode, root_cert) = split_url(url)?;
+    finish(config, sslmode, root_cert)
+}
+
+/// A URL of the worker's own, its gaps filled as libpq fills them (PG* variables, the
+/// password file, the defaults): what every connection of the worker connects to.
+pub fn resolve(url: &str) -> Result<Target, UrlError> {
+    parse_url(&resolve_url(url, true)?)
+}
+
+/// `url` with what it leaves out written in, so that it means the same in a process
+/// without the worker's environment (an executor). Without `with_password`, no password
+/// is looked up.
+pub fn resolve_url(url: &str, with_password: bool) -> Result<String, UrlError> {
+    let (config, sslmode, root_cert) = split_url(url)?;
+    // tokio-postgres reads a URL's host without a port as port 5432; libpq, as PGPORT.
+    let portless = uri_hosts_without_port(url);
+    let given = libpq::Given {
+        config: &config,
+        sslmode: sslmode.as_deref(),
+        root_cert: root_cert.is_some(),
+        port_given: portless.is_none() && !config.get_ports().is_empty(),
+    };
+    let mut missing = libpq::missing(&given, &libpq::Process, with_password);
+    let mut out = url.to_string();
+    if let (Some(range), Some(at)) = (portless, missing.iter().position(|(k, _)| *k == "port")) {
+        let (_, port) = missing.remove(at);
+        let ports: Vec<&str> = port.split(',').collect();
+        let hosts: Vec<String> = out[range.clone()]
+            .split(',')
+            .enumerate()
+            .map(|(i, h)| format!("{h}:{}", ports.get(i).unwrap_or(&ports[0])))
+            .collect();
+        out.replace_range(range, &hosts.join(","));
+    }
+    if is_uri(url) {
+        for (i, (key, value)) in missing.iter().enumerate() {
+            let sep = if i == 0 && !url.contains('?') {
+                '?'
+            } else {
+                '&'
+            };
+            out.push(sep);
+            out.push_str(key);
+            out.push('=');
+            out.push_str(&percent_encode(value));
+        }
+    } else {
+        for (key, value) in &missing {
+            let value = value.replace('\\', "\\\\").replace('\'', "\\'");
+            out.push_str(&format!(" {key}='{value}'"));
+        }
+    }
+    Ok(out)
+}
+
+/// The URL to use when `database_url` may be missing: given, or empty when the PG*
+/// variables name a database (None: nothing says where the database is).
+pub fn url_or_environment(url: Option<&str>) -> Option<&str> {
+    match url {
+        Some(url) => Some(url),
+        None => libpq::names_a_target(&libpq::Process).then_some(""),
+    }
+}
+
+/// Where a URL's host list is, when it names hosts and none with a port.
+fn uri_hosts_without_port(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://").filter(|_| is_uri(url))? + 3;
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let start = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    let hosts = &url[start..end];
+    let has_port = |h: &str| match h.rfind(']') {
+        Some(i) => h[i..].contains(':'),
+        None => h.contains(':'),
+    };
+    let query_port = url
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("port=")));
+    (!hosts.is_empty() && !hosts.split(',').any(has_port) && !query_port).then_some(start..end)
+}
+
+fn is_uri(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Percent-encoding for a URL's query value (tokio-postgres decodes `%XX`, not `+`).
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+type Split = (tokio_postgres::Config, Option<String>, Option<PathBuf>);
+
+fn split_url(url: &str) -> Result<Split, UrlError> {
     let mut sslmode = None;
     let mut root_cert = None;
-    let rest = if let Some((base, query)) = url
-        .split_once('?')
-        .filter(|_| url.starts_with("postgres://") || url.starts_with("postgresql://"))
-    {
-        let mut kept = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+    let rest = if let Some((base, query)) = url.split_once('?').filter(|_| is_uri(url)) {
+        // Other parameters are kept as written: tokio-postgres decodes `%XX` only.
+        let mut kept = Vec::new();
+        for raw in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = form_urlencoded::parse(raw.as_bytes())
+                .next()
+                .unwrap_or_default();
             match k.as_ref() {
                 "sslmode" => sslmode = Some(v.into_owned()),
                 "sslrootcert" => root_cert = Some(PathBuf::from(v.as_ref())),
-                _ => {
-                    kept.append_pair(&k, &v);
-                }
+                _ => kept.push(raw),
             }
         }
-        let kept = kept.finish();
         if kept.is_empty() {
             base.to_string()
         } else {
-            format!("{base}?{kept}")
+            format!("{base}?{}", kept.join("&"))
         }
-    } else if url.contains('=') && !url.contains("://") {
+    } else if !is_uri(url) {
         let mut kept = Vec::new();
-        for part in url.split_whitespace() {
+        for part in keyword_parts(url) {
             match part.split_once('=') {
                 Some(("sslmode", v)) => sslmode = Some(v.trim_matches('\'').to_string()),
                 Some(("sslrootcert", v)) => root_cert = Some(PathBuf::from(v.trim_matches('\''))),
@@ -86,7 +192,39 @@ pub fn parse_url(url: &str) -> Result<Target, UrlError> {
     } else {
         url.to_string()
     };
-    let mut config: tokio_postgres::Config = rest.parse()?;
+    Ok((rest.parse()?, sslmode, root_cert))
+}
+
+/// The `key=value` parts of a keyword string; a quoted value may hold spaces.
+fn keyword_parts(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (None, false, false);
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '\'' {
+            quoted = !quoted;
+        } else if c.is_whitespace() && !quoted {
+            if let Some(s) = start.take() {
+                parts.push(&text[s..i]);
+            }
+            continue;
+        }
+        start.get_or_insert(i);
+    }
+    if let Some(s) = start {
+        parts.push(&text[s..]);
+    }
+    parts
+}
+
+fn finish(
+    mut config: tokio_postgres::Config,
+    sslmode: Option<String>,
+    root_cert: Option<PathBuf>,
+) -> Result<Target, UrlError> {
     let tls = match sslmode.as_deref() {
         None | Some("prefer") | Some("allow") => Tls::Prefer,
         Some("disable") => Tls::Disable,
@@ -137,14 +275,15 @@ pub fn connector(target: &Target) -> Result<MakeTlsConnector, openssl::error::Er
 /// Connect and drive the connection in the background. `application_name` shows the
 /// connection's role in pg_stat_activity.
 pub async fn connect(url: &str, application_name: &str) -> Result<Client, ConnectError> {
-    let (client, _) = connect_inner(parse_url(url)?, application_name, false).await?;
+    let (client, _) = connect_inner(resolve(url)?, application_name, false).await?;
     Ok(client)
 }
 
 /// Connect with `login`: its URL, with the user and password it names instead of the
 /// URL's (how executors log in as sync_executor on the worker's server).
 pub async fn connect_login(login: &Login, application_name: &str) -> Result<Client, ConnectError> {
-    let mut target = parse_url(&login.url)?;
+    // The login's own password replaces whatever the URL's user would get.
+    let mut target = parse_url(&resolve_url(&login.url, login.user.is_none())?)?;
     if let Some(user) = &login.user {
         target.config.user(user);
         // A password given for the URL's user is not the executor login's.
@@ -169,7 +308,7 @@ pub async fn connect_listening(
     url: &str,
     application_name: &str,
 ) -> Result<(Client, mpsc::UnboundedReceiver<Note>), ConnectError> {
-    let (client, rx) = connect_inner(parse_url(url)?, application_name, true).await?;
+    let (client, rx) = connect_inner(resolve(url)?, application_name, true).await?;
     Ok((client, rx.unwrap_or_else(|| mpsc::unbounded_channel().1)))
 }
 
@@ -185,6 +324,12 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// True when the server itself refused (it is up again, or nearly: starting up, out
+    /// of connections), as opposed to no answer at all.
+    pub fn server_answered(&self) -> bool {
+        matches!(self, ConnectError::Db(e) if e.as_db_error().is_some())
+    }
+
     /// True when trying again cannot help: a bad URL, TLS set-up, wrong password,
     /// unknown database or role.
     pub fn is_permanent(&self) -> bool {
@@ -218,7 +363,11 @@ async fn connect_inner(
     listen: bool,
 ) -> Result<(Client, Option<mpsc::UnboundedReceiver<Note>>), ConnectError> {
     let mut config = target.config.clone();
-    config.application_name(application_name);
+    // The role stays visible next to a name given by the URL or PGAPPNAME.
+    match target.config.get_application_name() {
+        Some(given) => config.application_name(format!("{given} ({application_name})")),
+        None => config.application_name(application_name),
+    };
     // Notice a dead server or network within a minute even while idle.
     config.keepalives(true);
     config.keepalives_idle(Duration::from_secs(20));
@@ -285,32 +434,6 @@ pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     !CLIENT.iter().any(|c| what.starts_with(c))
 }
 
-/// Exponential backoff between reconnection attempts: 0.5 s doubling to 10 s.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: Duration::from_millis(500),
-        }
-    }
-}
-
-impl Backoff {
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(10));
-        d
-    }
-
-    pub fn reset(&mut self) {
-        *self = Backoff::default();
-    }
-}
-
 /// One line saying why a connection attempt failed, for the operator.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -374,8 +497,12 @@ impl Reconnect {
                     self.client = Some(std::sync::Arc::new(c));
                 }
                 Err(e) => {
-                    let delay = self.backoff.next_delay();
-                    tracing::debug!("{}: cannot connect: {e}", self.name);
+                    let delay = self.backoff.after(&e);
+                    tracing::warn!(
+                        "{}: cannot connect: {e}; retrying in {:.1} s",
+                        self.name,
+                        delay.as_secs_f64()
+                    );
                     self.retry_at = Some(tokio::time::Instant::now() + delay);
                     return None;
                 }
@@ -405,10 +532,54 @@ pub struct Login {
     pub password: Option<String>,
 }
 
+impl Login {
+    /// This login as it means in a process without the worker's environment (an
+    /// executor's): the URL's gaps filled from the PG* variables and the password file.
+    /// The worker's own password is not looked up for a login that replaces the user.
+    pub fn resolved(&self) -> Result<Login, UrlError> {
+        Ok(Login {
+            url: resolve_url(&self.url, self.user.is_none())?,
+            user: self.user.clone(),
+            password: self.password.clone(),
+        })
+    }
+}
+
 impl std::fmt::Debug for Login {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Login")
             .field("user", &self.user)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_host_without_a_port_is_found_for_pgport() {
+        let url = "postgres://u:p@h1,h2/db?sslmode=require";
+        assert_eq!(uri_hosts_without_port(url).map(|r| &url[r]), Some("h1,h2"));
+        assert_eq!(uri_hosts_without_port("postgres://h:5433/db"), None);
+        assert_eq!(uri_hosts_without_port("postgres://[::1]:5433/db"), None);
+        assert!(uri_hosts_without_port("postgres://[::1]/db").is_some());
+        assert_eq!(uri_hosts_without_port("postgres:///db"), None);
+        assert_eq!(uri_hosts_without_port("postgres://h/db?port=1"), None);
+        assert_eq!(uri_hosts_without_port("host=h dbname=d"), None);
+    }
+
+    #[test]
+    fn keyword_values_may_be_quoted_with_spaces() {
+        assert_eq!(
+            keyword_parts("host=h  password='a  b\\' c' sslmode=require"),
+            ["host=h", "password='a  b\\' c'", "sslmode=require"]
+        );
+        let t = parse_url("postgres://h/d?password=a%20b%3A+&sslmode=require").expect("parse");
+        assert_eq!(t.config.get_password(), Some(&b"a b:+"[..]));
+        assert_eq!(t.tls, Tls::Require);
+        let t = parse_url("host=h password='a  b' sslmode='verify-full'").expect("parse");
+        assert_eq!(t.tls, Tls::VerifyFull);
+        assert_eq!(t.config.get_password(), Some(&b"a  b"[..]));
     }
 }
