@@ -101,7 +101,7 @@ pub fn directories(value: PathList) -> Result<String, String> {
 /// leaves out is filled in at each connection (pg::resolve).
 pub fn database_url(url: Option<String>) -> Result<String, String> {
     let Some(url) = crate::pg::url_or_environment(url.as_deref()) else {
-        return Err("is not set: give --database-url, DATABASE_URL or `database_url` in the config file, e.g. postgres://sync_worker@db.example.com/erp, or libpq's PGHOST, PGDATABASE... variables".into());
+        return Err("database_url is not set and no PGHOST, PGHOSTADDR, PGPORT, PGUSER or PGDATABASE says where the database is: give --database-url, DATABASE_URL or `database_url` in the config file, e.g. postgres://sync_worker@db.example.com/erp, or libpq's variables".into());
     };
     crate::pg::resolve(url).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
     Ok(url.to_string())
