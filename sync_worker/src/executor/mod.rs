@@ -473,12 +473,12 @@ fn take_protocol_fds() -> std::io::Result<(File, File)> {
     Ok(unsafe { (File::from_raw_fd(input), File::from_raw_fd(output)) })
 }
 
-/// SIGTERM and SIGINT are for the supervisor, which stops executors itself (Stop message,
-/// SIGKILL after the grace period, PDEATHSIG). systemd's default KillMode and Ctrl-C in
-/// a terminal signal the whole process group: without this, running jobs died at once
-/// instead of getting the grace period.
+/// SIGTERM, SIGINT and SIGHUP are for the supervisor, which stops executors itself (Stop
+/// message, SIGKILL after the grace period, PDEATHSIG) and reloads settings by restarting
+/// them. systemd's default KillMode, `systemctl kill --signal=HUP` and Ctrl-C or a hangup
+/// in a terminal signal the whole process group: without this, running jobs died at once.
 fn ignore_stop_signals() {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
