@@ -80,21 +80,30 @@ impl FromStr for DurationValue {
     }
 }
 
+/// A file value given as text or as a TOML number (`5` = "5"), parsed like a flag's text.
+fn text_or_number<'de, T, D>(d: D) -> Result<T, D::Error>
+where
+    T: FromStr<Err = String>,
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Int(u64),
+        Float(f64),
+    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Text(t) => t,
+        Raw::Int(n) => n.to_string(),
+        Raw::Float(f) => f.to_string(),
+    };
+    text.parse().map_err(serde::de::Error::custom)
+}
+
 impl<'de> Deserialize<'de> for DurationValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Int(u64),
-            Float(f64),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Text(t) => t,
-            Raw::Int(n) => n.to_string(),
-            Raw::Float(f) => f.to_string(),
-        };
-        text.parse().map_err(serde::de::Error::custom)
+        text_or_number(d)
     }
 }
 
@@ -113,17 +122,7 @@ impl FromStr for SizeValue {
 
 impl<'de> Deserialize<'de> for SizeValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Int(u64),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Text(t) => t,
-            Raw::Int(n) => n.to_string(),
-        };
-        text.parse().map_err(serde::de::Error::custom)
+        text_or_number(d)
     }
 }
 
