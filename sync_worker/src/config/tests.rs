@@ -152,6 +152,8 @@ fn old_names_still_work_for_a_release_with_a_warning_and_both_are_refused() {
 
 #[test]
 fn python_path_takes_existing_directories() {
+    // Flags read the environment, which other tests set.
+    let _env = ENV.lock();
     let dir = std::env::temp_dir();
     let text = format!(
         "python_path = ['{}', '/usr/lib/python3/dist-packages']",
@@ -274,6 +276,8 @@ fn a_flag_beats_its_variable_which_beats_the_file_which_beats_the_default() {
 
 #[test]
 fn a_switch_is_turned_on_by_its_flag_or_variable_or_else_by_the_file() {
+    // Flags read the environment, which other tests set.
+    let _env = ENV.lock();
     let on = |list: &[&str], text: &str| {
         let mut all = vec!["--database-url", "postgres://a@h/db"];
         all.extend_from_slice(list);
@@ -288,6 +292,8 @@ fn a_switch_is_turned_on_by_its_flag_or_variable_or_else_by_the_file() {
 
 #[test]
 fn log_json_is_log_format_json_and_wins() {
+    // Flags read the environment, which other tests set.
+    let _env = ENV.lock();
     let cli = args(&[
         "--database-url",
         "postgres://a@h/db",
@@ -304,6 +310,8 @@ fn log_json_is_log_format_json_and_wins() {
 
 #[test]
 fn errors_name_the_setting() {
+    // Flags read the environment, which other tests set.
+    let _env = ENV.lock();
     let bad = parse_file("poll_interval = 'soon'").expect_err("refused");
     assert!(bad.contains("poll_interval"), "{bad}");
     let e = Config::merge(
@@ -376,6 +384,8 @@ fn errors_name_the_setting() {
 
 #[test]
 fn webhook_listen_is_off_without_webhook_executors() {
+    // Flags read the environment, which other tests set.
+    let _env = ENV.lock();
     let cfg = Config::merge(&url(), file("webhook_executors = 0"), None).expect("config");
     assert_eq!(cfg.webhook_listen, None);
 }
@@ -416,6 +426,8 @@ fn uncommented(example: &str) -> String {
 
 #[test]
 fn the_printed_example_parses_and_so_do_its_commented_values() {
+    // Flags read the environment, which other tests set.
+    let _env = ENV.lock();
     let example = render::toml();
     parse_file(&example).expect("the example as printed");
     let all = uncommented(&example);
@@ -436,6 +448,8 @@ fn the_printed_example_parses_and_so_do_its_commented_values() {
 
 #[test]
 fn every_flag_with_a_variable_is_a_setting_and_its_help_shows_the_default() {
+    // Flags read the environment, which other tests set.
+    let _env = ENV.lock();
     let command = Flags::command();
     for arg in command.get_arguments() {
         let id = arg.get_id().as_str();
