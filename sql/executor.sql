@@ -42,7 +42,7 @@ CREATE TRIGGER check_time_limit BEFORE INSERT OR UPDATE OF time_limit ON sync.ta
     FOR EACH ROW WHEN (NEW.time_limit IS NOT NULL)
     EXECUTE FUNCTION sync.task_check_time_limit();
 
--- The setting itself must be an interval, or every job would fail to start.
+-- Settings read by the queue must be well-formed, or every job (or cron run) would fail.
 CREATE FUNCTION sync.setting_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -65,6 +65,15 @@ BEGIN
             RAISE EXCEPTION 'setting max_time_limit: "%" is not a positive interval', NEW.value
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'Write it like ''1 hour'' or ''90 minutes''.';
         END;
+    END IF;
+    IF NEW.key = 'cron_missed_runs' AND NEW.value NOT IN ('once', 'skip', 'each') THEN
+        RAISE EXCEPTION 'setting cron_missed_runs: "%" is not once, skip or each', NEW.value
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'once runs missed cron runs as one job (the default), skip drops them, each runs every one of them up to cron_missed_runs_cap.';
+    END IF;
+    IF NEW.key = 'cron_missed_runs_cap' AND NOT coalesce(substring(NEW.value FROM '^\s*([0-9]{1,5})\s*$')::integer BETWEEN 1 AND 10000, false) THEN
+        RAISE EXCEPTION 'setting cron_missed_runs_cap: "%" is not a whole number from 1 to 10000', NEW.value
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default is 100.';
     END IF;
     RETURN NEW;
 END

@@ -325,23 +325,73 @@ COMMENT ON FUNCTION sync_cancel_job(bigint) IS 'Cancel a job: a pending one will
 -- Scheduling: cron triggers (and the db triggers' timed events when installed)
 ------------------------------------------------------------------------------------
 
--- Enqueue one handle_cron() job per due cron trigger. The trigger row is locked and its
--- next_run_at moved past the database clock by whole intervals in the same transaction
--- as the insert, so two workers calling this at once never enqueue the same run twice
--- (the second one skips the locked row, or sees the moved next_run_at). Runs missed
--- while no worker was up are coalesced into one job.
+-- A schedule trigger's next_run_at is always one of its runs: a written next_run_at
+-- (the default now(), or an imported one) moves to the first run at or after it, and a
+-- changed schedule or time zone starts over from the first run after the database
+-- clock. A bad expression or zone is refused here, naming the trigger.
+CREATE FUNCTION sync.cron_trigger_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text;
+BEGIN
+    IF NEW.schedule IS NULL THEN
+        RETURN NEW;
+    END IF;
+    problem := sync.cron_schedule_problem(NEW.schedule, NEW.timezone);
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'cron trigger "%": %', NEW.name, problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write five fields (minute hour day-of-month month day-of-week) or six with seconds first, e.g. schedule ''0 2 * * *'' (daily at 02:00) with timezone ''Europe/Berlin'' or ''UTC''.';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at THEN
+        IF (NEW.schedule, NEW.timezone) IS DISTINCT FROM (OLD.schedule, OLD.timezone) THEN
+            NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, sync.clock());
+        END IF;
+    ELSIF isfinite(NEW.next_run_at) THEN
+        NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, NEW.next_run_at - interval '1 microsecond');
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION sync.cron_trigger_check() IS 'Trigger of sync.cron_trigger: refuses a bad schedule or time zone (22023) and keeps next_run_at on a run of the schedule.';
+CREATE TRIGGER check_schedule BEFORE INSERT OR UPDATE ON sync.cron_trigger
+    FOR EACH ROW EXECUTE FUNCTION sync.cron_trigger_check();
+
+-- What to do with the runs of a cron trigger that came due while no worker ran: the
+-- setting cron_missed_runs (once, skip or each) and, for each, cron_missed_runs_cap.
+CREATE FUNCTION sync.cron_missed_runs() RETURNS TABLE (policy text, cap integer)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce((SELECT value FROM sync.setting WHERE key = 'cron_missed_runs'), 'once'),
+           coalesce((SELECT btrim(value)::integer FROM sync.setting WHERE key = 'cron_missed_runs_cap'), 100)
+$$;
+COMMENT ON FUNCTION sync.cron_missed_runs() IS 'The missed-runs policy of cron triggers: cron_missed_runs (once, skip or each; default once) and cron_missed_runs_cap (default 100).';
+
+-- Enqueue the due runs of cron triggers. The trigger row is locked and its next_run_at
+-- moved past the database clock in the same transaction as the inserts, so two workers
+-- calling this at once never enqueue the same run twice (the second one skips the
+-- locked row, or sees the moved next_run_at). Runs that came due while no worker was up
+-- follow sync.cron_missed_runs(): once = one job for all of them; skip = none, except a
+-- run due within the last minute (the scheduler's tick, not a missed run); each = one
+-- job per run, the latest `cap` of them, each with args {"scheduled_at": ...} (in UTC,
+-- whatever the worker's session says).
 CREATE FUNCTION sync.enqueue_due_crons() RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
 DECLARE
     now_ timestamptz := sync.clock();
+    missed text;
+    missed_cap integer;
     c record;
     next_at timestamptz;
     k double precision;
+    runs timestamptz[];
+    run_at timestamptz;
+    most integer;
     n integer := 0;
 BEGIN
+    SELECT m.policy, m.cap INTO missed, missed_cap FROM sync.cron_missed_runs() m;
     FOR c IN
-        SELECT ct.id, ct.task_id, ct.project_id, ct.name, ct."interval", ct.next_run_at,
-               ct.calls_left, ct.run_as
+        SELECT ct.id, ct.task_id, ct.project_id, ct.name, ct."interval", ct.schedule, ct.timezone,
+               ct.next_run_at, ct.calls_left, ct.run_as
         FROM sync.cron_trigger ct
         JOIN sync.task t ON t.id = ct.task_id
         JOIN sync.project p ON p.id = ct.project_id
@@ -350,33 +400,68 @@ BEGIN
         ORDER BY ct.next_run_at
         FOR UPDATE OF ct SKIP LOCKED
     LOOP
-        next_at := c.next_run_at + c."interval";
-        IF next_at <= now_ THEN
-            -- Jump close with arithmetic (months count as 30 days there), then settle
-            -- on the first whole interval after now_ by stepping.
-            k := floor(extract(epoch FROM now_ - c.next_run_at) / extract(epoch FROM c."interval"));
-            next_at := c.next_run_at + c."interval" * k;
-            WHILE next_at - c."interval" > now_ LOOP
-                next_at := next_at - c."interval";
-            END LOOP;
-            WHILE next_at <= now_ LOOP
-                next_at := next_at + c."interval";
-            END LOOP;
+        most := CASE missed WHEN 'each' THEN missed_cap ELSE 1 END;
+        IF c.calls_left > 0 THEN
+            most := least(most, c.calls_left);
+        END IF;
+        IF c.schedule IS NOT NULL THEN
+            next_at := sync.cron_next(c.schedule, c.timezone, now_);
+            IF missed <> 'once' THEN
+                runs := sync.cron_runs_between(c.schedule, c.timezone, c.next_run_at, now_, most);
+            END IF;
+        ELSE
+            next_at := c.next_run_at + c."interval";
+            IF next_at <= now_ THEN
+                -- Jump close with arithmetic (months count as 30 days there), then settle
+                -- on the first whole interval after now_ by stepping.
+                k := floor(extract(epoch FROM now_ - c.next_run_at) / extract(epoch FROM c."interval"));
+                next_at := c.next_run_at + c."interval" * k;
+                WHILE next_at - c."interval" > now_ LOOP
+                    next_at := next_at - c."interval";
+                END LOOP;
+                WHILE next_at <= now_ LOOP
+                    next_at := next_at + c."interval";
+                END LOOP;
+            END IF;
+            IF missed <> 'once' THEN
+                runs := '{}';
+                run_at := next_at - c."interval";
+                WHILE run_at >= c.next_run_at AND cardinality(runs) < most LOOP
+                    runs := run_at || runs;
+                    run_at := run_at - c."interval";
+                END LOOP;
+                IF cardinality(runs) = 0 THEN
+                    runs := ARRAY[c.next_run_at];
+                END IF;
+            END IF;
+        END IF;
+        IF missed = 'skip' THEN
+            runs := ARRAY(SELECT r FROM unnest(runs) r WHERE r >= now_ - interval '1 minute');
+        END IF;
+        IF missed = 'once' THEN
+            INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                                  eta, user_name)
+            VALUES (c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron', now_,
+                    coalesce(c.run_as, current_user));
+            runs := ARRAY[now_];
+        ELSE
+            INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                                  args, eta, user_name)
+            SELECT c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron',
+                   jsonb_build_object('scheduled_at', r), now_, coalesce(c.run_as, current_user)
+            FROM unnest(runs) WITH ORDINALITY AS u(r, i)
+            ORDER BY i;
         END IF;
         UPDATE sync.cron_trigger
-        SET next_run_at = next_at,
-            calls_left = CASE WHEN calls_left > 0 THEN calls_left - 1 ELSE calls_left END
+        SET next_run_at = coalesce(next_at, 'infinity'),
+            calls_left = CASE WHEN calls_left > 0 THEN calls_left - cardinality(runs) ELSE calls_left END
         WHERE id = c.id;
-        INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                              eta, user_name)
-        VALUES (c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron', now_,
-                coalesce(c.run_as, current_user));
-        n := n + 1;
+        n := n + cardinality(runs);
     END LOOP;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION sync.enqueue_due_crons() IS 'Enqueue the due runs of cron triggers (database clock); safe to call from many workers at once. Returns the number of jobs enqueued.';
+COMMENT ON FUNCTION sync.enqueue_due_crons() IS 'Enqueue the due runs of cron triggers (database clock, missed runs as sync.cron_missed_runs() says); safe to call from many workers at once. Returns the number of jobs enqueued.';
 
 -- What every worker calls about once a second: due crons, and the timed db-trigger
 -- events when that part of pg_sync provides sync.enqueue_timed_triggers().

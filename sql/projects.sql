@@ -140,8 +140,8 @@ LANGUAGE sql IMMUTABLE AS $$
     ('secrets', '{"key": "string!"}'),
     ('tasks', '{"name": "string!", "code": "string", "active": "boolean", "time_limit": "interval?"}'),
     ('cron_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
-                        "interval": "interval!", "next_run_at": "timestamptz",
-                        "calls_left": "integer", "run_as": "string?"}'),
+                        "interval": "interval?", "schedule": "string?", "timezone": "string",
+                        "next_run_at": "timestamptz", "calls_left": "integer", "run_as": "string?"}'),
     ('db_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
                       "table_name": "string!", "event": "string!", "apply_on": "string?",
                       "before_update": "string?", "watched_columns": "strings?",
@@ -200,6 +200,20 @@ BEGIN
             PERFORM sync.pio_fail(r.path || '.before_update', 'only applies to update and create_or_update triggers');
         ELSE
             PERFORM sync.pio_fail(r.path || '.date_column', 'is required for event "timed" and only allowed for it');
+        END IF;
+    END IF;
+    SELECT format('cron_triggers[%s]', n - 1) AS path, e INTO r
+    FROM jsonb_array_elements(coalesce(doc -> 'cron_triggers', '[]')) WITH ORDINALITY AS a(e, n)
+    WHERE (e ->> 'interval' IS NOT NULL) = (e ->> 'schedule' IS NOT NULL)
+       OR sync.cron_schedule_problem(e ->> 'schedule', coalesce(e ->> 'timezone', 'UTC')) IS NOT NULL
+    ORDER BY n LIMIT 1;
+    IF FOUND THEN
+        IF (r.e ->> 'interval' IS NOT NULL) = (r.e ->> 'schedule' IS NOT NULL) THEN
+            PERFORM sync.pio_fail(r.path, 'must have either an interval or a schedule, not both or neither',
+                'Write "interval": "1 hour", or "schedule": "0 2 * * *" with "timezone": "Europe/Berlin", and set the other to null.');
+        ELSE
+            PERFORM sync.pio_fail(r.path, sync.cron_schedule_problem(r.e ->> 'schedule', coalesce(r.e ->> 'timezone', 'UTC')),
+                'Write five fields (minute hour day-of-month month day-of-week) or six with seconds first, e.g. "0 2 * * *", and an IANA time zone such as "Europe/Berlin" or "UTC".');
         END IF;
     END IF;
     SELECT format('webhook_triggers[%s].content_type', n - 1) AS path, e -> 'content_type' AS v INTO r
@@ -362,7 +376,8 @@ BEGIN
             FROM sync.task WHERE project_id = p.id), '[]'),
         'cron_triggers', coalesce((
             SELECT jsonb_agg(jsonb_build_object('name', c.name, 'task', t.name, 'active', c.active,
-                                                'interval', c."interval", 'next_run_at', c.next_run_at,
+                                                'interval', c."interval", 'schedule', c.schedule,
+                                                'timezone', c.timezone, 'next_run_at', c.next_run_at,
                                                 'calls_left', c.calls_left, 'run_as', c.run_as)
                              ORDER BY c.name COLLATE "C")
             FROM sync.cron_trigger c JOIN sync.task t ON t.id = c.task_id
@@ -555,13 +570,17 @@ BEGIN
     DELETE FROM sync.button_trigger b WHERE b.project_id = pid
       AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(buttons) e WHERE e ->> 'name' = b.name);
 
-    -- Cron: a trigger that stays keeps its schedule (next_run_at, calls_left).
+    -- Cron: a trigger that stays keeps its next_run_at and calls_left (a changed schedule
+    -- or time zone starts over from its first run after now: sync.cron_trigger_check).
     UPDATE sync.cron_trigger c
-       SET task_id = t.id, active = coalesce(x.active, true), "interval" = x."interval"
-      FROM jsonb_to_recordset(crons) AS x(name text, task text, active boolean, "interval" interval),
+       SET task_id = t.id, active = coalesce(x.active, true), "interval" = x."interval",
+           schedule = x.schedule, timezone = coalesce(x.timezone, 'UTC')
+      FROM jsonb_to_recordset(crons)
+           AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text),
            sync.task t
      WHERE c.project_id = pid AND c.name = x.name AND t.project_id = pid AND t.name = x.task
-       AND (c.task_id, c.active, c."interval") IS DISTINCT FROM (t.id, coalesce(x.active, true), x."interval");
+       AND (c.task_id, c.active, c."interval", c.schedule, c.timezone)
+           IS DISTINCT FROM (t.id, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'));
     SELECT array_agg(c.name ORDER BY c.name COLLATE "C") AS names INTO r
     FROM sync.cron_trigger c JOIN jsonb_to_recordset(crons) AS x(name text, run_as name) ON x.name = c.name
     WHERE c.project_id = pid AND c.run_as IS DISTINCT FROM x.run_as;
@@ -581,23 +600,24 @@ BEGIN
             format('set run_as of cron triggers %s of project "%s"', array_to_string(r.names, ', '), pname));
     END IF;
     -- Two statements, so that one without run_as does not name that column.
-    INSERT INTO sync.cron_trigger (task_id, name, active, "interval", next_run_at, calls_left)
-    SELECT t.id, x.name, coalesce(x.active, true), x."interval", coalesce(x.next_run_at, now()),
-           coalesce(x.calls_left, -1)
+    INSERT INTO sync.cron_trigger (task_id, name, active, "interval", schedule, timezone, next_run_at, calls_left)
+    SELECT t.id, x.name, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'),
+           coalesce(x.next_run_at, now()), coalesce(x.calls_left, -1)
     FROM jsonb_to_recordset(crons)
-         AS x(name text, task text, active boolean, "interval" interval, next_run_at timestamptz,
-              calls_left integer, run_as name)
+         AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text,
+              next_run_at timestamptz, calls_left integer, run_as name)
     JOIN sync.task t ON t.project_id = pid AND t.name = x.task
     WHERE x.run_as IS NULL
       AND NOT EXISTS (SELECT 1 FROM sync.cron_trigger c WHERE c.project_id = pid AND c.name = x.name)
     ORDER BY x.name COLLATE "C";
     IF r.names IS NOT NULL THEN
-        INSERT INTO sync.cron_trigger (task_id, name, active, "interval", next_run_at, calls_left, run_as)
-        SELECT t.id, x.name, coalesce(x.active, true), x."interval", coalesce(x.next_run_at, now()),
-               coalesce(x.calls_left, -1), x.run_as
+        INSERT INTO sync.cron_trigger (task_id, name, active, "interval", schedule, timezone, next_run_at,
+                                       calls_left, run_as)
+        SELECT t.id, x.name, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'),
+               coalesce(x.next_run_at, now()), coalesce(x.calls_left, -1), x.run_as
         FROM jsonb_to_recordset(crons)
-             AS x(name text, task text, active boolean, "interval" interval, next_run_at timestamptz,
-                  calls_left integer, run_as name)
+             AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text,
+                  next_run_at timestamptz, calls_left integer, run_as name)
         JOIN sync.task t ON t.project_id = pid AND t.name = x.task
         WHERE x.name = ANY (r.names)
         ORDER BY x.name COLLATE "C";

@@ -101,6 +101,9 @@ GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_del
     sync_search_links(text, jsonb), sync.search_local_links(text, regclass, text[]),
     sync.refs_filter(text, jsonb), sync_get_link(text, text), sync_get_link(text, jsonb),
     sync.caller(), sync.live_workers(), sync.version(),
+    -- Cron schedules: pure computation, also called by the cron_trigger check as the writer.
+    sync.cron_next(text, text, timestamptz), sync.cron_schedule_problem(text, text),
+    sync.cron_runs_between(text, text, timestamptz, timestamptz, integer), sync.cron_missed_runs(),
     -- Helpers of export and import, which run as the caller.
     sync.pio_fail(text, text, text), sync.pio_show(jsonb), sync.pio_check_object(jsonb, text, jsonb),
     sync.pio_format(), sync.pio_check_document(jsonb), sync.pio_require(boolean, text),
@@ -141,8 +144,8 @@ GRANT INSERT (task_id, project_id, name, active, table_name, event, apply_on, be
       UPDATE (task_id, project_id, name, active, table_name, event, apply_on, before_update,
               watched_columns, date_column, time_offset, chunk_size), DELETE
     ON sync.db_trigger TO sync_developer;
-GRANT INSERT (task_id, project_id, name, active, "interval", next_run_at, calls_left),
-      UPDATE (task_id, project_id, name, active, "interval", next_run_at, calls_left), DELETE
+GRANT INSERT (task_id, project_id, name, active, "interval", schedule, timezone, next_run_at, calls_left),
+      UPDATE (task_id, project_id, name, active, "interval", schedule, timezone, next_run_at, calls_left), DELETE
     ON sync.cron_trigger TO sync_developer;
 GRANT INSERT (task_id, project_id, name, active, content_type, token),
       UPDATE (task_id, project_id, name, active, content_type, token), DELETE

@@ -531,7 +531,8 @@ BEGIN
             FROM sync.task WHERE project_id = p.id), '[]'),
         'cron_triggers', coalesce((
             SELECT jsonb_agg(jsonb_build_object('name', c.name, 'task', t.name, 'active', c.active,
-                                                'interval', c."interval", 'next_run_at', c.next_run_at,
+                                                'interval', c."interval", 'schedule', c.schedule,
+                                                'timezone', c.timezone, 'next_run_at', c.next_run_at,
                                                 'calls_left', c.calls_left, 'run_as', c.run_as)
                              ORDER BY c.name COLLATE "C")
             FROM sync.cron_trigger c JOIN sync.task t ON t.id = c.task_id
@@ -616,6 +617,15 @@ BEGIN
             RAISE EXCEPTION 'setting max_time_limit: "%" is not a positive interval', NEW.value
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'Write it like ''1 hour'' or ''90 minutes''.';
         END;
+    END IF;
+    IF NEW.key = 'cron_missed_runs' AND NEW.value NOT IN ('once', 'skip', 'each') THEN
+        RAISE EXCEPTION 'setting cron_missed_runs: "%" is not once, skip or each', NEW.value
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'once runs missed cron runs as one job (the default), skip drops them, each runs every one of them up to cron_missed_runs_cap.';
+    END IF;
+    IF NEW.key = 'cron_missed_runs_cap' AND NOT coalesce(substring(NEW.value FROM '^\s*([0-9]{1,5})\s*$')::integer BETWEEN 1 AND 10000, false) THEN
+        RAISE EXCEPTION 'setting cron_missed_runs_cap: "%" is not a whole number from 1 to 10000', NEW.value
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'The default is 100.';
     END IF;
     RETURN NEW;
 END
@@ -1108,6 +1118,612 @@ $$;
 COMMENT ON FUNCTION sync.project_runtime(bigint) IS 'Used by workers: a project''s code layers, params, texts, secrets and the values to mask, as sent to executors.';
 
 ------------------------------------------------------------------------------------
+-- Cron schedules: a cron trigger runs every interval or on a cron expression in an IANA
+-- time zone; missed runs follow the cron_missed_runs setting
+------------------------------------------------------------------------------------
+-- Rust (pg_sync/src/schedule.rs).
+CREATE FUNCTION sync."cron_next"(
+	"schedule" TEXT, /* & str */
+	"timezone" TEXT, /* & str */
+	"after" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS timestamp with time zone /* Option < TimestampWithTimeZone > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cron_next_wrapper';
+CREATE FUNCTION sync."cron_runs_between"(
+	"schedule" TEXT, /* & str */
+	"timezone" TEXT, /* & str */
+	"from" timestamp with time zone, /* TimestampWithTimeZone */
+	"upto" timestamp with time zone, /* TimestampWithTimeZone */
+	"max" INT /* i32 */
+) RETURNS timestamp with time zone[] /* Vec < TimestampWithTimeZone > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cron_runs_between_wrapper';
+CREATE FUNCTION sync."cron_schedule_problem"(
+	"schedule" TEXT, /* & str */
+	"timezone" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cron_schedule_problem_wrapper';
+ALTER TABLE sync.cron_trigger ALTER COLUMN "interval" DROP NOT NULL,
+    ADD COLUMN schedule text,
+    ADD COLUMN timezone text NOT NULL DEFAULT 'UTC',
+    ADD CONSTRAINT cron_trigger_interval_or_schedule CHECK (("interval" IS NULL) <> (schedule IS NULL));
+COMMENT ON TABLE sync.cron_trigger IS 'Runs handle_cron() every interval or on a cron schedule, from next_run_at, calls_left times (-1 = forever).';
+COMMENT ON COLUMN sync.cron_trigger."interval" IS 'Time between runs (at least 1 second); NULL when schedule is set.';
+COMMENT ON COLUMN sync.cron_trigger.next_run_at IS 'Next run, by the database clock; for a schedule, always one of its runs (the first at or after the value written).';
+COMMENT ON COLUMN sync.cron_trigger.schedule IS 'Cron expression of five fields (minute hour day month weekday) or six (seconds first); NULL when interval is set.';
+COMMENT ON COLUMN sync.cron_trigger.timezone IS 'IANA time zone the schedule is read in (e.g. Europe/Berlin); default UTC.';
+CREATE FUNCTION sync.cron_trigger_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text;
+BEGIN
+    IF NEW.schedule IS NULL THEN
+        RETURN NEW;
+    END IF;
+    problem := sync.cron_schedule_problem(NEW.schedule, NEW.timezone);
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'cron trigger "%": %', NEW.name, problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Write five fields (minute hour day-of-month month day-of-week) or six with seconds first, e.g. schedule ''0 2 * * *'' (daily at 02:00) with timezone ''Europe/Berlin'' or ''UTC''.';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at THEN
+        IF (NEW.schedule, NEW.timezone) IS DISTINCT FROM (OLD.schedule, OLD.timezone) THEN
+            NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, sync.clock());
+        END IF;
+    ELSIF isfinite(NEW.next_run_at) THEN
+        NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, NEW.next_run_at - interval '1 microsecond');
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION sync.cron_trigger_check() IS 'Trigger of sync.cron_trigger: refuses a bad schedule or time zone (22023) and keeps next_run_at on a run of the schedule.';
+CREATE TRIGGER check_schedule BEFORE INSERT OR UPDATE ON sync.cron_trigger
+    FOR EACH ROW EXECUTE FUNCTION sync.cron_trigger_check();
+CREATE FUNCTION sync.cron_missed_runs() RETURNS TABLE (policy text, cap integer)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT coalesce((SELECT value FROM sync.setting WHERE key = 'cron_missed_runs'), 'once'),
+           coalesce((SELECT btrim(value)::integer FROM sync.setting WHERE key = 'cron_missed_runs_cap'), 100)
+$$;
+COMMENT ON FUNCTION sync.cron_missed_runs() IS 'The missed-runs policy of cron triggers: cron_missed_runs (once, skip or each; default once) and cron_missed_runs_cap (default 100).';
+CREATE OR REPLACE FUNCTION sync.enqueue_due_crons() RETURNS integer
+LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
+DECLARE
+    now_ timestamptz := sync.clock();
+    missed text;
+    missed_cap integer;
+    c record;
+    next_at timestamptz;
+    k double precision;
+    runs timestamptz[];
+    run_at timestamptz;
+    most integer;
+    n integer := 0;
+BEGIN
+    SELECT m.policy, m.cap INTO missed, missed_cap FROM sync.cron_missed_runs() m;
+    FOR c IN
+        SELECT ct.id, ct.task_id, ct.project_id, ct.name, ct."interval", ct.schedule, ct.timezone,
+               ct.next_run_at, ct.calls_left, ct.run_as
+        FROM sync.cron_trigger ct
+        JOIN sync.task t ON t.id = ct.task_id
+        JOIN sync.project p ON p.id = ct.project_id
+        WHERE ct.active AND ct.calls_left <> 0 AND ct.next_run_at <= now_
+          AND t.active AND p.active
+        ORDER BY ct.next_run_at
+        FOR UPDATE OF ct SKIP LOCKED
+    LOOP
+        most := CASE missed WHEN 'each' THEN missed_cap ELSE 1 END;
+        IF c.calls_left > 0 THEN
+            most := least(most, c.calls_left);
+        END IF;
+        IF c.schedule IS NOT NULL THEN
+            next_at := sync.cron_next(c.schedule, c.timezone, now_);
+            IF missed <> 'once' THEN
+                runs := sync.cron_runs_between(c.schedule, c.timezone, c.next_run_at, now_, most);
+            END IF;
+        ELSE
+            next_at := c.next_run_at + c."interval";
+            IF next_at <= now_ THEN
+                -- Jump close with arithmetic (months count as 30 days there), then settle
+                -- on the first whole interval after now_ by stepping.
+                k := floor(extract(epoch FROM now_ - c.next_run_at) / extract(epoch FROM c."interval"));
+                next_at := c.next_run_at + c."interval" * k;
+                WHILE next_at - c."interval" > now_ LOOP
+                    next_at := next_at - c."interval";
+                END LOOP;
+                WHILE next_at <= now_ LOOP
+                    next_at := next_at + c."interval";
+                END LOOP;
+            END IF;
+            IF missed <> 'once' THEN
+                runs := '{}';
+                run_at := next_at - c."interval";
+                WHILE run_at >= c.next_run_at AND cardinality(runs) < most LOOP
+                    runs := run_at || runs;
+                    run_at := run_at - c."interval";
+                END LOOP;
+                IF cardinality(runs) = 0 THEN
+                    runs := ARRAY[c.next_run_at];
+                END IF;
+            END IF;
+        END IF;
+        IF missed = 'skip' THEN
+            runs := ARRAY(SELECT r FROM unnest(runs) r WHERE r >= now_ - interval '1 minute');
+        END IF;
+        IF missed = 'once' THEN
+            INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                                  eta, user_name)
+            VALUES (c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron', now_,
+                    coalesce(c.run_as, current_user));
+            runs := ARRAY[now_];
+        ELSE
+            INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                                  args, eta, user_name)
+            SELECT c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron',
+                   jsonb_build_object('scheduled_at', r), now_, coalesce(c.run_as, current_user)
+            FROM unnest(runs) WITH ORDINALITY AS u(r, i)
+            ORDER BY i;
+        END IF;
+        UPDATE sync.cron_trigger
+        SET next_run_at = coalesce(next_at, 'infinity'),
+            calls_left = CASE WHEN calls_left > 0 THEN calls_left - cardinality(runs) ELSE calls_left END
+        WHERE id = c.id;
+        n := n + cardinality(runs);
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.enqueue_due_crons() IS 'Enqueue the due runs of cron triggers (database clock, missed runs as sync.cron_missed_runs() says); safe to call from many workers at once. Returns the number of jobs enqueued.';
+CREATE OR REPLACE FUNCTION sync.pio_format() RETURNS TABLE (section text, fields jsonb)
+LANGUAGE sql IMMUTABLE AS $$
+    VALUES
+    ('', '{"pg_sync_export": "integer!", "name": "string!", "active": "boolean",
+           "core_code": "string", "common_code": "string", "eval_context": "strings",
+           "run_as": "string?", "params": "array", "texts": "array", "secrets": "array",
+           "tasks": "array", "cron_triggers": "array", "db_triggers": "array",
+           "webhook_triggers": "array", "button_triggers": "array"}'::jsonb),
+    ('params', '{"key": "string!", "value": "string?", "initial_value": "string?",
+                 "description": "string?", "url": "string?"}'),
+    ('texts', '{"key": "string!", "lang": "string", "value": "string"}'),
+    ('secrets', '{"key": "string!"}'),
+    ('tasks', '{"name": "string!", "code": "string", "active": "boolean", "time_limit": "interval?"}'),
+    ('cron_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
+                        "interval": "interval?", "schedule": "string?", "timezone": "string",
+                        "next_run_at": "timestamptz", "calls_left": "integer", "run_as": "string?"}'),
+    ('db_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
+                      "table_name": "string!", "event": "string!", "apply_on": "string?",
+                      "before_update": "string?", "watched_columns": "strings?",
+                      "date_column": "string?", "time_offset": "interval",
+                      "chunk_size": "integer"}'),
+    ('webhook_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
+                           "content_type": "string", "token": "string?"}'),
+    ('button_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
+                          "description": "string?"}')
+$$;
+COMMENT ON FUNCTION sync.pio_format() IS 'Fields of a project document (format 1), per section: type, then ! (required) or ? (nullable).';
+CREATE OR REPLACE FUNCTION sync.pio_check_document(doc jsonb) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s record;
+    r record;
+BEGIN
+    IF jsonb_typeof(doc) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'invalid project document: it must be a JSON object, not %', coalesce(sync.pio_show(doc), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass what sync_export_project(name) returns (or sync_worker export NAME prints).';
+    END IF;
+    IF NOT doc ? 'pg_sync_export' THEN
+        RAISE EXCEPTION 'invalid project document: pg_sync_export (the format version) is missing'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'This is not a pg_sync project document: they come from sync_export_project(name) or sync_worker export NAME and start with "pg_sync_export": 1.';
+    END IF;
+    IF doc -> 'pg_sync_export' IS DISTINCT FROM '1'::jsonb THEN
+        RAISE EXCEPTION 'invalid project document: pg_sync_export is %, a format version this pg_sync does not know', sync.pio_show(doc -> 'pg_sync_export')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'This pg_sync reads format version 1; export the project with it, or upgrade pg_sync to import this document.';
+    END IF;
+    -- The top level first: it says the sections are arrays.
+    PERFORM sync.pio_check_object(doc, '', f.fields) FROM sync.pio_format() f WHERE f.section = '';
+    FOR s IN SELECT * FROM sync.pio_format() f WHERE f.section <> '' LOOP
+        PERFORM sync.pio_check_object(e, format('%s[%s]', s.section, n - 1), s.fields)
+        FROM jsonb_array_elements(coalesce(doc -> s.section, '[]')) WITH ORDINALITY AS a(e, n);
+    END LOOP;
+    IF btrim(doc ->> 'name') = '' THEN
+        PERFORM sync.pio_fail('name', 'must not be empty');
+    END IF;
+
+    -- Values the tables would refuse with a less helpful message.
+    SELECT format('db_triggers[%s]', n - 1) AS path, e INTO r
+    FROM jsonb_array_elements(coalesce(doc -> 'db_triggers', '[]')) WITH ORDINALITY AS a(e, n)
+    WHERE NOT (e ->> 'event' = ANY ('{create,update,create_or_update,delete,timed}'))
+       OR (e ->> 'event' = 'timed') <> (coalesce(e ->> 'date_column', '') <> '')
+       OR (e ->> 'before_update' IS NOT NULL AND e ->> 'event' NOT IN ('update', 'create_or_update'))
+    ORDER BY n LIMIT 1;
+    IF FOUND THEN
+        IF NOT (r.e ->> 'event' = ANY ('{create,update,create_or_update,delete,timed}')) THEN
+            PERFORM sync.pio_fail(r.path || '.event', format('is %s, not one of create, update, create_or_update, delete, timed', sync.pio_show(r.e -> 'event')));
+        ELSIF r.e ->> 'before_update' IS NOT NULL AND r.e ->> 'event' NOT IN ('update', 'create_or_update') THEN
+            PERFORM sync.pio_fail(r.path || '.before_update', 'only applies to update and create_or_update triggers');
+        ELSE
+            PERFORM sync.pio_fail(r.path || '.date_column', 'is required for event "timed" and only allowed for it');
+        END IF;
+    END IF;
+    SELECT format('cron_triggers[%s]', n - 1) AS path, e INTO r
+    FROM jsonb_array_elements(coalesce(doc -> 'cron_triggers', '[]')) WITH ORDINALITY AS a(e, n)
+    WHERE (e ->> 'interval' IS NOT NULL) = (e ->> 'schedule' IS NOT NULL)
+       OR sync.cron_schedule_problem(e ->> 'schedule', coalesce(e ->> 'timezone', 'UTC')) IS NOT NULL
+    ORDER BY n LIMIT 1;
+    IF FOUND THEN
+        IF (r.e ->> 'interval' IS NOT NULL) = (r.e ->> 'schedule' IS NOT NULL) THEN
+            PERFORM sync.pio_fail(r.path, 'must have either an interval or a schedule, not both or neither',
+                'Write "interval": "1 hour", or "schedule": "0 2 * * *" with "timezone": "Europe/Berlin", and set the other to null.');
+        ELSE
+            PERFORM sync.pio_fail(r.path, sync.cron_schedule_problem(r.e ->> 'schedule', coalesce(r.e ->> 'timezone', 'UTC')),
+                'Write five fields (minute hour day-of-month month day-of-week) or six with seconds first, e.g. "0 2 * * *", and an IANA time zone such as "Europe/Berlin" or "UTC".');
+        END IF;
+    END IF;
+    SELECT format('webhook_triggers[%s].content_type', n - 1) AS path, e -> 'content_type' AS v INTO r
+    FROM jsonb_array_elements(coalesce(doc -> 'webhook_triggers', '[]')) WITH ORDINALITY AS a(e, n)
+    WHERE e ->> 'content_type' NOT IN ('json', 'form')
+    ORDER BY n LIMIT 1;
+    IF FOUND THEN
+        PERFORM sync.pio_fail(r.path, format('is %s, not "json" or "form"', sync.pio_show(r.v)));
+    END IF;
+
+    -- Keys and names appear once (trigger names once across all kinds).
+    SELECT d.path, d.shown, d.first INTO r FROM (
+        SELECT x.path, x.shown, x.ord,
+               first_value(x.path) OVER (PARTITION BY x.grp, x.k ORDER BY x.ord) AS first
+        FROM (
+            SELECT 'p' AS grp, e ->> 'key' AS k, format('params[%s].key', n - 1) AS path, e -> 'key' AS shown, 100000000 + n AS ord
+            FROM jsonb_array_elements(coalesce(doc -> 'params', '[]')) WITH ORDINALITY AS a(e, n)
+            UNION ALL
+            SELECT 't', (e ->> 'key') || '/' || coalesce(e ->> 'lang', 'en_US'), format('texts[%s]', n - 1),
+                   jsonb_build_array(e -> 'key', coalesce(e -> 'lang', '"en_US"')), 200000000 + n
+            FROM jsonb_array_elements(coalesce(doc -> 'texts', '[]')) WITH ORDINALITY AS a(e, n)
+            UNION ALL
+            SELECT 's', e ->> 'key', format('secrets[%s].key', n - 1), e -> 'key', 300000000 + n
+            FROM jsonb_array_elements(coalesce(doc -> 'secrets', '[]')) WITH ORDINALITY AS a(e, n)
+            UNION ALL
+            SELECT 'k', e ->> 'name', format('tasks[%s].name', n - 1), e -> 'name', 400000000 + n
+            FROM jsonb_array_elements(coalesce(doc -> 'tasks', '[]')) WITH ORDINALITY AS a(e, n)
+            UNION ALL
+            SELECT 'w', e ->> 'token', format('webhook_triggers[%s].token', n - 1), e -> 'token', 450000000 + n
+            FROM jsonb_array_elements(coalesce(doc -> 'webhook_triggers', '[]')) WITH ORDINALITY AS a(e, n)
+            WHERE e ->> 'token' IS NOT NULL
+            UNION ALL
+            SELECT 'g', e ->> 'name', format('%s[%s].name', kind, n - 1), e -> 'name', 500000000 + k * 10000000 + n
+            FROM unnest(ARRAY['cron_triggers', 'db_triggers', 'webhook_triggers', 'button_triggers'])
+                 WITH ORDINALITY AS kinds(kind, k),
+                 jsonb_array_elements(coalesce(doc -> kind, '[]')) WITH ORDINALITY AS a(e, n)
+        ) x
+    ) d
+    WHERE d.path <> d.first
+    ORDER BY d.ord LIMIT 1;
+    IF FOUND THEN
+        PERFORM sync.pio_fail(r.path, format('repeats %s (%s)', r.first, sync.pio_show(r.shown)),
+            'Param keys, text keys per language, secret keys and task names are unique in a project; trigger names too, across cron, db, webhook and button triggers; webhook tokens everywhere.');
+    END IF;
+
+    -- Every trigger's task is in the document.
+    SELECT format('%s[%s].task', kind, n - 1) AS path, e -> 'task' AS v INTO r
+    FROM unnest(ARRAY['cron_triggers', 'db_triggers', 'webhook_triggers', 'button_triggers'])
+         WITH ORDINALITY AS kinds(kind, k),
+         jsonb_array_elements(coalesce(doc -> kind, '[]')) WITH ORDINALITY AS a(e, n)
+    WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(doc -> 'tasks', '[]')) t
+                      WHERE t ->> 'name' = e ->> 'task')
+    ORDER BY k, n LIMIT 1;
+    IF FOUND THEN
+        PERFORM sync.pio_fail(r.path, format('is %s, which is not the name of a task in tasks', sync.pio_show(r.v)),
+            'A trigger names its task (tasks[].name) in the same document.');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION sync.pio_check_document(jsonb) IS 'sync_import_project: raise 22023 naming the field unless the document is a well-formed project document (format 1).';
+CREATE OR REPLACE FUNCTION sync_import_project(doc jsonb, replace boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    pname text;
+    pid bigint;
+    v_active boolean;
+    v_core text;
+    v_common text;
+    v_eval text[];
+    v_run_as name;
+    changed text[];
+    params jsonb := coalesce(doc -> 'params', '[]');
+    texts jsonb := coalesce(doc -> 'texts', '[]');
+    secrets jsonb := coalesce(doc -> 'secrets', '[]');
+    tasks jsonb := coalesce(doc -> 'tasks', '[]');
+    crons jsonb := coalesce(doc -> 'cron_triggers', '[]');
+    dbts jsonb := coalesce(doc -> 'db_triggers', '[]');
+    hooks jsonb := coalesce(doc -> 'webhook_triggers', '[]');
+    buttons jsonb := coalesce(doc -> 'button_triggers', '[]');
+    r record;
+BEGIN
+    PERFORM sync.pio_check_document(doc);
+    IF replace IS NULL THEN
+        RAISE EXCEPTION 'replace must be true or false, not NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out for false.';
+    END IF;
+    pname := doc ->> 'name';
+    v_active := coalesce((doc -> 'active')::boolean, false);
+    v_core := coalesce(doc ->> 'core_code', '');
+    v_common := coalesce(doc ->> 'common_code', '');
+    v_eval := ARRAY(SELECT jsonb_array_elements_text(coalesce(doc -> 'eval_context', '[]')));
+    v_run_as := doc ->> 'run_as';
+
+    -- Tables first: a db trigger of a missing table cannot be written at all.
+    FOR r IN SELECT format('db_triggers[%s].table_name', n - 1) AS path, e ->> 'table_name' AS tbl
+             FROM jsonb_array_elements(dbts) WITH ORDINALITY AS a(e, n) ORDER BY n
+    LOOP
+        BEGIN
+            IF to_regclass(r.tbl) IS NULL THEN
+                RAISE EXCEPTION 'invalid project document: % is %, a table that does not exist', r.path, to_jsonb(r.tbl)
+                    USING ERRCODE = 'undefined_table',
+                          HINT = 'Create the table before importing the project: db triggers watch tables of this database (names are schema-qualified, as in "public.orders").';
+            END IF;
+        EXCEPTION WHEN invalid_name OR syntax_error THEN
+            PERFORM sync.pio_fail(r.path, format('is %s, not a table name', to_jsonb(r.tbl)));
+        END;
+    END LOOP;
+
+    ---------------------------------------------------------------- the project row
+    SELECT id INTO pid FROM sync.project WHERE name = pname FOR UPDATE;
+    IF FOUND AND NOT replace THEN
+        RAISE EXCEPTION 'project "%" already exists', pname
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Pass replace => true to update it in place (sync_import_project(doc, replace => true); sync_worker import FILE --replace), or change "name" in the document to import a copy.';
+    END IF;
+    IF pid IS NULL THEN
+        changed := array_remove(ARRAY[CASE WHEN v_core <> '' THEN 'core_code' END,
+                                      CASE WHEN v_eval <> '{}' THEN 'eval_context' END,
+                                      CASE WHEN v_run_as IS NOT NULL THEN 'run_as' END], NULL);
+        BEGIN
+            IF changed = '{}' THEN
+                INSERT INTO sync.project (name, active, common_code)
+                VALUES (pname, v_active, v_common) RETURNING id INTO pid;
+            ELSE
+                PERFORM sync.pio_require(sync.pio_may('sync.project', changed, 'INSERT'),
+                    format('set %s of project "%s"', array_to_string(changed, ', '), pname));
+                INSERT INTO sync.project (name, active, common_code, core_code, eval_context, run_as)
+                VALUES (pname, v_active, v_common, v_core, v_eval, v_run_as) RETURNING id INTO pid;
+            END IF;
+        EXCEPTION WHEN unique_violation THEN
+            RAISE EXCEPTION 'project "%" already exists', pname
+                USING ERRCODE = 'duplicate_object',
+                      HINT = 'It was created while this import ran; pass replace => true to update it in place.';
+        END;
+    ELSE
+        UPDATE sync.project SET active = v_active, common_code = v_common
+        WHERE id = pid AND (active, common_code) IS DISTINCT FROM (v_active, v_common);
+        SELECT array_remove(ARRAY[CASE WHEN core_code IS DISTINCT FROM v_core THEN 'core_code' END,
+                                  CASE WHEN eval_context IS DISTINCT FROM v_eval THEN 'eval_context' END,
+                                  CASE WHEN run_as IS DISTINCT FROM v_run_as THEN 'run_as' END], NULL)
+          INTO changed FROM sync.project WHERE id = pid;
+        IF changed <> '{}' THEN
+            PERFORM sync.pio_require(sync.pio_may('sync.project', changed, 'UPDATE'),
+                format('change %s of project "%s"', array_to_string(changed, ', '), pname));
+            UPDATE sync.project SET core_code = v_core, eval_context = v_eval, run_as = v_run_as
+            WHERE id = pid;
+        END IF;
+    END IF;
+
+    ---------------------------------------------------------------- params and texts
+    -- A param's value is the user's: a new param takes the document's value (or,
+    -- empty, its initial_value through param_fill_value); an existing one keeps its own.
+    DELETE FROM sync.project_param p
+    WHERE p.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(params) e WHERE e ->> 'key' = p.key);
+    INSERT INTO sync.project_param AS p (project_id, key, value, initial_value, description, url)
+    SELECT pid, x.key, x.value, x.initial_value, x.description, x.url
+    FROM jsonb_to_recordset(params) AS x(key text, value text, initial_value text, description text, url text)
+    ON CONFLICT (project_id, key) DO UPDATE
+        SET initial_value = EXCLUDED.initial_value, description = EXCLUDED.description, url = EXCLUDED.url
+        WHERE (p.initial_value, p.description, p.url)
+              IS DISTINCT FROM (EXCLUDED.initial_value, EXCLUDED.description, EXCLUDED.url);
+
+    DELETE FROM sync.project_text t
+    WHERE t.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(texts) e
+                      WHERE e ->> 'key' = t.key AND coalesce(e ->> 'lang', 'en_US') = t.lang);
+    INSERT INTO sync.project_text AS t (project_id, key, lang, value)
+    SELECT pid, x.key, coalesce(x.lang, 'en_US'), coalesce(x.value, '')
+    FROM jsonb_to_recordset(texts) AS x(key text, lang text, value text)
+    ON CONFLICT (project_id, key, lang) DO UPDATE SET value = EXCLUDED.value
+        WHERE t.value IS DISTINCT FROM EXCLUDED.value;
+
+    ---------------------------------------------------------------- secrets (keys only)
+    -- The document lists the keys; values never travel. Keys it lacks go (with their
+    -- values), new keys come with a NULL value for an admin to set, others are kept.
+    SELECT array_agg(s.key ORDER BY s.key COLLATE "C") AS keys INTO r FROM sync.project_secret s
+    WHERE s.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(secrets) e WHERE e ->> 'key' = s.key);
+    IF r.keys IS NOT NULL THEN
+        PERFORM sync.pio_require(has_table_privilege('sync.project_secret', 'DELETE'),
+            format('remove secrets %s of project "%s"', array_to_string(r.keys, ', '), pname));
+        DELETE FROM sync.project_secret s WHERE s.project_id = pid AND s.key = ANY (r.keys);
+    END IF;
+    SELECT array_agg(x.key ORDER BY x.key COLLATE "C") AS keys INTO r
+    FROM jsonb_to_recordset(secrets) AS x(key text)
+    WHERE NOT EXISTS (SELECT 1 FROM sync.project_secret s WHERE s.project_id = pid AND s.key = x.key);
+    IF r.keys IS NOT NULL THEN
+        PERFORM sync.pio_require(sync.pio_may('sync.project_secret', '{project_id,key}', 'INSERT'),
+            format('add secrets %s to project "%s"', array_to_string(r.keys, ', '), pname));
+        INSERT INTO sync.project_secret (project_id, key) SELECT pid, k FROM unnest(r.keys) k;
+    END IF;
+
+    ---------------------------------------------------------------- tasks
+    -- Matched by name: a task that stays keeps its id, jobs and logs.
+    DELETE FROM sync.task t
+    WHERE t.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(tasks) e WHERE e ->> 'name' = t.name);
+    INSERT INTO sync.task AS t (project_id, name, code, active, time_limit)
+    SELECT pid, x.name, coalesce(x.code, ''), coalesce(x.active, true), x.time_limit
+    FROM jsonb_to_recordset(tasks) AS x(name text, code text, active boolean, time_limit interval)
+    ON CONFLICT (project_id, name) DO UPDATE
+        SET code = EXCLUDED.code, active = EXCLUDED.active, time_limit = EXCLUDED.time_limit
+        WHERE (t.code, t.active, t.time_limit)
+              IS DISTINCT FROM (EXCLUDED.code, EXCLUDED.active, EXCLUDED.time_limit);
+
+    ---------------------------------------------------------------- triggers
+    -- Removed ones first, of every kind: a name may move from one kind to another.
+    DELETE FROM sync.cron_trigger c WHERE c.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(crons) e WHERE e ->> 'name' = c.name);
+    DELETE FROM sync.db_trigger d WHERE d.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(dbts) e WHERE e ->> 'name' = d.name);
+    DELETE FROM sync.webhook_trigger w WHERE w.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(hooks) e WHERE e ->> 'name' = w.name);
+    DELETE FROM sync.button_trigger b WHERE b.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(buttons) e WHERE e ->> 'name' = b.name);
+
+    -- Cron: a trigger that stays keeps its next_run_at and calls_left (a changed schedule
+    -- or time zone starts over from its first run after now: sync.cron_trigger_check).
+    UPDATE sync.cron_trigger c
+       SET task_id = t.id, active = coalesce(x.active, true), "interval" = x."interval",
+           schedule = x.schedule, timezone = coalesce(x.timezone, 'UTC')
+      FROM jsonb_to_recordset(crons)
+           AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text),
+           sync.task t
+     WHERE c.project_id = pid AND c.name = x.name AND t.project_id = pid AND t.name = x.task
+       AND (c.task_id, c.active, c."interval", c.schedule, c.timezone)
+           IS DISTINCT FROM (t.id, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'));
+    SELECT array_agg(c.name ORDER BY c.name COLLATE "C") AS names INTO r
+    FROM sync.cron_trigger c JOIN jsonb_to_recordset(crons) AS x(name text, run_as name) ON x.name = c.name
+    WHERE c.project_id = pid AND c.run_as IS DISTINCT FROM x.run_as;
+    IF r.names IS NOT NULL THEN
+        PERFORM sync.pio_require(sync.pio_may('sync.cron_trigger', '{run_as}', 'UPDATE'),
+            format('change run_as of cron triggers %s of project "%s"', array_to_string(r.names, ', '), pname));
+        UPDATE sync.cron_trigger c SET run_as = x.run_as
+          FROM jsonb_to_recordset(crons) AS x(name text, run_as name)
+         WHERE c.project_id = pid AND c.name = x.name AND c.run_as IS DISTINCT FROM x.run_as;
+    END IF;
+    SELECT array_agg(x.name ORDER BY x.name COLLATE "C") AS names INTO r
+    FROM jsonb_to_recordset(crons) AS x(name text, run_as name)
+    WHERE x.run_as IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM sync.cron_trigger c WHERE c.project_id = pid AND c.name = x.name);
+    IF r.names IS NOT NULL THEN
+        PERFORM sync.pio_require(sync.pio_may('sync.cron_trigger', '{run_as}', 'INSERT'),
+            format('set run_as of cron triggers %s of project "%s"', array_to_string(r.names, ', '), pname));
+    END IF;
+    -- Two statements, so that one without run_as does not name that column.
+    INSERT INTO sync.cron_trigger (task_id, name, active, "interval", schedule, timezone, next_run_at, calls_left)
+    SELECT t.id, x.name, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'),
+           coalesce(x.next_run_at, now()), coalesce(x.calls_left, -1)
+    FROM jsonb_to_recordset(crons)
+         AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text,
+              next_run_at timestamptz, calls_left integer, run_as name)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE x.run_as IS NULL
+      AND NOT EXISTS (SELECT 1 FROM sync.cron_trigger c WHERE c.project_id = pid AND c.name = x.name)
+    ORDER BY x.name COLLATE "C";
+    IF r.names IS NOT NULL THEN
+        INSERT INTO sync.cron_trigger (task_id, name, active, "interval", schedule, timezone, next_run_at,
+                                       calls_left, run_as)
+        SELECT t.id, x.name, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'),
+               coalesce(x.next_run_at, now()), coalesce(x.calls_left, -1), x.run_as
+        FROM jsonb_to_recordset(crons)
+             AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text,
+                  next_run_at timestamptz, calls_left integer, run_as name)
+        JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+        WHERE x.name = ANY (r.names)
+        ORDER BY x.name COLLATE "C";
+    END IF;
+
+    -- DB triggers: writing the row installs (or reinstalls) its PostgreSQL triggers.
+    UPDATE sync.db_trigger d
+       SET task_id = t.id, active = coalesce(x.active, true), table_name = to_regclass(x.table_name),
+           event = x.event, apply_on = x.apply_on, before_update = x.before_update,
+           watched_columns = x.watched_columns, date_column = x.date_column,
+           time_offset = coalesce(x.time_offset, '0'), chunk_size = coalesce(x.chunk_size, 1000)
+      FROM jsonb_to_recordset(dbts)
+           AS x(name text, task text, active boolean, table_name text, event text, apply_on text,
+                before_update text, watched_columns text[], date_column name, time_offset interval,
+                chunk_size integer),
+           sync.task t
+     WHERE d.project_id = pid AND d.name = x.name AND t.project_id = pid AND t.name = x.task
+       AND (d.task_id, d.active, d.table_name, d.event, d.apply_on, d.before_update,
+            d.watched_columns, d.date_column, d.time_offset, d.chunk_size)
+           IS DISTINCT FROM
+           (t.id, coalesce(x.active, true), to_regclass(x.table_name), x.event, x.apply_on,
+            x.before_update, x.watched_columns, x.date_column, coalesce(x.time_offset, '0'),
+            coalesce(x.chunk_size, 1000));
+    INSERT INTO sync.db_trigger (task_id, name, active, table_name, event, apply_on, before_update,
+                                 watched_columns, date_column, time_offset, chunk_size)
+    SELECT t.id, x.name, coalesce(x.active, true), to_regclass(x.table_name), x.event, x.apply_on,
+           x.before_update, x.watched_columns, x.date_column, coalesce(x.time_offset, '0'),
+           coalesce(x.chunk_size, 1000)
+    FROM jsonb_to_recordset(dbts)
+         AS x(name text, task text, active boolean, table_name text, event text, apply_on text,
+              before_update text, watched_columns text[], date_column name, time_offset interval,
+              chunk_size integer)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE NOT EXISTS (SELECT 1 FROM sync.db_trigger d WHERE d.project_id = pid AND d.name = x.name)
+    ORDER BY x.name COLLATE "C";
+
+    -- Webhooks: one that stays keeps its token (its URL) and signing secret; a new one
+    -- takes the document's token, or a fresh one when it has none.
+    UPDATE sync.webhook_trigger w
+       SET task_id = t.id, active = coalesce(x.active, true), content_type = coalesce(x.content_type, 'json')
+      FROM jsonb_to_recordset(hooks) AS x(name text, task text, active boolean, content_type text),
+           sync.task t
+     WHERE w.project_id = pid AND w.name = x.name AND t.project_id = pid AND t.name = x.task
+       AND (w.task_id, w.active, w.content_type)
+           IS DISTINCT FROM (t.id, coalesce(x.active, true), coalesce(x.content_type, 'json'));
+    SELECT x.name, w.name AS other, p.name AS other_project INTO r
+    FROM jsonb_to_recordset(hooks) AS x(name text, token text)
+    JOIN sync.webhook_trigger w ON w.token = x.token
+    JOIN sync.project p ON p.id = w.project_id
+    WHERE NOT EXISTS (SELECT 1 FROM sync.webhook_trigger o WHERE o.project_id = pid AND o.name = x.name)
+    ORDER BY x.name COLLATE "C" LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'webhook trigger "%": its token is already the token of webhook trigger "%" of project "%"',
+                        r.name, r.other, r.other_project
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'A token is the secret part of a webhook URL and is unique: set "token" to null in the document for a fresh one (e.g. when importing a copy of a project).';
+    END IF;
+    INSERT INTO sync.webhook_trigger (task_id, name, active, content_type)
+    SELECT t.id, x.name, coalesce(x.active, true), coalesce(x.content_type, 'json')
+    FROM jsonb_to_recordset(hooks)
+         AS x(name text, task text, active boolean, content_type text, token text)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE x.token IS NULL
+      AND NOT EXISTS (SELECT 1 FROM sync.webhook_trigger w WHERE w.project_id = pid AND w.name = x.name)
+    ORDER BY x.name COLLATE "C";
+    INSERT INTO sync.webhook_trigger (task_id, name, active, content_type, token)
+    SELECT t.id, x.name, coalesce(x.active, true), coalesce(x.content_type, 'json'), x.token
+    FROM jsonb_to_recordset(hooks)
+         AS x(name text, task text, active boolean, content_type text, token text)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE x.token IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM sync.webhook_trigger w WHERE w.project_id = pid AND w.name = x.name)
+    ORDER BY x.name COLLATE "C";
+
+    -- Buttons.
+    UPDATE sync.button_trigger b
+       SET task_id = t.id, active = coalesce(x.active, true), description = x.description
+      FROM jsonb_to_recordset(buttons) AS x(name text, task text, active boolean, description text),
+           sync.task t
+     WHERE b.project_id = pid AND b.name = x.name AND t.project_id = pid AND t.name = x.task
+       AND (b.task_id, b.active, b.description)
+           IS DISTINCT FROM (t.id, coalesce(x.active, true), x.description);
+    INSERT INTO sync.button_trigger (task_id, name, active, description)
+    SELECT t.id, x.name, coalesce(x.active, true), x.description
+    FROM jsonb_to_recordset(buttons)
+         AS x(name text, task text, active boolean, description text)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE NOT EXISTS (SELECT 1 FROM sync.button_trigger b WHERE b.project_id = pid AND b.name = x.name)
+    ORDER BY x.name COLLATE "C";
+
+    RETURN pid;
+END
+$$;
+COMMENT ON FUNCTION sync_import_project(jsonb, boolean) IS 'Create a project from a sync_export_project document (all or nothing) and return its id; with replace => true, update an existing one in place, keeping param values, secret values, webhook tokens and cron schedules.';
+
+------------------------------------------------------------------------------------
 -- sql/roles.sql: grants narrowed since 0.1.0, then the file itself (idempotent)
 ------------------------------------------------------------------------------------
 REVOKE INSERT, UPDATE ON sync.job FROM sync_developer;
@@ -1125,7 +1741,7 @@ UPDATE sync.job SET max_retries = 1 WHERE max_retries = 0;
 COMMENT ON COLUMN sync.job.attempts IS 'Tries that ended or were cut short (the try running now is attempts + 1).';
 COMMENT ON COLUMN sync.job.max_retries IS 'Tries in all while the job keeps raising RetryableJobError, the first included (queue_job meaning): 5 = now, +5 min, +15 min, +60 min, +3 h. 0 = no limit.';
 
-COMMENT ON COLUMN sync.setting.key IS 'Setting name: base_url, clock_offset (tests only), db_trigger_chunk_size, max_time_limit, keep_done_jobs, keep_failed_jobs.';
+COMMENT ON COLUMN sync.setting.key IS 'Setting name: base_url, clock_offset (tests only), db_trigger_chunk_size, max_time_limit, keep_done_jobs, keep_failed_jobs, cron_missed_runs, cron_missed_runs_cap.';
 -- Retention (sync.remove_expired_jobs) walks finished jobs oldest first.
 CREATE INDEX job_finished ON sync.job (finished_at) WHERE state IN ('done', 'failed', 'cancelled');
 CREATE FUNCTION sync.may_try_again(tries integer, max_retries integer, crashed boolean)
@@ -1461,6 +2077,9 @@ GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_del
     sync_search_links(text, jsonb), sync.search_local_links(text, regclass, text[]),
     sync.refs_filter(text, jsonb), sync_get_link(text, text), sync_get_link(text, jsonb),
     sync.caller(), sync.live_workers(), sync.version(),
+    -- Cron schedules: pure computation, also called by the cron_trigger check as the writer.
+    sync.cron_next(text, text, timestamptz), sync.cron_schedule_problem(text, text),
+    sync.cron_runs_between(text, text, timestamptz, timestamptz, integer), sync.cron_missed_runs(),
     -- Helpers of export and import, which run as the caller.
     sync.pio_fail(text, text, text), sync.pio_show(jsonb), sync.pio_check_object(jsonb, text, jsonb),
     sync.pio_format(), sync.pio_check_document(jsonb), sync.pio_require(boolean, text),
@@ -1501,8 +2120,8 @@ GRANT INSERT (task_id, project_id, name, active, table_name, event, apply_on, be
       UPDATE (task_id, project_id, name, active, table_name, event, apply_on, before_update,
               watched_columns, date_column, time_offset, chunk_size), DELETE
     ON sync.db_trigger TO sync_developer;
-GRANT INSERT (task_id, project_id, name, active, "interval", next_run_at, calls_left),
-      UPDATE (task_id, project_id, name, active, "interval", next_run_at, calls_left), DELETE
+GRANT INSERT (task_id, project_id, name, active, "interval", schedule, timezone, next_run_at, calls_left),
+      UPDATE (task_id, project_id, name, active, "interval", schedule, timezone, next_run_at, calls_left), DELETE
     ON sync.cron_trigger TO sync_developer;
 GRANT INSERT (task_id, project_id, name, active, content_type, token),
       UPDATE (task_id, project_id, name, active, content_type, token), DELETE

@@ -5,6 +5,7 @@ use pgrx::prelude::*;
 mod error;
 mod links;
 mod plans;
+mod schedule;
 mod session;
 mod tables;
 mod triggers;

@@ -149,8 +149,10 @@ async fn export_is_complete_deterministic_and_holds_no_secret_value() {
         ],
         "cron_triggers": [
             {"name": "every_night", "task": "nightly", "active": false, "interval": "1 day",
+             "schedule": null, "timezone": "UTC",
              "next_run_at": "2030-01-01T02:00:00+00:00", "calls_left": 3, "run_as": "sync_user"},
             {"name": "hourly", "task": "nightly", "active": true, "interval": "01:00:00",
+             "schedule": null, "timezone": "UTC",
              "next_run_at": "2030-01-01T00:30:00+00:00", "calls_left": -1, "run_as": null}
         ],
         "db_triggers": [
@@ -383,6 +385,9 @@ async fn replace_updates_in_place_and_keeps_what_belongs_to_the_installation() {
     expected["params"][0]["value"] = json!("mine");
     expected["params"][1]["value"] = json!("50");
     expected["webhook_triggers"][0]["token"] = json!(token);
+    // A document without schedule and timezone (written before they existed) imports.
+    expected["cron_triggers"][0]["schedule"] = Value::Null;
+    expected["cron_triggers"][0]["timezone"] = json!("UTC");
     assert_eq!(got, expected);
 
     // Same project, same task row for push (with its job), same db trigger rows.

@@ -311,6 +311,10 @@ async fn security_definer_functions_and_public_grants_follow_the_rules() {
     let allowed = [
         "sync.caller()",
         "sync.clock()",
+        "sync.cron_missed_runs()",
+        "sync.cron_next(text,text,timestamp with time zone)",
+        "sync.cron_runs_between(text,text,timestamp with time zone,timestamp with time zone,integer)",
+        "sync.cron_schedule_problem(text,text)",
         "sync.dbt_check_expression(text,text,text)",
         "sync.delay_text(interval)",
         "sync.dbt_key_expr(regclass,text)",
