@@ -325,10 +325,11 @@ COMMENT ON FUNCTION sync_cancel_job(bigint) IS 'Cancel a job: a pending one will
 -- Scheduling: cron triggers (and the db triggers' timed events when installed)
 ------------------------------------------------------------------------------------
 
--- A schedule trigger's next_run_at is always one of its runs: a written next_run_at
--- (the default now(), or an imported one) moves to the first run at or after it, and a
--- changed schedule or time zone starts over from the first run after the database
--- clock. A bad expression or zone is refused here, naming the trigger.
+-- A schedule trigger starts on its schedule: an inserted next_run_at (the default
+-- now(), or an imported one) moves to the first run at or after it, and a new schedule
+-- or time zone starts over from the first run after the database clock. A next_run_at
+-- written later is taken as it is (now() runs the trigger at once); each run moves it
+-- back onto the schedule. A bad expression or zone is refused here, naming the trigger.
 CREATE FUNCTION sync.cron_trigger_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -343,18 +344,19 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Write five fields (minute hour day-of-month month day-of-week) or six with seconds first, e.g. schedule ''0 2 * * *'' (daily at 02:00) with timezone ''Europe/Berlin'' or ''UTC''.';
     END IF;
-    IF TG_OP = 'UPDATE' AND NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at THEN
-        IF (NEW.schedule, NEW.timezone) IS DISTINCT FROM (OLD.schedule, OLD.timezone) THEN
-            NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, sync.clock());
+    IF TG_OP = 'INSERT' THEN
+        IF isfinite(NEW.next_run_at) THEN
+            NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, NEW.next_run_at - interval '1 microsecond');
         END IF;
-    ELSIF isfinite(NEW.next_run_at) THEN
-        NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, NEW.next_run_at - interval '1 microsecond');
+    ELSIF NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at
+          AND (NEW.schedule, NEW.timezone) IS DISTINCT FROM (OLD.schedule, OLD.timezone) THEN
+        NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, sync.clock());
     END IF;
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION sync.cron_trigger_check() IS 'Trigger of sync.cron_trigger: refuses a bad schedule or time zone (22023) and keeps next_run_at on a run of the schedule.';
-CREATE TRIGGER check_schedule BEFORE INSERT OR UPDATE ON sync.cron_trigger
+COMMENT ON FUNCTION sync.cron_trigger_check() IS 'Trigger of sync.cron_trigger: refuses a bad schedule or time zone (22023) and puts next_run_at on the schedule when a schedule is inserted or changed.';
+CREATE TRIGGER check_schedule BEFORE INSERT OR UPDATE OF schedule, timezone ON sync.cron_trigger
     FOR EACH ROW EXECUTE FUNCTION sync.cron_trigger_check();
 
 -- What to do with the runs of a cron trigger that came due while no worker ran: the

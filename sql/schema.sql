@@ -158,7 +158,7 @@ COMMENT ON COLUMN sync.cron_trigger.active IS 'Inactive triggers run nothing.';
 COMMENT ON COLUMN sync.cron_trigger.name IS 'Trigger name, unique in the project; trigger_name in code.';
 COMMENT ON COLUMN sync.cron_trigger.project_id IS 'Project of the task; filled automatically from task_id.';
 COMMENT ON COLUMN sync.cron_trigger."interval" IS 'Time between runs (at least 1 second); NULL when schedule is set.';
-COMMENT ON COLUMN sync.cron_trigger.next_run_at IS 'Next run, by the database clock; for a schedule, always one of its runs (the first at or after the value written).';
+COMMENT ON COLUMN sync.cron_trigger.next_run_at IS 'Next run, by the database clock; for a schedule, inserted as its first run at or after the value given.';
 COMMENT ON COLUMN sync.cron_trigger.calls_left IS 'Runs left; -1 = unlimited, 0 = finished.';
 COMMENT ON COLUMN sync.cron_trigger.run_as IS 'Recorded as the user of the jobs it creates (user in code).';
 COMMENT ON COLUMN sync.cron_trigger.schedule IS 'Cron expression of five fields (minute hour day month weekday) or six (seconds first); NULL when interval is set.';

@@ -1153,7 +1153,7 @@ ALTER TABLE sync.cron_trigger ALTER COLUMN "interval" DROP NOT NULL,
     ADD CONSTRAINT cron_trigger_interval_or_schedule CHECK (("interval" IS NULL) <> (schedule IS NULL));
 COMMENT ON TABLE sync.cron_trigger IS 'Runs handle_cron() every interval or on a cron schedule, from next_run_at, calls_left times (-1 = forever).';
 COMMENT ON COLUMN sync.cron_trigger."interval" IS 'Time between runs (at least 1 second); NULL when schedule is set.';
-COMMENT ON COLUMN sync.cron_trigger.next_run_at IS 'Next run, by the database clock; for a schedule, always one of its runs (the first at or after the value written).';
+COMMENT ON COLUMN sync.cron_trigger.next_run_at IS 'Next run, by the database clock; for a schedule, inserted as its first run at or after the value given.';
 COMMENT ON COLUMN sync.cron_trigger.schedule IS 'Cron expression of five fields (minute hour day month weekday) or six (seconds first); NULL when interval is set.';
 COMMENT ON COLUMN sync.cron_trigger.timezone IS 'IANA time zone the schedule is read in (e.g. Europe/Berlin); default UTC.';
 CREATE FUNCTION sync.cron_trigger_check() RETURNS trigger
@@ -1170,18 +1170,19 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Write five fields (minute hour day-of-month month day-of-week) or six with seconds first, e.g. schedule ''0 2 * * *'' (daily at 02:00) with timezone ''Europe/Berlin'' or ''UTC''.';
     END IF;
-    IF TG_OP = 'UPDATE' AND NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at THEN
-        IF (NEW.schedule, NEW.timezone) IS DISTINCT FROM (OLD.schedule, OLD.timezone) THEN
-            NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, sync.clock());
+    IF TG_OP = 'INSERT' THEN
+        IF isfinite(NEW.next_run_at) THEN
+            NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, NEW.next_run_at - interval '1 microsecond');
         END IF;
-    ELSIF isfinite(NEW.next_run_at) THEN
-        NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, NEW.next_run_at - interval '1 microsecond');
+    ELSIF NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at
+          AND (NEW.schedule, NEW.timezone) IS DISTINCT FROM (OLD.schedule, OLD.timezone) THEN
+        NEW.next_run_at := sync.cron_next(NEW.schedule, NEW.timezone, sync.clock());
     END IF;
     RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION sync.cron_trigger_check() IS 'Trigger of sync.cron_trigger: refuses a bad schedule or time zone (22023) and keeps next_run_at on a run of the schedule.';
-CREATE TRIGGER check_schedule BEFORE INSERT OR UPDATE ON sync.cron_trigger
+COMMENT ON FUNCTION sync.cron_trigger_check() IS 'Trigger of sync.cron_trigger: refuses a bad schedule or time zone (22023) and puts next_run_at on the schedule when a schedule is inserted or changed.';
+CREATE TRIGGER check_schedule BEFORE INSERT OR UPDATE OF schedule, timezone ON sync.cron_trigger
     FOR EACH ROW EXECUTE FUNCTION sync.cron_trigger_check();
 CREATE FUNCTION sync.cron_missed_runs() RETURNS TABLE (policy text, cap integer)
 LANGUAGE sql STABLE PARALLEL SAFE AS $$

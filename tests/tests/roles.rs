@@ -244,6 +244,8 @@ async fn sync_developer_edits_projects_tasks_triggers_params_texts_and_links() {
     // Triggers of every kind; the name registry follows (maintained for them).
     ok(&c, &format!("INSERT INTO sync.cron_trigger (task_id, name, \"interval\") VALUES ({task}, 'nightly', '1 day')")).await;
     ok(&c, "UPDATE sync.cron_trigger SET \"interval\" = '2 days', active = false, calls_left = 3 WHERE name = 'nightly'").await;
+    // A schedule in a zone: the check runs the cron functions as the developer.
+    ok(&c, "UPDATE sync.cron_trigger SET \"interval\" = NULL, schedule = '0 2 * * *', timezone = 'Europe/Berlin' WHERE name = 'nightly'").await;
     ok(
         &c,
         &format!("INSERT INTO sync.button_trigger (task_id, name) VALUES ({task}, 'sync_now')"),
