@@ -374,10 +374,9 @@ COMMENT ON FUNCTION sync.cron_missed_runs() IS 'The missed-runs policy of cron t
 -- locked row, or sees the moved next_run_at). Runs that came due while no worker was up
 -- follow sync.cron_missed_runs(): once = one job for all of them; skip = none, except a
 -- run due within the last minute (the scheduler's tick, not a missed run); each = one
--- job per run, the latest `cap` of them, each with args {"scheduled_at": ...} (in UTC,
--- whatever the worker's session says).
+-- job per run, the latest `cap` of them, each with args {"scheduled_at": ...}.
 CREATE FUNCTION sync.enqueue_due_crons() RETURNS integer
-LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     now_ timestamptz := sync.clock();
     missed text;
@@ -450,7 +449,12 @@ BEGIN
             INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
                                   args, eta, user_name)
             SELECT c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron',
-                   jsonb_build_object('scheduled_at', r), now_, coalesce(c.run_as, current_user)
+                   -- In UTC as exports write timestamps, whatever the worker's session
+                   -- TimeZone (which interval arithmetic keeps following, as it did).
+                   jsonb_build_object('scheduled_at',
+                       regexp_replace(to_char(r AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '\.?0+$', '')
+                       || '+00:00'),
+                   now_, coalesce(c.run_as, current_user)
             FROM unnest(runs) WITH ORDINALITY AS u(r, i)
             ORDER BY i;
         END IF;

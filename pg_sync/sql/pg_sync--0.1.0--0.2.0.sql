@@ -1191,7 +1191,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
 $$;
 COMMENT ON FUNCTION sync.cron_missed_runs() IS 'The missed-runs policy of cron triggers: cron_missed_runs (once, skip or each; default once) and cron_missed_runs_cap (default 100).';
 CREATE OR REPLACE FUNCTION sync.enqueue_due_crons() RETURNS integer
-LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     now_ timestamptz := sync.clock();
     missed text;
@@ -1264,7 +1264,12 @@ BEGIN
             INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
                                   args, eta, user_name)
             SELECT c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron',
-                   jsonb_build_object('scheduled_at', r), now_, coalesce(c.run_as, current_user)
+                   -- In UTC as exports write timestamps, whatever the worker's session
+                   -- TimeZone (which interval arithmetic keeps following, as it did).
+                   jsonb_build_object('scheduled_at',
+                       regexp_replace(to_char(r AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '\.?0+$', '')
+                       || '+00:00'),
+                   now_, coalesce(c.run_as, current_user)
             FROM unnest(runs) WITH ORDINALITY AS u(r, i)
             ORDER BY i;
         END IF;

@@ -22,12 +22,13 @@ async fn text(c: &Client, sql: &str) -> String {
     texts(c, sql).await.remove(0)
 }
 
-/// Move the scheduling clock so that it reads `at` now (and runs on from there).
+/// Move the scheduling clock so that it reads `at` now (and runs on from there). The
+/// offset is in seconds: days would move by wall-clock days in sessions of a DST zone.
 async fn set_clock_to(c: &Client, at: &str) {
     exec(
         c,
         &format!(
-            "INSERT INTO sync.setting (key, value) VALUES ('clock_offset', (timestamptz '{at}' - now())::text)
+            "INSERT INTO sync.setting (key, value) VALUES ('clock_offset', make_interval(secs => extract(epoch FROM timestamptz '{at}' - now()))::text)
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
         ),
     )
@@ -451,6 +452,15 @@ async fn missed_runs_follow_the_cron_missed_runs_setting() {
     let db = TestDb::new().await;
     let c = db.connect().await;
     let (_, t) = create_task(&c, "crons", "main", CODE).await;
+    // The worker's sessions are not in UTC; scheduled_at is written in UTC all the same.
+    exec(
+        &c,
+        &format!(
+            "ALTER DATABASE \"{}\" SET TimeZone = 'Europe/Berlin'",
+            db.name
+        ),
+    )
+    .await;
     set_clock_to(&c, "2026-06-01 00:00:00+00").await;
     // Hourly, by schedule and by interval, from 00:00 (due now: nothing missed yet).
     exec(
