@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub mod catalog;
+pub mod clock;
 pub mod demos;
 pub mod fakes;
 pub mod python;
