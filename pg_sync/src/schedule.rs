@@ -19,7 +19,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Why `schedule` in `timezone` cannot be used, as a sentence naming the field.
+    /// Read `schedule` in `timezone`; the error says what is wrong, naming the field.
     pub fn parse(schedule: &str, timezone: &str) -> Result<Schedule, String> {
         let zone: Tz = timezone
             .parse()

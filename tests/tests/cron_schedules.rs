@@ -79,6 +79,15 @@ async fn next_runs_are_dst_correct_across_both_2026_changes_in_berlin() {
         utc_text(&c, &next("15 0 2 * * *", "2026-07-01 12:00+02")).await,
         "2026-07-02 00:00:15+00"
     );
+    // croner's aliases.
+    assert_eq!(
+        utc_text(
+            &c,
+            "SELECT sync.cron_next('@daily', 'Europe/Berlin', '2026-07-01 12:00+02')::text"
+        )
+        .await,
+        "2026-07-01 22:00:00+00"
+    );
     // Strictly after: a run at `after` itself is not next.
     assert_eq!(
         utc_text(
