@@ -461,6 +461,33 @@ END
 $$;
 COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executors: fail one running job of their worker whose transaction could not commit (token-checked).';
 
+-- Log lines of jobs still running, written as they happen by the executor's log
+-- connection (outside the batch transaction, so that they show at once and survive the
+-- job's rollback or its executor's death). Project, task, trigger and start come from
+-- the job's row, never from the caller; lines of jobs that are not running for this
+-- worker are dropped. A plain read of sync.job: the batch's row lock does not block it.
+CREATE FUNCTION sync.job_log(worker_id integer, token text, log_job bigint[],
+    log_at timestamptz[], log_level text[], log_kind text[], log_recipient text[], log_message text[])
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM sync.worker_token_check(worker_id, token);
+    INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
+                          level, kind, recipient, message)
+    SELECT u.at, j.project_id, j.task_id, j.trigger_name, j.id, j.started_at,
+           u.level, u.kind, u.recipient, u.message
+    FROM unnest(log_job, log_at, log_level, log_kind, log_recipient, log_message)
+         AS u(job_id, at, level, kind, recipient, message)
+    JOIN sync.job j ON j.id = u.job_id
+    WHERE j.state = 'running' AND j.worker = job_log.worker_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]) IS 'Executors: write log lines of jobs their worker is running, as they happen (token-checked); returns the number written.';
+
 -- Jobs queued with add_job by a job that succeeded: project, task, trigger, language and
 -- user come from the parent job's row, never from the caller.
 CREATE FUNCTION sync.batch_add_jobs(worker_id integer, token text, parent bigint, children jsonb)

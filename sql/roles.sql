@@ -195,6 +195,7 @@ GRANT EXECUTE ON FUNCTION sync.executor_login(), sync.executor_sync_roles(),
 GRANT EXECUTE ON FUNCTION sync.batch_lock(integer, text, bigint[]),
     sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_fail_job(integer, text, bigint, text),
+    sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_add_jobs(integer, text, bigint, jsonb),
     sync.batch_webhook_jobs(integer, text, bigint[], jsonb[], timestamptz, name)
     TO sync_executor;
