@@ -108,7 +108,7 @@ async fn jobs_speak_the_language_of_whoever_caused_them() {
     assert_eq!(outcome(c, id).await, (Some("de_DE".into()), hallo.clone()));
     // The child job queued by add_job inherits its parent's language.
     let child: i64 = scalar(
-        &c,
+        c,
         &format!("SELECT id FROM sync.job WHERE parent_id = {id}"),
     )
     .await;
@@ -203,7 +203,7 @@ async fn jobs_speak_the_language_of_whoever_caused_them() {
     .await;
     wait_for("the cron job", Duration::from_secs(20), || async {
         scalar::<i64>(
-            &c,
+            c,
             "SELECT count(*) FROM sync.job WHERE trigger_kind = 'cron'",
         )
         .await
@@ -213,7 +213,7 @@ async fn jobs_speak_the_language_of_whoever_caused_them() {
     let id: i64 = scalar(c, "SELECT id FROM sync.job WHERE trigger_kind = 'cron'").await;
     assert_eq!(outcome(c, id).await, (Some("de_DE".into()), hallo.clone()));
     let token: String = scalar(
-        &c,
+        c,
         "SELECT token FROM sync.webhook_trigger WHERE name = 'hook'",
     )
     .await;
