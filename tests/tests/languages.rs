@@ -248,3 +248,77 @@ async fn jobs_speak_the_language_of_whoever_caused_them() {
     drop(fr);
     exec(c, &format!("DROP OWNED BY {role}; DROP ROLE {role}")).await;
 }
+
+/// docs/jobs.md's example, the timed db triggers (the language of the session that set
+/// the date) and an invalid setting, without a worker.
+#[tokio::test]
+async fn the_language_rule_in_sql() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (p, t) = create_task(&c, "demo", "main", CODE).await;
+    exec(
+        &c,
+        &format!(
+            "INSERT INTO sync.button_trigger (task_id, name) VALUES ({t}, 'sync_now');
+             CREATE TABLE public.visits (id int PRIMARY KEY, at timestamptz);
+             INSERT INTO sync.db_trigger (task_id, name, table_name, event, date_column, time_offset)
+               VALUES ({t}, 'later', 'public.visits', 'timed', 'at', '1 hour');"
+        ),
+    )
+    .await;
+    let last = "SELECT lang FROM sync.job ORDER BY id DESC LIMIT 1";
+    exec(
+        &c,
+        "UPDATE sync.project SET lang = 'de_DE' WHERE name = 'demo'; SET sync.lang = 'fr_FR'",
+    )
+    .await;
+    let _: i64 = scalar(&c, "SELECT sync_run_button('demo', 'sync_now')").await;
+    assert_eq!(scalar::<String>(&c, last).await, "fr_FR");
+    exec(&c, "RESET sync.lang").await;
+    let _: i64 = scalar(&c, "SELECT sync_run_button('demo', 'sync_now')").await;
+    assert_eq!(scalar::<String>(&c, last).await, "de_DE");
+
+    // Timed: the schedule keeps the language of whoever set the date, until it is due.
+    exec(
+        &c,
+        "SET sync.lang = 'fr_FR'; INSERT INTO public.visits VALUES (1, now()); RESET sync.lang",
+    )
+    .await;
+    assert_eq!(
+        scalar::<String>(&c, "SELECT lang FROM sync.db_trigger_due").await,
+        "fr_FR"
+    );
+    exec(
+        &c,
+        "INSERT INTO sync.setting (key, value) VALUES ('clock_offset', '2 hours');
+         SELECT sync.enqueue_timed_triggers();",
+    )
+    .await;
+    assert_eq!(
+        scalar::<String>(
+            &c,
+            "SELECT lang FROM sync.job WHERE args ->> 'event' = 'timed'"
+        )
+        .await,
+        "fr_FR"
+    );
+
+    // Not a language code: skipped, never an error.
+    exec(&c, "SET sync.lang = 'de-DE'").await;
+    let lang: String = scalar(&c, &format!("SELECT sync.job_lang({p}, current_user)")).await;
+    assert_eq!(lang, "de_DE");
+    exec(
+        &c,
+        "UPDATE sync.project SET lang = 'fr_FR' WHERE name = 'demo'",
+    )
+    .await;
+    let lang: String = scalar(&c, &format!("SELECT sync.job_lang({p}, current_user)")).await;
+    assert_eq!(lang, "fr_FR", "the project's language");
+    let msg = expect_error(
+        &c,
+        "UPDATE sync.project SET lang = 'french' WHERE name = 'demo'",
+        "23514",
+    )
+    .await;
+    assert!(msg.contains("project_lang_check"), "{msg}");
+}
