@@ -527,12 +527,15 @@ BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
     new_ids := ARRAY(SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sync.job', 'id'))
                      FROM pg_catalog.generate_series(1, coalesce(pg_catalog.cardinality(trigger_ids), 0)));
+    -- A call has no session of a user: its job is in the project's language.
     INSERT INTO sync.job (id, project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                          args, state, priority, attempts, max_retries, worker, started_at, user_name)
+                          args, state, priority, attempts, max_retries, worker, started_at, user_name,
+                          lang)
     SELECT new_ids[u.n], w.project_id, w.task_id, 'webhook', w.id, w.name, 'handle_webhook',
-           u.a, 'running', 0, 0, 1, batch_webhook_jobs.worker_id, started, caller
+           u.a, 'running', 0, 0, 1, batch_webhook_jobs.worker_id, started, caller, p.lang
     FROM unnest(trigger_ids, call_args) WITH ORDINALITY AS u(t, a, n)
-    JOIN sync.webhook_trigger w ON w.id = u.t;
+    JOIN sync.webhook_trigger w ON w.id = u.t
+    JOIN sync.project p ON p.id = w.project_id;
     RETURN QUERY
     WITH p AS MATERIALIZED (
         SELECT p.id, p.run_as, CASE WHEN p.run_as IS NOT NULL THEN sync.run_as_problem(p.run_as) END AS problem
@@ -562,7 +565,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
       'id', p.id, 'name', p.name, 'version', p.version,
       'core_code', p.core_code, 'common_code', p.common_code,
       'eval_context', pg_catalog.to_jsonb(p.eval_context), 'run_as', p.run_as,
-      'run_as_problem', sync.run_as_problem(p.run_as),
+      'run_as_problem', sync.run_as_problem(p.run_as), 'lang', p.lang,
       'params', coalesce((SELECT pg_catalog.jsonb_object_agg(x.key, x.value)
                           FROM sync.project_param x WHERE x.project_id = p.id), '{}'),
       'texts', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(x.key, x.lang, x.value))

@@ -93,7 +93,7 @@ $$;
 -- For everybody: pure helpers, the clock, and functions that act as the caller (reading
 -- sync.link as the caller, so they need sync_user's SELECT; writing ones are granted to
 -- developers below).
-GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_delay(integer),
+GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.is_lang(text), sync.retry_delay(integer),
     sync.may_try_again(integer, integer, boolean), sync.delay_text(interval),
     sync.max_time_limit(), sync.run_as_problem(name), sync.executor_session_problem(),
     sync.dbt_check_expression(text, text, text), sync.dbt_key_expr(regclass, text),
@@ -131,8 +131,8 @@ GRANT EXECUTE ON FUNCTION sync_export_project(text), sync.keep_jobs(text) TO syn
 -- state, the run_as of cron triggers or webhook signing secrets), params, texts, links;
 -- jobs only through functions, which record who called them; never secrets.
 ------------------------------------------------------------------------------------
-GRANT INSERT (name, active, common_code),
-      UPDATE (name, active, common_code), DELETE
+GRANT INSERT (name, active, common_code, lang),
+      UPDATE (name, active, common_code, lang), DELETE
     ON sync.project TO sync_developer;
 GRANT INSERT, UPDATE, DELETE ON sync.project_param, sync.project_text, sync.task,
     sync.button_trigger, sync.link TO sync_developer;

@@ -33,6 +33,7 @@ class JobState:
 
     def __init__(self, info):
         self.info = info
+        # Settled by the runner once the project is known (Project.job_lang).
         self.lang = info.get("lang") or "en_US"
         self.logs = []
         # The task code's names once it ran (add_job reads its functions' docstrings).
