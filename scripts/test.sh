@@ -42,5 +42,5 @@ cargo test --release --no-fail-fast -p pg_sync_tests "$@" -- --test-threads="${P
 if [ "$#" -eq 0 ]; then
     # Tests that measure latency (#[ignore]d above) run alone on a quiet machine.
     log "running the latency tests alone"
-    cargo test --release -p pg_sync_tests --test webhooks --test buttons -- --ignored --test-threads=1 --nocapture
+    cargo test --release -p pg_sync_tests --test webhooks --test buttons --test job_logs_live -- --ignored --test-threads=1 --nocapture
 fi

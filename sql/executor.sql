@@ -470,6 +470,33 @@ END
 $$;
 COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executors: fail one running job of their worker whose transaction could not commit (token-checked).';
 
+-- Log lines of jobs still running, written as they happen by the executor's log
+-- connection (outside the batch transaction, so that they show at once and survive the
+-- job's rollback or its executor's death). Project, task, trigger and start come from
+-- the job's row, never from the caller; lines of jobs that are not running for this
+-- worker are dropped. A plain read of sync.job: the batch's row lock does not block it.
+CREATE FUNCTION sync.job_log(worker_id integer, token text, log_job bigint[],
+    log_at timestamptz[], log_level text[], log_kind text[], log_recipient text[], log_message text[])
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM sync.worker_token_check(worker_id, token);
+    INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
+                          level, kind, recipient, message)
+    SELECT u.at, j.project_id, j.task_id, j.trigger_name, j.id, j.started_at,
+           u.level, u.kind, u.recipient, u.message
+    FROM unnest(log_job, log_at, log_level, log_kind, log_recipient, log_message)
+         AS u(job_id, at, level, kind, recipient, message)
+    JOIN sync.job j ON j.id = u.job_id
+    WHERE j.state = 'running' AND j.worker = job_log.worker_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]) IS 'Executors: write log lines of jobs their worker is running, as they happen (token-checked); returns the number written.';
+
 -- Jobs queued with add_job by a job that succeeded: project, task, trigger, language and
 -- user come from the parent job's row, never from the caller.
 CREATE FUNCTION sync.batch_add_jobs(worker_id integer, token text, parent bigint, children jsonb)
@@ -509,12 +536,15 @@ BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
     new_ids := ARRAY(SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sync.job', 'id'))
                      FROM pg_catalog.generate_series(1, coalesce(pg_catalog.cardinality(trigger_ids), 0)));
+    -- A call has no session of a user: its job is in the project's language.
     INSERT INTO sync.job (id, project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                          args, state, priority, attempts, max_retries, worker, started_at, user_name)
+                          args, state, priority, attempts, max_retries, worker, started_at, user_name,
+                          lang)
     SELECT new_ids[u.n], w.project_id, w.task_id, 'webhook', w.id, w.name, 'handle_webhook',
-           u.a, 'running', 0, 0, 1, batch_webhook_jobs.worker_id, started, caller
+           u.a, 'running', 0, 0, 1, batch_webhook_jobs.worker_id, started, caller, p.lang
     FROM unnest(trigger_ids, call_args) WITH ORDINALITY AS u(t, a, n)
-    JOIN sync.webhook_trigger w ON w.id = u.t;
+    JOIN sync.webhook_trigger w ON w.id = u.t
+    JOIN sync.project p ON p.id = w.project_id;
     RETURN QUERY
     WITH p AS MATERIALIZED (
         SELECT p.id, p.run_as, CASE WHEN p.run_as IS NOT NULL THEN sync.run_as_problem(p.run_as) END AS problem
@@ -544,7 +574,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
       'id', p.id, 'name', p.name, 'version', p.version,
       'core_code', p.core_code, 'common_code', p.common_code,
       'eval_context', pg_catalog.to_jsonb(p.eval_context), 'run_as', p.run_as,
-      'run_as_problem', sync.run_as_problem(p.run_as),
+      'run_as_problem', sync.run_as_problem(p.run_as), 'lang', p.lang,
       'params', coalesce((SELECT pg_catalog.jsonb_object_agg(x.key, x.value)
                           FROM sync.project_param x WHERE x.project_id = p.id), '{}'),
       'texts', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(x.key, x.lang, x.value))

@@ -88,7 +88,8 @@ BEGIN
                 add_job.trigger_name, add_job.handler, coalesce(add_job.args, '{}'),
                 coalesce(add_job.priority, 10), coalesce(add_job.eta, sync.clock()),
                 coalesce(add_job.max_retries, 5), add_job.description, add_job.identity_key,
-                add_job.parent_id, coalesce(add_job.user_name, current_user), add_job.lang)
+                add_job.parent_id, coalesce(add_job.user_name, current_user),
+                coalesce(add_job.lang, (SELECT p.lang FROM sync.project p WHERE p.id = add_job.project_id)))
         ON CONFLICT (project_id, identity_key)
             WHERE identity_key IS NOT NULL AND state IN ('pending', 'running')
             DO NOTHING
@@ -108,7 +109,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text)
-    IS 'Enqueue a job (add_job of task code). With an identity_key already held by a pending or running job of the project, nothing is created and that job''s id is returned.';
+    IS 'Enqueue a job (add_job of task code). With an identity_key already held by a pending or running job of the project, nothing is created and that job''s id is returned. lang NULL: the project''s language.';
 
 -- SECURITY DEFINER: pressing a button must not need the right to write sync.job (which
 -- would let anyone forge a job's user or state); the job records the caller.
@@ -141,14 +142,14 @@ BEGIN
                   HINT = format('Activate the button trigger and its task "%s".', b.task);
     END IF;
     INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                          priority, eta, user_name)
+                          priority, eta, user_name, lang)
     VALUES (b.project_id, b.task_id, 'button', b.id, sync_run_button.trigger_name, 'handle_button',
-            0, sync.clock(), sync.caller())
+            0, sync.clock(), sync.caller(), sync.job_lang(b.project_id, sync.caller()))
     RETURNING id INTO new_id;
     RETURN new_id;
 END
 $$;
-COMMENT ON FUNCTION sync_run_button(text, text) IS 'Press a button: enqueue handle_button() at top priority (0) and return the job id; a running worker starts it at once.';
+COMMENT ON FUNCTION sync_run_button(text, text) IS 'Press a button: enqueue handle_button() at top priority (0) and return the job id; a running worker starts it at once. The job''s language is the caller''s sync.lang (sync.job_lang).';
 
 -- Press a button and wait for its outcome, as Sync Studio's buttons do. A procedure,
 -- because the job must be committed before a worker can see it; and so SECURITY
@@ -224,11 +225,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'priority 0 is the highest; max_retries 0 retries forever.';
     END IF;
     RETURN sync.add_job(t.project_id, t.id, handler, args, priority, eta, max_retries, description,
-                        identity_key, NULL, sync.caller(), NULL, 'job', NULL, NULL);
+                        identity_key, NULL, sync.caller(), sync.job_lang(t.project_id, sync.caller()),
+                        'job', NULL, NULL);
 END
 $$;
 COMMENT ON FUNCTION sync_add_job(text, text, text, jsonb, integer, timestamptz, integer, text, text)
-    IS 'Queue a job of a task from SQL (add_job of task code): args as {"args": [...], "kwargs": {...}}; returns the job id (the existing one when identity_key is held by a pending or running job).';
+    IS 'Queue a job of a task from SQL (add_job of task code): args as {"args": [...], "kwargs": {...}}; returns the job id (the existing one when identity_key is held by a pending or running job). The job''s language is the caller''s sync.lang (sync.job_lang).';
 
 ------------------------------------------------------------------------------------
 -- Manual retry and cancel
@@ -392,7 +394,7 @@ BEGIN
     SELECT m.policy, m.cap INTO missed, missed_cap FROM sync.cron_missed_runs() m;
     FOR c IN
         SELECT ct.id, ct.task_id, ct.project_id, ct.name, ct."interval", ct.schedule, ct.timezone,
-               ct.next_run_at, ct.calls_left, ct.run_as
+               ct.next_run_at, ct.calls_left, ct.run_as, p.lang
         FROM sync.cron_trigger ct
         JOIN sync.task t ON t.id = ct.task_id
         JOIN sync.project p ON p.id = ct.project_id
@@ -441,20 +443,20 @@ BEGIN
         END IF;
         IF missed = 'once' THEN
             INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                                  eta, user_name)
+                                  eta, user_name, lang)
             VALUES (c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron', now_,
-                    coalesce(c.run_as, current_user));
+                    coalesce(c.run_as, current_user), c.lang);
             runs := ARRAY[now_];
         ELSE
             INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                                  args, eta, user_name)
+                                  args, eta, user_name, lang)
             SELECT c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron',
                    -- In UTC as exports write timestamps, whatever the worker's session
                    -- TimeZone (which interval arithmetic keeps following, as it did).
                    jsonb_build_object('scheduled_at',
                        regexp_replace(to_char(r AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '\.?0+$', '')
                        || '+00:00'),
-                   now_, coalesce(c.run_as, current_user)
+                   now_, coalesce(c.run_as, current_user), c.lang
             FROM unnest(runs) WITH ORDINALITY AS u(r, i)
             ORDER BY i;
         END IF;

@@ -2,7 +2,7 @@
 -- one JSON document; sync_import_project(doc, replace) creates or updates a project from one.
 --
 -- The document (format version 1, "pg_sync_export": 1) holds what defines a project:
--- its row (name, active, code, eval_context, run_as), params, texts, secret KEYS (never
+-- its row (name, active, code, eval_context, run_as, lang), params, texts, secret KEYS (never
 -- values), tasks and triggers of every kind, each trigger naming its task. Arrays are
 -- sorted by name (bytewise), intervals are written in the `postgres` IntervalStyle and
 -- timestamps in UTC, so two exports of the same project are equal, whatever the session.
@@ -131,7 +131,7 @@ LANGUAGE sql IMMUTABLE AS $$
     VALUES
     ('', '{"pg_sync_export": "integer!", "name": "string!", "active": "boolean",
            "core_code": "string", "common_code": "string", "eval_context": "strings",
-           "run_as": "string?", "params": "array", "texts": "array", "secrets": "array",
+           "run_as": "string?", "lang": "string", "params": "array", "texts": "array", "secrets": "array",
            "tasks": "array", "cron_triggers": "array", "db_triggers": "array",
            "webhook_triggers": "array", "button_triggers": "array"}'::jsonb),
     ('params', '{"key": "string!", "value": "string?", "initial_value": "string?",
@@ -315,7 +315,7 @@ DECLARE
     broken record;
     hooks jsonb;
 BEGIN
-    SELECT id, name, active, core_code, common_code, eval_context, run_as INTO p
+    SELECT id, name, active, core_code, common_code, eval_context, run_as, lang INTO p
     FROM sync.project WHERE name = sync_export_project.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'project "%" does not exist', sync_export_project.name
@@ -357,6 +357,7 @@ BEGIN
         'common_code', p.common_code,
         'eval_context', to_jsonb(p.eval_context),
         'run_as', p.run_as,
+        'lang', p.lang,
         'params', coalesce((
             SELECT jsonb_agg(jsonb_build_object('key', key, 'value', value, 'initial_value', initial_value,
                                                 'description', description, 'url', url)
@@ -423,6 +424,7 @@ DECLARE
     v_common text;
     v_eval text[];
     v_run_as name;
+    v_lang text;
     changed text[];
     params jsonb := coalesce(doc -> 'params', '[]');
     texts jsonb := coalesce(doc -> 'texts', '[]');
@@ -445,6 +447,11 @@ BEGIN
     v_common := coalesce(doc ->> 'common_code', '');
     v_eval := ARRAY(SELECT jsonb_array_elements_text(coalesce(doc -> 'eval_context', '[]')));
     v_run_as := doc ->> 'run_as';
+    v_lang := coalesce(doc ->> 'lang', 'en_US');
+    IF NOT sync.is_lang(v_lang) THEN
+        PERFORM sync.pio_fail('lang', format('is %s, not a language code', to_jsonb(v_lang)),
+                              'Use a code such as "en_US" or "de_DE": the project''s default language.');
+    END IF;
 
     -- Tables first: a db trigger of a missing table cannot be written at all.
     FOR r IN SELECT format('db_triggers[%s].table_name', n - 1) AS path, e ->> 'table_name' AS tbl
@@ -474,13 +481,13 @@ BEGIN
                                       CASE WHEN v_run_as IS NOT NULL THEN 'run_as' END], NULL);
         BEGIN
             IF changed = '{}' THEN
-                INSERT INTO sync.project (name, active, common_code)
-                VALUES (pname, v_active, v_common) RETURNING id INTO pid;
+                INSERT INTO sync.project (name, active, common_code, lang)
+                VALUES (pname, v_active, v_common, v_lang) RETURNING id INTO pid;
             ELSE
                 PERFORM sync.pio_require(sync.pio_may('sync.project', changed, 'INSERT'),
                     format('set %s of project "%s"', array_to_string(changed, ', '), pname));
-                INSERT INTO sync.project (name, active, common_code, core_code, eval_context, run_as)
-                VALUES (pname, v_active, v_common, v_core, v_eval, v_run_as) RETURNING id INTO pid;
+                INSERT INTO sync.project (name, active, common_code, lang, core_code, eval_context, run_as)
+                VALUES (pname, v_active, v_common, v_lang, v_core, v_eval, v_run_as) RETURNING id INTO pid;
             END IF;
         EXCEPTION WHEN unique_violation THEN
             RAISE EXCEPTION 'project "%" already exists', pname
@@ -488,8 +495,8 @@ BEGIN
                       HINT = 'It was created while this import ran; pass replace => true to update it in place.';
         END;
     ELSE
-        UPDATE sync.project SET active = v_active, common_code = v_common
-        WHERE id = pid AND (active, common_code) IS DISTINCT FROM (v_active, v_common);
+        UPDATE sync.project SET active = v_active, common_code = v_common, lang = v_lang
+        WHERE id = pid AND (active, common_code, lang) IS DISTINCT FROM (v_active, v_common, v_lang);
         SELECT array_remove(ARRAY[CASE WHEN core_code IS DISTINCT FROM v_core THEN 'core_code' END,
                                   CASE WHEN eval_context IS DISTINCT FROM v_eval THEN 'eval_context' END,
                                   CASE WHEN run_as IS DISTINCT FROM v_run_as THEN 'run_as' END], NULL)

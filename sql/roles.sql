@@ -93,7 +93,7 @@ $$;
 -- For everybody: pure helpers, the clock, and functions that act as the caller (reading
 -- sync.link as the caller, so they need sync_user's SELECT; writing ones are granted to
 -- developers below).
-GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_delay(integer),
+GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.is_lang(text), sync.retry_delay(integer),
     sync.may_try_again(integer, integer, boolean), sync.delay_text(interval),
     sync.max_time_limit(), sync.run_as_problem(name), sync.executor_session_problem(),
     sync.dbt_check_expression(text, text, text), sync.dbt_key_expr(regclass, text),
@@ -134,8 +134,8 @@ GRANT EXECUTE ON FUNCTION sync_export_project(text), sync.keep_jobs(text) TO syn
 -- state, the run_as of cron triggers or webhook signing secrets), params, texts, links;
 -- jobs only through functions, which record who called them; never secrets.
 ------------------------------------------------------------------------------------
-GRANT INSERT (name, active, common_code),
-      UPDATE (name, active, common_code), DELETE
+GRANT INSERT (name, active, common_code, lang),
+      UPDATE (name, active, common_code, lang), DELETE
     ON sync.project TO sync_developer;
 GRANT INSERT, UPDATE, DELETE ON sync.project_param, sync.project_text, sync.task,
     sync.button_trigger, sync.link TO sync_developer;
@@ -198,6 +198,7 @@ GRANT EXECUTE ON FUNCTION sync.executor_login(), sync.executor_sync_roles(),
 GRANT EXECUTE ON FUNCTION sync.batch_lock(integer, text, bigint[]),
     sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_fail_job(integer, text, bigint, text),
+    sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_add_jobs(integer, text, bigint, jsonb),
     sync.batch_webhook_jobs(integer, text, bigint[], jsonb[], timestamptz, name)
     TO sync_executor;

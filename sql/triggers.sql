@@ -23,6 +23,7 @@ CREATE TABLE sync.db_trigger_due (
     key        jsonb NOT NULL,
     due_at     timestamptz NOT NULL,
     user_name  name NOT NULL,
+    lang       text,
     PRIMARY KEY (trigger_id, key)
 );
 CREATE INDEX db_trigger_due_at ON sync.db_trigger_due (due_at);
@@ -31,6 +32,7 @@ COMMENT ON COLUMN sync.db_trigger_due.trigger_id IS 'The timed db trigger (delet
 COMMENT ON COLUMN sync.db_trigger_due.key IS 'Primary key of the row, in the job args format (JSON scalar, or array for a composite key).';
 COMMENT ON COLUMN sync.db_trigger_due.due_at IS 'When the row is due: its date_column + time_offset.';
 COMMENT ON COLUMN sync.db_trigger_due.user_name IS 'Role that last set the row''s date; recorded as the user of the job.';
+COMMENT ON COLUMN sync.db_trigger_due.lang IS 'Language of the session that last set the row''s date (sync.job_lang), the job''s language; NULL (scheduled before pg_sync 0.2): the project''s.';
 SELECT pg_catalog.pg_extension_config_dump('sync.db_trigger_due', '');
 
 -- A job of 1,000 keys carries ~10 kB of args: TOASTed. lz4 compresses it several
@@ -331,8 +333,9 @@ CREATE FUNCTION sync.dbt_schedule(dbt_id bigint, keys jsonb[], dues timestamptz[
 RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     DELETE FROM sync.db_trigger_due WHERE trigger_id = dbt_id;
-    INSERT INTO sync.db_trigger_due (trigger_id, key, due_at, user_name)
-    SELECT DISTINCT ON (u.k) dbt_id, u.k, u.d, sync.caller()
+    INSERT INTO sync.db_trigger_due (trigger_id, key, due_at, user_name, lang)
+    SELECT DISTINCT ON (u.k) dbt_id, u.k, u.d, sync.caller(),
+           (SELECT sync.job_lang(t.project_id, sync.caller()) FROM sync.db_trigger t WHERE t.id = dbt_id)
     FROM unnest(keys, dues) AS u(k, d)
     WHERE u.k IS NOT NULL AND u.d IS NOT NULL
     ORDER BY u.k;
@@ -454,7 +457,7 @@ CREATE TRIGGER db_triggers_active AFTER UPDATE OF active ON sync.project
 ------------------------------------------------------------------------------------
 
 -- Called by workers on a schedule. Takes every schedule entry whose time has come
--- (by sync.clock()), deletes it and enqueues one job per (trigger, user, chunk).
+-- (by sync.clock()), deletes it and enqueues one job per (trigger, user, language, chunk).
 -- Concurrent callers skip each other's entries (SKIP LOCKED), so no row is enqueued
 -- twice; entries wait in the table, so a caller that comes late misses nothing.
 CREATE FUNCTION sync.enqueue_timed_triggers() RETURNS integer
@@ -468,24 +471,24 @@ BEGIN
                WHERE due_at <= sync.clock()
                FOR UPDATE SKIP LOCKED) s
         WHERE d.trigger_id = s.trigger_id AND d.key = s.key
-        RETURNING d.trigger_id, d.key, d.due_at, d.user_name
+        RETURNING d.trigger_id, d.key, d.due_at, d.user_name, d.lang
     ), numbered AS (
-        SELECT due.trigger_id, due.key, due.user_name,
-               row_number() OVER (PARTITION BY due.trigger_id, due.user_name ORDER BY due.due_at, due.key) - 1 AS rn
+        SELECT due.trigger_id, due.key, due.user_name, due.lang,
+               row_number() OVER (PARTITION BY due.trigger_id, due.user_name, due.lang ORDER BY due.due_at, due.key) - 1 AS rn
         FROM due
     ), jobs AS (
-        INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler, args, user_name)
+        INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler, args, user_name, lang)
         SELECT t.project_id, t.task_id, 'db', t.id, t.name, 'handle_db',
                jsonb_build_object('event', 'timed',
                                   'table', ns.nspname || '.' || c.relname,
                                   'keys', jsonb_agg(n.key ORDER BY n.rn)),
-               n.user_name
+               n.user_name, coalesce(n.lang, (SELECT p.lang FROM sync.project p WHERE p.id = t.project_id))
         FROM numbered n
         JOIN sync.db_trigger t ON t.id = n.trigger_id
         JOIN pg_class c ON c.oid = t.table_name
         JOIN pg_namespace ns ON ns.oid = c.relnamespace
-        GROUP BY t.id, t.project_id, t.task_id, t.name, ns.nspname, c.relname, n.user_name, n.rn / t.chunk_size
-        ORDER BY t.id, n.user_name, n.rn / t.chunk_size
+        GROUP BY t.id, t.project_id, t.task_id, t.name, ns.nspname, c.relname, n.user_name, n.lang, n.rn / t.chunk_size
+        ORDER BY t.id, n.user_name, n.lang, n.rn / t.chunk_size
         RETURNING 1
     )
     SELECT count(*) INTO n FROM jobs;

@@ -54,6 +54,52 @@ AS 'MODULE_PATHNAME', 'caller_wrapper';
 ------------------------------------------------------------------------------------
 -- sql/schema.sql
 ------------------------------------------------------------------------------------
+-- Languages (issue 13): the project's default language and the rule of a job's.
+CREATE FUNCTION sync.is_lang(code text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT code ~ '^[a-z]{2,3}(_[A-Z]{2})?$'
+$$;
+COMMENT ON FUNCTION sync.is_lang(text) IS 'Whether the text is a language code such as en_US, de_DE or fr (two or three lower-case letters, optionally _ and two upper-case letters).';
+ALTER TABLE sync.project ADD COLUMN lang text NOT NULL DEFAULT 'en_US' CHECK (sync.is_lang(lang));
+COMMENT ON COLUMN sync.project.lang IS 'Default language of the project''s jobs (texts.KEY, get_lang()) when whoever caused a job set no sync.lang; cron and webhook jobs always use it.';
+COMMENT ON COLUMN sync.project_text.lang IS 'Language code such as en_US; a key missing in the job''s language is taken from the project''s language, then from en_US.';
+COMMENT ON COLUMN sync.job.lang IS 'Language of texts.KEY for the job (get_lang): set when the job is queued, from whoever caused it (sync.job_lang); NULL (jobs queued before pg_sync 0.2 or inserted by hand) = the project''s language.';
+CREATE FUNCTION sync.job_lang(project_id bigint, who name) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    session_lang text := nullif(pg_catalog.current_setting('sync.lang', true), '');
+    v text;
+BEGIN
+    IF session_lang IS NOT NULL THEN
+        IF sync.is_lang(session_lang) THEN
+            RETURN session_lang;
+        END IF;
+        RAISE WARNING 'sync.lang = % is not a language code; the job uses the next language', pg_catalog.quote_literal(session_lang)
+            USING HINT = 'Use a code such as en_US or de_DE: SET sync.lang = ''de_DE'';';
+    END IF;
+    SELECT pg_catalog.substr(c, pg_catalog.length('sync.lang=') + 1) INTO v
+    FROM pg_catalog.pg_db_role_setting s
+    JOIN pg_catalog.pg_roles r ON r.oid = s.setrole AND r.rolname = who
+    CROSS JOIN LATERAL pg_catalog.unnest(s.setconfig) AS c
+    WHERE s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database d
+                                WHERE d.datname = pg_catalog.current_database()))
+      AND c LIKE 'sync.lang=%'
+    ORDER BY s.setdatabase DESC
+    LIMIT 1;
+    IF nullif(v, '') IS NOT NULL THEN
+        IF sync.is_lang(v) THEN
+            RETURN v;
+        END IF;
+        -- The login role's setting is also the session's: warned about above.
+        IF v IS DISTINCT FROM session_lang THEN
+            RAISE WARNING 'the sync.lang setting of role % (%) is not a language code; the job uses the project''s language', who, pg_catalog.quote_literal(v)
+                USING HINT = pg_catalog.format('Fix it: ALTER ROLE %I SET sync.lang = ''de_DE'';', who);
+        END IF;
+    END IF;
+    RETURN coalesce((SELECT p.lang FROM sync.project p WHERE p.id = job_lang.project_id), 'en_US');
+END
+$$;
+COMMENT ON FUNCTION sync.job_lang(bigint, name) IS 'The language of a job caused now by role who: this session''s sync.lang, else who''s ALTER ROLE ... SET sync.lang, else the project''s lang; invalid values are skipped with a WARNING.';
 ALTER TABLE sync.worker ADD COLUMN token_hash bytea;
 COMMENT ON COLUMN sync.worker.token_hash IS 'SHA-256 of the token its executors show to the batch functions (sync.batch_*); readable by admins only.';
 CREATE OR REPLACE FUNCTION sync.notify_new_jobs() RETURNS trigger
@@ -128,6 +174,152 @@ $$;
 ------------------------------------------------------------------------------------
 -- sql/jobs.sql
 ------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION sync.add_job(
+    project_id   bigint,
+    task_id      bigint,
+    handler      text,
+    args         jsonb DEFAULT '{}',
+    priority     integer DEFAULT 10,
+    eta          timestamptz DEFAULT NULL,
+    max_retries  integer DEFAULT 5,
+    description  text DEFAULT NULL,
+    identity_key text DEFAULT NULL,
+    parent_id    bigint DEFAULT NULL,
+    user_name    name DEFAULT NULL,
+    lang         text DEFAULT NULL,
+    trigger_kind text DEFAULT 'job',
+    trigger_id   bigint DEFAULT NULL,
+    trigger_name text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    new_id bigint;
+BEGIN
+    -- Two tries: the job holding the key may finish between the insert and the lookup.
+    FOR i IN 1..2 LOOP
+        INSERT INTO sync.job AS j (project_id, task_id, trigger_kind, trigger_id, trigger_name,
+                                   handler, args, priority, eta, max_retries, description,
+                                   identity_key, parent_id, user_name, lang)
+        VALUES (add_job.project_id, add_job.task_id, add_job.trigger_kind, add_job.trigger_id,
+                add_job.trigger_name, add_job.handler, coalesce(add_job.args, '{}'),
+                coalesce(add_job.priority, 10), coalesce(add_job.eta, sync.clock()),
+                coalesce(add_job.max_retries, 5), add_job.description, add_job.identity_key,
+                add_job.parent_id, coalesce(add_job.user_name, current_user),
+                coalesce(add_job.lang, (SELECT p.lang FROM sync.project p WHERE p.id = add_job.project_id)))
+        ON CONFLICT (project_id, identity_key)
+            WHERE identity_key IS NOT NULL AND state IN ('pending', 'running')
+            DO NOTHING
+        RETURNING j.id INTO new_id;
+        IF new_id IS NOT NULL THEN
+            RETURN new_id;
+        END IF;
+        SELECT j.id INTO new_id FROM sync.job j
+        WHERE j.project_id = add_job.project_id AND j.identity_key = add_job.identity_key
+          AND j.state IN ('pending', 'running');
+        IF new_id IS NOT NULL THEN
+            RETURN new_id;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'could not enqueue job %: its identity key % keeps changing hands', handler, identity_key
+        USING ERRCODE = 'serialization_failure', HINT = 'Retry the statement.';
+END
+$$;
+COMMENT ON FUNCTION sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text)
+    IS 'Enqueue a job (add_job of task code). With an identity_key already held by a pending or running job of the project, nothing is created and that job''s id is returned. lang NULL: the project''s language.';
+CREATE OR REPLACE FUNCTION sync.enqueue_due_crons() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    now_ timestamptz := sync.clock();
+    missed text;
+    missed_cap integer;
+    c record;
+    next_at timestamptz;
+    k double precision;
+    runs timestamptz[];
+    run_at timestamptz;
+    most integer;
+    n integer := 0;
+BEGIN
+    SELECT m.policy, m.cap INTO missed, missed_cap FROM sync.cron_missed_runs() m;
+    FOR c IN
+        SELECT ct.id, ct.task_id, ct.project_id, ct.name, ct."interval", ct.schedule, ct.timezone,
+               ct.next_run_at, ct.calls_left, ct.run_as, p.lang
+        FROM sync.cron_trigger ct
+        JOIN sync.task t ON t.id = ct.task_id
+        JOIN sync.project p ON p.id = ct.project_id
+        WHERE ct.active AND ct.calls_left <> 0 AND ct.next_run_at <= now_
+          AND t.active AND p.active
+        ORDER BY ct.next_run_at
+        FOR UPDATE OF ct SKIP LOCKED
+    LOOP
+        most := CASE missed WHEN 'each' THEN missed_cap ELSE 1 END;
+        IF c.calls_left > 0 THEN
+            most := least(most, c.calls_left);
+        END IF;
+        IF c.schedule IS NOT NULL THEN
+            next_at := sync.cron_next(c.schedule, c.timezone, now_);
+            IF missed <> 'once' THEN
+                runs := sync.cron_runs_between(c.schedule, c.timezone, c.next_run_at, now_, most);
+            END IF;
+        ELSE
+            next_at := c.next_run_at + c."interval";
+            IF next_at <= now_ THEN
+                -- Jump close with arithmetic (months count as 30 days there), then settle
+                -- on the first whole interval after now_ by stepping.
+                k := floor(extract(epoch FROM now_ - c.next_run_at) / extract(epoch FROM c."interval"));
+                next_at := c.next_run_at + c."interval" * k;
+                WHILE next_at - c."interval" > now_ LOOP
+                    next_at := next_at - c."interval";
+                END LOOP;
+                WHILE next_at <= now_ LOOP
+                    next_at := next_at + c."interval";
+                END LOOP;
+            END IF;
+            IF missed <> 'once' THEN
+                runs := '{}';
+                run_at := next_at - c."interval";
+                WHILE run_at >= c.next_run_at AND cardinality(runs) < most LOOP
+                    runs := run_at || runs;
+                    run_at := run_at - c."interval";
+                END LOOP;
+                IF cardinality(runs) = 0 THEN
+                    runs := ARRAY[c.next_run_at];
+                END IF;
+            END IF;
+        END IF;
+        IF missed = 'skip' THEN
+            runs := ARRAY(SELECT r FROM unnest(runs) r WHERE r >= now_ - interval '1 minute');
+        END IF;
+        IF missed = 'once' THEN
+            INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                                  eta, user_name, lang)
+            VALUES (c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron', now_,
+                    coalesce(c.run_as, current_user), c.lang);
+            runs := ARRAY[now_];
+        ELSE
+            INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
+                                  args, eta, user_name, lang)
+            SELECT c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron',
+                   -- In UTC as exports write timestamps, whatever the worker's session
+                   -- TimeZone (which interval arithmetic keeps following, as it did).
+                   jsonb_build_object('scheduled_at',
+                       regexp_replace(to_char(r AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '\.?0+$', '')
+                       || '+00:00'),
+                   now_, coalesce(c.run_as, current_user), c.lang
+            FROM unnest(runs) WITH ORDINALITY AS u(r, i)
+            ORDER BY i;
+        END IF;
+        UPDATE sync.cron_trigger
+        SET next_run_at = coalesce(next_at, 'infinity'),
+            calls_left = CASE WHEN calls_left > 0 THEN calls_left - cardinality(runs) ELSE calls_left END
+        WHERE id = c.id;
+        n := n + cardinality(runs);
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.enqueue_due_crons() IS 'Enqueue the due runs of cron triggers (database clock, missed runs as sync.cron_missed_runs() says); safe to call from many workers at once. Returns the number of jobs enqueued.';
 CREATE OR REPLACE FUNCTION sync_run_button(project text, trigger_name text) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -157,14 +349,14 @@ BEGIN
                   HINT = format('Activate the button trigger and its task "%s".', b.task);
     END IF;
     INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                          priority, eta, user_name)
+                          priority, eta, user_name, lang)
     VALUES (b.project_id, b.task_id, 'button', b.id, sync_run_button.trigger_name, 'handle_button',
-            0, sync.clock(), sync.caller())
+            0, sync.clock(), sync.caller(), sync.job_lang(b.project_id, sync.caller()))
     RETURNING id INTO new_id;
     RETURN new_id;
 END
 $$;
-COMMENT ON FUNCTION sync_run_button(text, text) IS 'Press a button: enqueue handle_button() at top priority (0) and return the job id; a running worker starts it at once.';
+COMMENT ON FUNCTION sync_run_button(text, text) IS 'Press a button: enqueue handle_button() at top priority (0) and return the job id; a running worker starts it at once. The job''s language is the caller''s sync.lang (sync.job_lang).';
 
 -- Press a button and wait for its outcome, as Sync Studio's buttons do. A procedure,
 -- because the job must be committed before a worker can see it; and so SECURITY
@@ -237,11 +429,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'priority 0 is the highest; max_retries 0 retries forever.';
     END IF;
     RETURN sync.add_job(t.project_id, t.id, handler, args, priority, eta, max_retries, description,
-                        identity_key, NULL, sync.caller(), NULL, 'job', NULL, NULL);
+                        identity_key, NULL, sync.caller(), sync.job_lang(t.project_id, sync.caller()),
+                        'job', NULL, NULL);
 END
 $$;
 COMMENT ON FUNCTION sync_add_job(text, text, text, jsonb, integer, timestamptz, integer, text, text)
-    IS 'Queue a job of a task from SQL (add_job of task code): args as {"args": [...], "kwargs": {...}}; returns the job id (the existing one when identity_key is held by a pending or running job).';
+    IS 'Queue a job of a task from SQL (add_job of task code): args as {"args": [...], "kwargs": {...}}; returns the job id (the existing one when identity_key is held by a pending or running job). The job''s language is the caller''s sync.lang (sync.job_lang).';
 CREATE OR REPLACE FUNCTION sync_retry_job(job_id bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -389,13 +582,52 @@ COMMENT ON FUNCTION sync.log_cleanup() IS 'ON DELETE actions of sync.log (projec
 ------------------------------------------------------------------------------------
 -- sql/triggers.sql
 ------------------------------------------------------------------------------------
+ALTER TABLE sync.db_trigger_due ADD COLUMN lang text;
+COMMENT ON COLUMN sync.db_trigger_due.lang IS 'Language of the session that last set the row''s date (sync.job_lang), the job''s language; NULL (scheduled before pg_sync 0.2): the project''s.';
+CREATE OR REPLACE FUNCTION sync.enqueue_timed_triggers() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH due AS (
+        DELETE FROM sync.db_trigger_due d
+        USING (SELECT trigger_id, key FROM sync.db_trigger_due
+               WHERE due_at <= sync.clock()
+               FOR UPDATE SKIP LOCKED) s
+        WHERE d.trigger_id = s.trigger_id AND d.key = s.key
+        RETURNING d.trigger_id, d.key, d.due_at, d.user_name, d.lang
+    ), numbered AS (
+        SELECT due.trigger_id, due.key, due.user_name, due.lang,
+               row_number() OVER (PARTITION BY due.trigger_id, due.user_name, due.lang ORDER BY due.due_at, due.key) - 1 AS rn
+        FROM due
+    ), jobs AS (
+        INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler, args, user_name, lang)
+        SELECT t.project_id, t.task_id, 'db', t.id, t.name, 'handle_db',
+               jsonb_build_object('event', 'timed',
+                                  'table', ns.nspname || '.' || c.relname,
+                                  'keys', jsonb_agg(n.key ORDER BY n.rn)),
+               n.user_name, coalesce(n.lang, (SELECT p.lang FROM sync.project p WHERE p.id = t.project_id))
+        FROM numbered n
+        JOIN sync.db_trigger t ON t.id = n.trigger_id
+        JOIN pg_class c ON c.oid = t.table_name
+        JOIN pg_namespace ns ON ns.oid = c.relnamespace
+        GROUP BY t.id, t.project_id, t.task_id, t.name, ns.nspname, c.relname, n.user_name, n.lang, n.rn / t.chunk_size
+        ORDER BY t.id, n.user_name, n.lang, n.rn / t.chunk_size
+        RETURNING 1
+    )
+    SELECT count(*) INTO n FROM jobs;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.enqueue_timed_triggers() IS 'Enqueue handle_db jobs (event "timed") for rows whose date_column + time_offset has come (sync.clock()); returns the number of jobs. Workers call it on a schedule.';
 DROP FUNCTION sync.dbt_schedule(bigint, jsonb[], timestamptz[], name);
 CREATE FUNCTION sync.dbt_schedule(dbt_id bigint, keys jsonb[], dues timestamptz[])
 RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     DELETE FROM sync.db_trigger_due WHERE trigger_id = dbt_id;
-    INSERT INTO sync.db_trigger_due (trigger_id, key, due_at, user_name)
-    SELECT DISTINCT ON (u.k) dbt_id, u.k, u.d, sync.caller()
+    INSERT INTO sync.db_trigger_due (trigger_id, key, due_at, user_name, lang)
+    SELECT DISTINCT ON (u.k) dbt_id, u.k, u.d, sync.caller(),
+           (SELECT sync.job_lang(t.project_id, sync.caller()) FROM sync.db_trigger t WHERE t.id = dbt_id)
     FROM unnest(keys, dues) AS u(k, d)
     WHERE u.k IS NOT NULL AND u.d IS NOT NULL
     ORDER BY u.k;
@@ -458,6 +690,338 @@ $$;
 ------------------------------------------------------------------------------------
 -- sql/projects.sql
 ------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION sync.pio_format() RETURNS TABLE (section text, fields jsonb)
+LANGUAGE sql IMMUTABLE AS $$
+    VALUES
+    ('', '{"pg_sync_export": "integer!", "name": "string!", "active": "boolean",
+           "core_code": "string", "common_code": "string", "eval_context": "strings",
+           "run_as": "string?", "lang": "string", "params": "array", "texts": "array", "secrets": "array",
+           "tasks": "array", "cron_triggers": "array", "db_triggers": "array",
+           "webhook_triggers": "array", "button_triggers": "array"}'::jsonb),
+    ('params', '{"key": "string!", "value": "string?", "initial_value": "string?",
+                 "description": "string?", "url": "string?"}'),
+    ('texts', '{"key": "string!", "lang": "string", "value": "string"}'),
+    ('secrets', '{"key": "string!"}'),
+    ('tasks', '{"name": "string!", "code": "string", "active": "boolean", "time_limit": "interval?"}'),
+    ('cron_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
+                        "interval": "interval?", "schedule": "string?", "timezone": "string",
+                        "next_run_at": "timestamptz", "calls_left": "integer", "run_as": "string?"}'),
+    ('db_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
+                      "table_name": "string!", "event": "string!", "apply_on": "string?",
+                      "before_update": "string?", "watched_columns": "strings?",
+                      "date_column": "string?", "time_offset": "interval",
+                      "chunk_size": "integer"}'),
+    ('webhook_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
+                           "content_type": "string", "token": "string?"}'),
+    ('button_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
+                          "description": "string?"}')
+$$;
+COMMENT ON FUNCTION sync.pio_format() IS 'Fields of a project document (format 1), per section: type, then ! (required) or ? (nullable).';
+CREATE OR REPLACE FUNCTION sync_import_project(doc jsonb, replace boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    pname text;
+    pid bigint;
+    v_active boolean;
+    v_core text;
+    v_common text;
+    v_eval text[];
+    v_run_as name;
+    v_lang text;
+    changed text[];
+    params jsonb := coalesce(doc -> 'params', '[]');
+    texts jsonb := coalesce(doc -> 'texts', '[]');
+    secrets jsonb := coalesce(doc -> 'secrets', '[]');
+    tasks jsonb := coalesce(doc -> 'tasks', '[]');
+    crons jsonb := coalesce(doc -> 'cron_triggers', '[]');
+    dbts jsonb := coalesce(doc -> 'db_triggers', '[]');
+    hooks jsonb := coalesce(doc -> 'webhook_triggers', '[]');
+    buttons jsonb := coalesce(doc -> 'button_triggers', '[]');
+    r record;
+BEGIN
+    PERFORM sync.pio_check_document(doc);
+    IF replace IS NULL THEN
+        RAISE EXCEPTION 'replace must be true or false, not NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out for false.';
+    END IF;
+    pname := doc ->> 'name';
+    v_active := coalesce((doc -> 'active')::boolean, false);
+    v_core := coalesce(doc ->> 'core_code', '');
+    v_common := coalesce(doc ->> 'common_code', '');
+    v_eval := ARRAY(SELECT jsonb_array_elements_text(coalesce(doc -> 'eval_context', '[]')));
+    v_run_as := doc ->> 'run_as';
+    v_lang := coalesce(doc ->> 'lang', 'en_US');
+    IF NOT sync.is_lang(v_lang) THEN
+        PERFORM sync.pio_fail('lang', format('is %s, not a language code', to_jsonb(v_lang)),
+                              'Use a code such as "en_US" or "de_DE": the project''s default language.');
+    END IF;
+
+    -- Tables first: a db trigger of a missing table cannot be written at all.
+    FOR r IN SELECT format('db_triggers[%s].table_name', n - 1) AS path, e ->> 'table_name' AS tbl
+             FROM jsonb_array_elements(dbts) WITH ORDINALITY AS a(e, n) ORDER BY n
+    LOOP
+        BEGIN
+            IF to_regclass(r.tbl) IS NULL THEN
+                RAISE EXCEPTION 'invalid project document: % is %, a table that does not exist', r.path, to_jsonb(r.tbl)
+                    USING ERRCODE = 'undefined_table',
+                          HINT = 'Create the table before importing the project: db triggers watch tables of this database (names are schema-qualified, as in "public.orders").';
+            END IF;
+        EXCEPTION WHEN invalid_name OR syntax_error THEN
+            PERFORM sync.pio_fail(r.path, format('is %s, not a table name', to_jsonb(r.tbl)));
+        END;
+    END LOOP;
+
+    ---------------------------------------------------------------- the project row
+    SELECT id INTO pid FROM sync.project WHERE name = pname FOR UPDATE;
+    IF FOUND AND NOT replace THEN
+        RAISE EXCEPTION 'project "%" already exists', pname
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Pass replace => true to update it in place (sync_import_project(doc, replace => true); sync_worker import FILE --replace), or change "name" in the document to import a copy.';
+    END IF;
+    IF pid IS NULL THEN
+        changed := array_remove(ARRAY[CASE WHEN v_core <> '' THEN 'core_code' END,
+                                      CASE WHEN v_eval <> '{}' THEN 'eval_context' END,
+                                      CASE WHEN v_run_as IS NOT NULL THEN 'run_as' END], NULL);
+        BEGIN
+            IF changed = '{}' THEN
+                INSERT INTO sync.project (name, active, common_code, lang)
+                VALUES (pname, v_active, v_common, v_lang) RETURNING id INTO pid;
+            ELSE
+                PERFORM sync.pio_require(sync.pio_may('sync.project', changed, 'INSERT'),
+                    format('set %s of project "%s"', array_to_string(changed, ', '), pname));
+                INSERT INTO sync.project (name, active, common_code, lang, core_code, eval_context, run_as)
+                VALUES (pname, v_active, v_common, v_lang, v_core, v_eval, v_run_as) RETURNING id INTO pid;
+            END IF;
+        EXCEPTION WHEN unique_violation THEN
+            RAISE EXCEPTION 'project "%" already exists', pname
+                USING ERRCODE = 'duplicate_object',
+                      HINT = 'It was created while this import ran; pass replace => true to update it in place.';
+        END;
+    ELSE
+        UPDATE sync.project SET active = v_active, common_code = v_common, lang = v_lang
+        WHERE id = pid AND (active, common_code, lang) IS DISTINCT FROM (v_active, v_common, v_lang);
+        SELECT array_remove(ARRAY[CASE WHEN core_code IS DISTINCT FROM v_core THEN 'core_code' END,
+                                  CASE WHEN eval_context IS DISTINCT FROM v_eval THEN 'eval_context' END,
+                                  CASE WHEN run_as IS DISTINCT FROM v_run_as THEN 'run_as' END], NULL)
+          INTO changed FROM sync.project WHERE id = pid;
+        IF changed <> '{}' THEN
+            PERFORM sync.pio_require(sync.pio_may('sync.project', changed, 'UPDATE'),
+                format('change %s of project "%s"', array_to_string(changed, ', '), pname));
+            UPDATE sync.project SET core_code = v_core, eval_context = v_eval, run_as = v_run_as
+            WHERE id = pid;
+        END IF;
+    END IF;
+
+    ---------------------------------------------------------------- params and texts
+    -- A param's value is the user's: a new param takes the document's value (or,
+    -- empty, its initial_value through param_fill_value); an existing one keeps its own.
+    DELETE FROM sync.project_param p
+    WHERE p.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(params) e WHERE e ->> 'key' = p.key);
+    INSERT INTO sync.project_param AS p (project_id, key, value, initial_value, description, url)
+    SELECT pid, x.key, x.value, x.initial_value, x.description, x.url
+    FROM jsonb_to_recordset(params) AS x(key text, value text, initial_value text, description text, url text)
+    ON CONFLICT (project_id, key) DO UPDATE
+        SET initial_value = EXCLUDED.initial_value, description = EXCLUDED.description, url = EXCLUDED.url
+        WHERE (p.initial_value, p.description, p.url)
+              IS DISTINCT FROM (EXCLUDED.initial_value, EXCLUDED.description, EXCLUDED.url);
+
+    DELETE FROM sync.project_text t
+    WHERE t.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(texts) e
+                      WHERE e ->> 'key' = t.key AND coalesce(e ->> 'lang', 'en_US') = t.lang);
+    INSERT INTO sync.project_text AS t (project_id, key, lang, value)
+    SELECT pid, x.key, coalesce(x.lang, 'en_US'), coalesce(x.value, '')
+    FROM jsonb_to_recordset(texts) AS x(key text, lang text, value text)
+    ON CONFLICT (project_id, key, lang) DO UPDATE SET value = EXCLUDED.value
+        WHERE t.value IS DISTINCT FROM EXCLUDED.value;
+
+    ---------------------------------------------------------------- secrets (keys only)
+    -- The document lists the keys; values never travel. Keys it lacks go (with their
+    -- values), new keys come with a NULL value for an admin to set, others are kept.
+    SELECT array_agg(s.key ORDER BY s.key COLLATE "C") AS keys INTO r FROM sync.project_secret s
+    WHERE s.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(secrets) e WHERE e ->> 'key' = s.key);
+    IF r.keys IS NOT NULL THEN
+        PERFORM sync.pio_require(has_table_privilege('sync.project_secret', 'DELETE'),
+            format('remove secrets %s of project "%s"', array_to_string(r.keys, ', '), pname));
+        DELETE FROM sync.project_secret s WHERE s.project_id = pid AND s.key = ANY (r.keys);
+    END IF;
+    SELECT array_agg(x.key ORDER BY x.key COLLATE "C") AS keys INTO r
+    FROM jsonb_to_recordset(secrets) AS x(key text)
+    WHERE NOT EXISTS (SELECT 1 FROM sync.project_secret s WHERE s.project_id = pid AND s.key = x.key);
+    IF r.keys IS NOT NULL THEN
+        PERFORM sync.pio_require(sync.pio_may('sync.project_secret', '{project_id,key}', 'INSERT'),
+            format('add secrets %s to project "%s"', array_to_string(r.keys, ', '), pname));
+        INSERT INTO sync.project_secret (project_id, key) SELECT pid, k FROM unnest(r.keys) k;
+    END IF;
+
+    ---------------------------------------------------------------- tasks
+    -- Matched by name: a task that stays keeps its id, jobs and logs.
+    DELETE FROM sync.task t
+    WHERE t.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(tasks) e WHERE e ->> 'name' = t.name);
+    INSERT INTO sync.task AS t (project_id, name, code, active, time_limit)
+    SELECT pid, x.name, coalesce(x.code, ''), coalesce(x.active, true), x.time_limit
+    FROM jsonb_to_recordset(tasks) AS x(name text, code text, active boolean, time_limit interval)
+    ON CONFLICT (project_id, name) DO UPDATE
+        SET code = EXCLUDED.code, active = EXCLUDED.active, time_limit = EXCLUDED.time_limit
+        WHERE (t.code, t.active, t.time_limit)
+              IS DISTINCT FROM (EXCLUDED.code, EXCLUDED.active, EXCLUDED.time_limit);
+
+    ---------------------------------------------------------------- triggers
+    -- Removed ones first, of every kind: a name may move from one kind to another.
+    DELETE FROM sync.cron_trigger c WHERE c.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(crons) e WHERE e ->> 'name' = c.name);
+    DELETE FROM sync.db_trigger d WHERE d.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(dbts) e WHERE e ->> 'name' = d.name);
+    DELETE FROM sync.webhook_trigger w WHERE w.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(hooks) e WHERE e ->> 'name' = w.name);
+    DELETE FROM sync.button_trigger b WHERE b.project_id = pid
+      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(buttons) e WHERE e ->> 'name' = b.name);
+
+    -- Cron: a trigger that stays keeps its next_run_at and calls_left (a changed schedule
+    -- or time zone starts over from its first run after now: sync.cron_trigger_check).
+    UPDATE sync.cron_trigger c
+       SET task_id = t.id, active = coalesce(x.active, true), "interval" = x."interval",
+           schedule = x.schedule, timezone = coalesce(x.timezone, 'UTC')
+      FROM jsonb_to_recordset(crons)
+           AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text),
+           sync.task t
+     WHERE c.project_id = pid AND c.name = x.name AND t.project_id = pid AND t.name = x.task
+       AND (c.task_id, c.active, c."interval", c.schedule, c.timezone)
+           IS DISTINCT FROM (t.id, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'));
+    SELECT array_agg(c.name ORDER BY c.name COLLATE "C") AS names INTO r
+    FROM sync.cron_trigger c JOIN jsonb_to_recordset(crons) AS x(name text, run_as name) ON x.name = c.name
+    WHERE c.project_id = pid AND c.run_as IS DISTINCT FROM x.run_as;
+    IF r.names IS NOT NULL THEN
+        PERFORM sync.pio_require(sync.pio_may('sync.cron_trigger', '{run_as}', 'UPDATE'),
+            format('change run_as of cron triggers %s of project "%s"', array_to_string(r.names, ', '), pname));
+        UPDATE sync.cron_trigger c SET run_as = x.run_as
+          FROM jsonb_to_recordset(crons) AS x(name text, run_as name)
+         WHERE c.project_id = pid AND c.name = x.name AND c.run_as IS DISTINCT FROM x.run_as;
+    END IF;
+    SELECT array_agg(x.name ORDER BY x.name COLLATE "C") AS names INTO r
+    FROM jsonb_to_recordset(crons) AS x(name text, run_as name)
+    WHERE x.run_as IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM sync.cron_trigger c WHERE c.project_id = pid AND c.name = x.name);
+    IF r.names IS NOT NULL THEN
+        PERFORM sync.pio_require(sync.pio_may('sync.cron_trigger', '{run_as}', 'INSERT'),
+            format('set run_as of cron triggers %s of project "%s"', array_to_string(r.names, ', '), pname));
+    END IF;
+    -- Two statements, so that one without run_as does not name that column.
+    INSERT INTO sync.cron_trigger (task_id, name, active, "interval", schedule, timezone, next_run_at, calls_left)
+    SELECT t.id, x.name, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'),
+           coalesce(x.next_run_at, now()), coalesce(x.calls_left, -1)
+    FROM jsonb_to_recordset(crons)
+         AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text,
+              next_run_at timestamptz, calls_left integer, run_as name)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE x.run_as IS NULL
+      AND NOT EXISTS (SELECT 1 FROM sync.cron_trigger c WHERE c.project_id = pid AND c.name = x.name)
+    ORDER BY x.name COLLATE "C";
+    IF r.names IS NOT NULL THEN
+        INSERT INTO sync.cron_trigger (task_id, name, active, "interval", schedule, timezone, next_run_at,
+                                       calls_left, run_as)
+        SELECT t.id, x.name, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'),
+               coalesce(x.next_run_at, now()), coalesce(x.calls_left, -1), x.run_as
+        FROM jsonb_to_recordset(crons)
+             AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text,
+                  next_run_at timestamptz, calls_left integer, run_as name)
+        JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+        WHERE x.name = ANY (r.names)
+        ORDER BY x.name COLLATE "C";
+    END IF;
+
+    -- DB triggers: writing the row installs (or reinstalls) its PostgreSQL triggers.
+    UPDATE sync.db_trigger d
+       SET task_id = t.id, active = coalesce(x.active, true), table_name = to_regclass(x.table_name),
+           event = x.event, apply_on = x.apply_on, before_update = x.before_update,
+           watched_columns = x.watched_columns, date_column = x.date_column,
+           time_offset = coalesce(x.time_offset, '0'), chunk_size = coalesce(x.chunk_size, 1000)
+      FROM jsonb_to_recordset(dbts)
+           AS x(name text, task text, active boolean, table_name text, event text, apply_on text,
+                before_update text, watched_columns text[], date_column name, time_offset interval,
+                chunk_size integer),
+           sync.task t
+     WHERE d.project_id = pid AND d.name = x.name AND t.project_id = pid AND t.name = x.task
+       AND (d.task_id, d.active, d.table_name, d.event, d.apply_on, d.before_update,
+            d.watched_columns, d.date_column, d.time_offset, d.chunk_size)
+           IS DISTINCT FROM
+           (t.id, coalesce(x.active, true), to_regclass(x.table_name), x.event, x.apply_on,
+            x.before_update, x.watched_columns, x.date_column, coalesce(x.time_offset, '0'),
+            coalesce(x.chunk_size, 1000));
+    INSERT INTO sync.db_trigger (task_id, name, active, table_name, event, apply_on, before_update,
+                                 watched_columns, date_column, time_offset, chunk_size)
+    SELECT t.id, x.name, coalesce(x.active, true), to_regclass(x.table_name), x.event, x.apply_on,
+           x.before_update, x.watched_columns, x.date_column, coalesce(x.time_offset, '0'),
+           coalesce(x.chunk_size, 1000)
+    FROM jsonb_to_recordset(dbts)
+         AS x(name text, task text, active boolean, table_name text, event text, apply_on text,
+              before_update text, watched_columns text[], date_column name, time_offset interval,
+              chunk_size integer)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE NOT EXISTS (SELECT 1 FROM sync.db_trigger d WHERE d.project_id = pid AND d.name = x.name)
+    ORDER BY x.name COLLATE "C";
+
+    -- Webhooks: one that stays keeps its token (its URL) and signing secret; a new one
+    -- takes the document's token, or a fresh one when it has none.
+    UPDATE sync.webhook_trigger w
+       SET task_id = t.id, active = coalesce(x.active, true), content_type = coalesce(x.content_type, 'json')
+      FROM jsonb_to_recordset(hooks) AS x(name text, task text, active boolean, content_type text),
+           sync.task t
+     WHERE w.project_id = pid AND w.name = x.name AND t.project_id = pid AND t.name = x.task
+       AND (w.task_id, w.active, w.content_type)
+           IS DISTINCT FROM (t.id, coalesce(x.active, true), coalesce(x.content_type, 'json'));
+    SELECT x.name, w.name AS other, p.name AS other_project INTO r
+    FROM jsonb_to_recordset(hooks) AS x(name text, token text)
+    JOIN sync.webhook_trigger w ON w.token = x.token
+    JOIN sync.project p ON p.id = w.project_id
+    WHERE NOT EXISTS (SELECT 1 FROM sync.webhook_trigger o WHERE o.project_id = pid AND o.name = x.name)
+    ORDER BY x.name COLLATE "C" LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'webhook trigger "%": its token is already the token of webhook trigger "%" of project "%"',
+                        r.name, r.other, r.other_project
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'A token is the secret part of a webhook URL and is unique: set "token" to null in the document for a fresh one (e.g. when importing a copy of a project).';
+    END IF;
+    INSERT INTO sync.webhook_trigger (task_id, name, active, content_type)
+    SELECT t.id, x.name, coalesce(x.active, true), coalesce(x.content_type, 'json')
+    FROM jsonb_to_recordset(hooks)
+         AS x(name text, task text, active boolean, content_type text, token text)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE x.token IS NULL
+      AND NOT EXISTS (SELECT 1 FROM sync.webhook_trigger w WHERE w.project_id = pid AND w.name = x.name)
+    ORDER BY x.name COLLATE "C";
+    INSERT INTO sync.webhook_trigger (task_id, name, active, content_type, token)
+    SELECT t.id, x.name, coalesce(x.active, true), coalesce(x.content_type, 'json'), x.token
+    FROM jsonb_to_recordset(hooks)
+         AS x(name text, task text, active boolean, content_type text, token text)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE x.token IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM sync.webhook_trigger w WHERE w.project_id = pid AND w.name = x.name)
+    ORDER BY x.name COLLATE "C";
+
+    -- Buttons.
+    UPDATE sync.button_trigger b
+       SET task_id = t.id, active = coalesce(x.active, true), description = x.description
+      FROM jsonb_to_recordset(buttons) AS x(name text, task text, active boolean, description text),
+           sync.task t
+     WHERE b.project_id = pid AND b.name = x.name AND t.project_id = pid AND t.name = x.task
+       AND (b.task_id, b.active, b.description)
+           IS DISTINCT FROM (t.id, coalesce(x.active, true), x.description);
+    INSERT INTO sync.button_trigger (task_id, name, active, description)
+    SELECT t.id, x.name, coalesce(x.active, true), x.description
+    FROM jsonb_to_recordset(buttons)
+         AS x(name text, task text, active boolean, description text)
+    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
+    WHERE NOT EXISTS (SELECT 1 FROM sync.button_trigger b WHERE b.project_id = pid AND b.name = x.name)
+    ORDER BY x.name COLLATE "C";
+
+    RETURN pid;
+END
+$$;
+COMMENT ON FUNCTION sync_import_project(jsonb, boolean) IS 'Create a project from a sync_export_project document (all or nothing) and return its id; with replace => true, update an existing one in place, keeping param values, secret values, webhook tokens and cron schedules.';
 CREATE OR REPLACE FUNCTION sync_export_project(name text) RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -470,7 +1034,7 @@ DECLARE
     broken record;
     hooks jsonb;
 BEGIN
-    SELECT id, name, active, core_code, common_code, eval_context, run_as INTO p
+    SELECT id, name, active, core_code, common_code, eval_context, run_as, lang INTO p
     FROM sync.project WHERE name = sync_export_project.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'project "%" does not exist', sync_export_project.name
@@ -512,6 +1076,7 @@ BEGIN
         'common_code', p.common_code,
         'eval_context', to_jsonb(p.eval_context),
         'run_as', p.run_as,
+        'lang', p.lang,
         'params', coalesce((
             SELECT jsonb_agg(jsonb_build_object('key', key, 'value', value, 'initial_value', initial_value,
                                                 'description', description, 'url', url)
@@ -1018,6 +1583,33 @@ END
 $$;
 COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executors: fail one running job of their worker whose transaction could not commit (token-checked).';
 
+-- Log lines of jobs still running, written as they happen by the executor's log
+-- connection (outside the batch transaction, so that they show at once and survive the
+-- job's rollback or its executor's death). Project, task, trigger and start come from
+-- the job's row, never from the caller; lines of jobs that are not running for this
+-- worker are dropped. A plain read of sync.job: the batch's row lock does not block it.
+CREATE FUNCTION sync.job_log(worker_id integer, token text, log_job bigint[],
+    log_at timestamptz[], log_level text[], log_kind text[], log_recipient text[], log_message text[])
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    PERFORM sync.worker_token_check(worker_id, token);
+    INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
+                          level, kind, recipient, message)
+    SELECT u.at, j.project_id, j.task_id, j.trigger_name, j.id, j.started_at,
+           u.level, u.kind, u.recipient, u.message
+    FROM unnest(log_job, log_at, log_level, log_kind, log_recipient, log_message)
+         AS u(job_id, at, level, kind, recipient, message)
+    JOIN sync.job j ON j.id = u.job_id
+    WHERE j.state = 'running' AND j.worker = job_log.worker_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]) IS 'Executors: write log lines of jobs their worker is running, as they happen (token-checked); returns the number written.';
+
 -- Jobs queued with add_job by a job that succeeded: project, task, trigger, language and
 -- user come from the parent job's row, never from the caller.
 CREATE FUNCTION sync.batch_add_jobs(worker_id integer, token text, parent bigint, children jsonb)
@@ -1057,12 +1649,15 @@ BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
     new_ids := ARRAY(SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('sync.job', 'id'))
                      FROM pg_catalog.generate_series(1, coalesce(pg_catalog.cardinality(trigger_ids), 0)));
+    -- A call has no session of a user: its job is in the project's language.
     INSERT INTO sync.job (id, project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                          args, state, priority, attempts, max_retries, worker, started_at, user_name)
+                          args, state, priority, attempts, max_retries, worker, started_at, user_name,
+                          lang)
     SELECT new_ids[u.n], w.project_id, w.task_id, 'webhook', w.id, w.name, 'handle_webhook',
-           u.a, 'running', 0, 0, 1, batch_webhook_jobs.worker_id, started, caller
+           u.a, 'running', 0, 0, 1, batch_webhook_jobs.worker_id, started, caller, p.lang
     FROM unnest(trigger_ids, call_args) WITH ORDINALITY AS u(t, a, n)
-    JOIN sync.webhook_trigger w ON w.id = u.t;
+    JOIN sync.webhook_trigger w ON w.id = u.t
+    JOIN sync.project p ON p.id = w.project_id;
     RETURN QUERY
     WITH p AS MATERIALIZED (
         SELECT p.id, p.run_as, CASE WHEN p.run_as IS NOT NULL THEN sync.run_as_problem(p.run_as) END AS problem
@@ -1092,7 +1687,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
       'id', p.id, 'name', p.name, 'version', p.version,
       'core_code', p.core_code, 'common_code', p.common_code,
       'eval_context', pg_catalog.to_jsonb(p.eval_context), 'run_as', p.run_as,
-      'run_as_problem', sync.run_as_problem(p.run_as),
+      'run_as_problem', sync.run_as_problem(p.run_as), 'lang', p.lang,
       'params', coalesce((SELECT pg_catalog.jsonb_object_agg(x.key, x.value)
                           FROM sync.project_param x WHERE x.project_id = p.id), '{}'),
       'texts', coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(x.key, x.lang, x.value))
@@ -1190,126 +1785,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
            coalesce((SELECT btrim(value)::integer FROM sync.setting WHERE key = 'cron_missed_runs_cap'), 100)
 $$;
 COMMENT ON FUNCTION sync.cron_missed_runs() IS 'The missed-runs policy of cron triggers: cron_missed_runs (once, skip or each; default once) and cron_missed_runs_cap (default 100).';
-CREATE OR REPLACE FUNCTION sync.enqueue_due_crons() RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    now_ timestamptz := sync.clock();
-    missed text;
-    missed_cap integer;
-    c record;
-    next_at timestamptz;
-    k double precision;
-    runs timestamptz[];
-    run_at timestamptz;
-    most integer;
-    n integer := 0;
-BEGIN
-    SELECT m.policy, m.cap INTO missed, missed_cap FROM sync.cron_missed_runs() m;
-    FOR c IN
-        SELECT ct.id, ct.task_id, ct.project_id, ct.name, ct."interval", ct.schedule, ct.timezone,
-               ct.next_run_at, ct.calls_left, ct.run_as
-        FROM sync.cron_trigger ct
-        JOIN sync.task t ON t.id = ct.task_id
-        JOIN sync.project p ON p.id = ct.project_id
-        WHERE ct.active AND ct.calls_left <> 0 AND ct.next_run_at <= now_
-          AND t.active AND p.active
-        ORDER BY ct.next_run_at
-        FOR UPDATE OF ct SKIP LOCKED
-    LOOP
-        most := CASE missed WHEN 'each' THEN missed_cap ELSE 1 END;
-        IF c.calls_left > 0 THEN
-            most := least(most, c.calls_left);
-        END IF;
-        IF c.schedule IS NOT NULL THEN
-            next_at := sync.cron_next(c.schedule, c.timezone, now_);
-            IF missed <> 'once' THEN
-                runs := sync.cron_runs_between(c.schedule, c.timezone, c.next_run_at, now_, most);
-            END IF;
-        ELSE
-            next_at := c.next_run_at + c."interval";
-            IF next_at <= now_ THEN
-                -- Jump close with arithmetic (months count as 30 days there), then settle
-                -- on the first whole interval after now_ by stepping.
-                k := floor(extract(epoch FROM now_ - c.next_run_at) / extract(epoch FROM c."interval"));
-                next_at := c.next_run_at + c."interval" * k;
-                WHILE next_at - c."interval" > now_ LOOP
-                    next_at := next_at - c."interval";
-                END LOOP;
-                WHILE next_at <= now_ LOOP
-                    next_at := next_at + c."interval";
-                END LOOP;
-            END IF;
-            IF missed <> 'once' THEN
-                runs := '{}';
-                run_at := next_at - c."interval";
-                WHILE run_at >= c.next_run_at AND cardinality(runs) < most LOOP
-                    runs := run_at || runs;
-                    run_at := run_at - c."interval";
-                END LOOP;
-                IF cardinality(runs) = 0 THEN
-                    runs := ARRAY[c.next_run_at];
-                END IF;
-            END IF;
-        END IF;
-        IF missed = 'skip' THEN
-            runs := ARRAY(SELECT r FROM unnest(runs) r WHERE r >= now_ - interval '1 minute');
-        END IF;
-        IF missed = 'once' THEN
-            INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                                  eta, user_name)
-            VALUES (c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron', now_,
-                    coalesce(c.run_as, current_user));
-            runs := ARRAY[now_];
-        ELSE
-            INSERT INTO sync.job (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler,
-                                  args, eta, user_name)
-            SELECT c.project_id, c.task_id, 'cron', c.id, c.name, 'handle_cron',
-                   -- In UTC as exports write timestamps, whatever the worker's session
-                   -- TimeZone (which interval arithmetic keeps following, as it did).
-                   jsonb_build_object('scheduled_at',
-                       regexp_replace(to_char(r AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '\.?0+$', '')
-                       || '+00:00'),
-                   now_, coalesce(c.run_as, current_user)
-            FROM unnest(runs) WITH ORDINALITY AS u(r, i)
-            ORDER BY i;
-        END IF;
-        UPDATE sync.cron_trigger
-        SET next_run_at = coalesce(next_at, 'infinity'),
-            calls_left = CASE WHEN calls_left > 0 THEN calls_left - cardinality(runs) ELSE calls_left END
-        WHERE id = c.id;
-        n := n + cardinality(runs);
-    END LOOP;
-    RETURN n;
-END
-$$;
-COMMENT ON FUNCTION sync.enqueue_due_crons() IS 'Enqueue the due runs of cron triggers (database clock, missed runs as sync.cron_missed_runs() says); safe to call from many workers at once. Returns the number of jobs enqueued.';
-CREATE OR REPLACE FUNCTION sync.pio_format() RETURNS TABLE (section text, fields jsonb)
-LANGUAGE sql IMMUTABLE AS $$
-    VALUES
-    ('', '{"pg_sync_export": "integer!", "name": "string!", "active": "boolean",
-           "core_code": "string", "common_code": "string", "eval_context": "strings",
-           "run_as": "string?", "params": "array", "texts": "array", "secrets": "array",
-           "tasks": "array", "cron_triggers": "array", "db_triggers": "array",
-           "webhook_triggers": "array", "button_triggers": "array"}'::jsonb),
-    ('params', '{"key": "string!", "value": "string?", "initial_value": "string?",
-                 "description": "string?", "url": "string?"}'),
-    ('texts', '{"key": "string!", "lang": "string", "value": "string"}'),
-    ('secrets', '{"key": "string!"}'),
-    ('tasks', '{"name": "string!", "code": "string", "active": "boolean", "time_limit": "interval?"}'),
-    ('cron_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
-                        "interval": "interval?", "schedule": "string?", "timezone": "string",
-                        "next_run_at": "timestamptz", "calls_left": "integer", "run_as": "string?"}'),
-    ('db_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
-                      "table_name": "string!", "event": "string!", "apply_on": "string?",
-                      "before_update": "string?", "watched_columns": "strings?",
-                      "date_column": "string?", "time_offset": "interval",
-                      "chunk_size": "integer"}'),
-    ('webhook_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
-                           "content_type": "string", "token": "string?"}'),
-    ('button_triggers', '{"name": "string!", "task": "string!", "active": "boolean",
-                          "description": "string?"}')
-$$;
-COMMENT ON FUNCTION sync.pio_format() IS 'Fields of a project document (format 1), per section: type, then ! (required) or ? (nullable).';
+
 CREATE OR REPLACE FUNCTION sync.pio_check_document(doc jsonb) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -1429,305 +1905,6 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sync.pio_check_document(jsonb) IS 'sync_import_project: raise 22023 naming the field unless the document is a well-formed project document (format 1).';
-CREATE OR REPLACE FUNCTION sync_import_project(doc jsonb, replace boolean DEFAULT false) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    pname text;
-    pid bigint;
-    v_active boolean;
-    v_core text;
-    v_common text;
-    v_eval text[];
-    v_run_as name;
-    changed text[];
-    params jsonb := coalesce(doc -> 'params', '[]');
-    texts jsonb := coalesce(doc -> 'texts', '[]');
-    secrets jsonb := coalesce(doc -> 'secrets', '[]');
-    tasks jsonb := coalesce(doc -> 'tasks', '[]');
-    crons jsonb := coalesce(doc -> 'cron_triggers', '[]');
-    dbts jsonb := coalesce(doc -> 'db_triggers', '[]');
-    hooks jsonb := coalesce(doc -> 'webhook_triggers', '[]');
-    buttons jsonb := coalesce(doc -> 'button_triggers', '[]');
-    r record;
-BEGIN
-    PERFORM sync.pio_check_document(doc);
-    IF replace IS NULL THEN
-        RAISE EXCEPTION 'replace must be true or false, not NULL'
-            USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave it out for false.';
-    END IF;
-    pname := doc ->> 'name';
-    v_active := coalesce((doc -> 'active')::boolean, false);
-    v_core := coalesce(doc ->> 'core_code', '');
-    v_common := coalesce(doc ->> 'common_code', '');
-    v_eval := ARRAY(SELECT jsonb_array_elements_text(coalesce(doc -> 'eval_context', '[]')));
-    v_run_as := doc ->> 'run_as';
-
-    -- Tables first: a db trigger of a missing table cannot be written at all.
-    FOR r IN SELECT format('db_triggers[%s].table_name', n - 1) AS path, e ->> 'table_name' AS tbl
-             FROM jsonb_array_elements(dbts) WITH ORDINALITY AS a(e, n) ORDER BY n
-    LOOP
-        BEGIN
-            IF to_regclass(r.tbl) IS NULL THEN
-                RAISE EXCEPTION 'invalid project document: % is %, a table that does not exist', r.path, to_jsonb(r.tbl)
-                    USING ERRCODE = 'undefined_table',
-                          HINT = 'Create the table before importing the project: db triggers watch tables of this database (names are schema-qualified, as in "public.orders").';
-            END IF;
-        EXCEPTION WHEN invalid_name OR syntax_error THEN
-            PERFORM sync.pio_fail(r.path, format('is %s, not a table name', to_jsonb(r.tbl)));
-        END;
-    END LOOP;
-
-    ---------------------------------------------------------------- the project row
-    SELECT id INTO pid FROM sync.project WHERE name = pname FOR UPDATE;
-    IF FOUND AND NOT replace THEN
-        RAISE EXCEPTION 'project "%" already exists', pname
-            USING ERRCODE = 'duplicate_object',
-                  HINT = 'Pass replace => true to update it in place (sync_import_project(doc, replace => true); sync_worker import FILE --replace), or change "name" in the document to import a copy.';
-    END IF;
-    IF pid IS NULL THEN
-        changed := array_remove(ARRAY[CASE WHEN v_core <> '' THEN 'core_code' END,
-                                      CASE WHEN v_eval <> '{}' THEN 'eval_context' END,
-                                      CASE WHEN v_run_as IS NOT NULL THEN 'run_as' END], NULL);
-        BEGIN
-            IF changed = '{}' THEN
-                INSERT INTO sync.project (name, active, common_code)
-                VALUES (pname, v_active, v_common) RETURNING id INTO pid;
-            ELSE
-                PERFORM sync.pio_require(sync.pio_may('sync.project', changed, 'INSERT'),
-                    format('set %s of project "%s"', array_to_string(changed, ', '), pname));
-                INSERT INTO sync.project (name, active, common_code, core_code, eval_context, run_as)
-                VALUES (pname, v_active, v_common, v_core, v_eval, v_run_as) RETURNING id INTO pid;
-            END IF;
-        EXCEPTION WHEN unique_violation THEN
-            RAISE EXCEPTION 'project "%" already exists', pname
-                USING ERRCODE = 'duplicate_object',
-                      HINT = 'It was created while this import ran; pass replace => true to update it in place.';
-        END;
-    ELSE
-        UPDATE sync.project SET active = v_active, common_code = v_common
-        WHERE id = pid AND (active, common_code) IS DISTINCT FROM (v_active, v_common);
-        SELECT array_remove(ARRAY[CASE WHEN core_code IS DISTINCT FROM v_core THEN 'core_code' END,
-                                  CASE WHEN eval_context IS DISTINCT FROM v_eval THEN 'eval_context' END,
-                                  CASE WHEN run_as IS DISTINCT FROM v_run_as THEN 'run_as' END], NULL)
-          INTO changed FROM sync.project WHERE id = pid;
-        IF changed <> '{}' THEN
-            PERFORM sync.pio_require(sync.pio_may('sync.project', changed, 'UPDATE'),
-                format('change %s of project "%s"', array_to_string(changed, ', '), pname));
-            UPDATE sync.project SET core_code = v_core, eval_context = v_eval, run_as = v_run_as
-            WHERE id = pid;
-        END IF;
-    END IF;
-
-    ---------------------------------------------------------------- params and texts
-    -- A param's value is the user's: a new param takes the document's value (or,
-    -- empty, its initial_value through param_fill_value); an existing one keeps its own.
-    DELETE FROM sync.project_param p
-    WHERE p.project_id = pid
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(params) e WHERE e ->> 'key' = p.key);
-    INSERT INTO sync.project_param AS p (project_id, key, value, initial_value, description, url)
-    SELECT pid, x.key, x.value, x.initial_value, x.description, x.url
-    FROM jsonb_to_recordset(params) AS x(key text, value text, initial_value text, description text, url text)
-    ON CONFLICT (project_id, key) DO UPDATE
-        SET initial_value = EXCLUDED.initial_value, description = EXCLUDED.description, url = EXCLUDED.url
-        WHERE (p.initial_value, p.description, p.url)
-              IS DISTINCT FROM (EXCLUDED.initial_value, EXCLUDED.description, EXCLUDED.url);
-
-    DELETE FROM sync.project_text t
-    WHERE t.project_id = pid
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(texts) e
-                      WHERE e ->> 'key' = t.key AND coalesce(e ->> 'lang', 'en_US') = t.lang);
-    INSERT INTO sync.project_text AS t (project_id, key, lang, value)
-    SELECT pid, x.key, coalesce(x.lang, 'en_US'), coalesce(x.value, '')
-    FROM jsonb_to_recordset(texts) AS x(key text, lang text, value text)
-    ON CONFLICT (project_id, key, lang) DO UPDATE SET value = EXCLUDED.value
-        WHERE t.value IS DISTINCT FROM EXCLUDED.value;
-
-    ---------------------------------------------------------------- secrets (keys only)
-    -- The document lists the keys; values never travel. Keys it lacks go (with their
-    -- values), new keys come with a NULL value for an admin to set, others are kept.
-    SELECT array_agg(s.key ORDER BY s.key COLLATE "C") AS keys INTO r FROM sync.project_secret s
-    WHERE s.project_id = pid
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(secrets) e WHERE e ->> 'key' = s.key);
-    IF r.keys IS NOT NULL THEN
-        PERFORM sync.pio_require(has_table_privilege('sync.project_secret', 'DELETE'),
-            format('remove secrets %s of project "%s"', array_to_string(r.keys, ', '), pname));
-        DELETE FROM sync.project_secret s WHERE s.project_id = pid AND s.key = ANY (r.keys);
-    END IF;
-    SELECT array_agg(x.key ORDER BY x.key COLLATE "C") AS keys INTO r
-    FROM jsonb_to_recordset(secrets) AS x(key text)
-    WHERE NOT EXISTS (SELECT 1 FROM sync.project_secret s WHERE s.project_id = pid AND s.key = x.key);
-    IF r.keys IS NOT NULL THEN
-        PERFORM sync.pio_require(sync.pio_may('sync.project_secret', '{project_id,key}', 'INSERT'),
-            format('add secrets %s to project "%s"', array_to_string(r.keys, ', '), pname));
-        INSERT INTO sync.project_secret (project_id, key) SELECT pid, k FROM unnest(r.keys) k;
-    END IF;
-
-    ---------------------------------------------------------------- tasks
-    -- Matched by name: a task that stays keeps its id, jobs and logs.
-    DELETE FROM sync.task t
-    WHERE t.project_id = pid
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(tasks) e WHERE e ->> 'name' = t.name);
-    INSERT INTO sync.task AS t (project_id, name, code, active, time_limit)
-    SELECT pid, x.name, coalesce(x.code, ''), coalesce(x.active, true), x.time_limit
-    FROM jsonb_to_recordset(tasks) AS x(name text, code text, active boolean, time_limit interval)
-    ON CONFLICT (project_id, name) DO UPDATE
-        SET code = EXCLUDED.code, active = EXCLUDED.active, time_limit = EXCLUDED.time_limit
-        WHERE (t.code, t.active, t.time_limit)
-              IS DISTINCT FROM (EXCLUDED.code, EXCLUDED.active, EXCLUDED.time_limit);
-
-    ---------------------------------------------------------------- triggers
-    -- Removed ones first, of every kind: a name may move from one kind to another.
-    DELETE FROM sync.cron_trigger c WHERE c.project_id = pid
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(crons) e WHERE e ->> 'name' = c.name);
-    DELETE FROM sync.db_trigger d WHERE d.project_id = pid
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(dbts) e WHERE e ->> 'name' = d.name);
-    DELETE FROM sync.webhook_trigger w WHERE w.project_id = pid
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(hooks) e WHERE e ->> 'name' = w.name);
-    DELETE FROM sync.button_trigger b WHERE b.project_id = pid
-      AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(buttons) e WHERE e ->> 'name' = b.name);
-
-    -- Cron: a trigger that stays keeps its next_run_at and calls_left (a changed schedule
-    -- or time zone starts over from its first run after now: sync.cron_trigger_check).
-    UPDATE sync.cron_trigger c
-       SET task_id = t.id, active = coalesce(x.active, true), "interval" = x."interval",
-           schedule = x.schedule, timezone = coalesce(x.timezone, 'UTC')
-      FROM jsonb_to_recordset(crons)
-           AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text),
-           sync.task t
-     WHERE c.project_id = pid AND c.name = x.name AND t.project_id = pid AND t.name = x.task
-       AND (c.task_id, c.active, c."interval", c.schedule, c.timezone)
-           IS DISTINCT FROM (t.id, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'));
-    SELECT array_agg(c.name ORDER BY c.name COLLATE "C") AS names INTO r
-    FROM sync.cron_trigger c JOIN jsonb_to_recordset(crons) AS x(name text, run_as name) ON x.name = c.name
-    WHERE c.project_id = pid AND c.run_as IS DISTINCT FROM x.run_as;
-    IF r.names IS NOT NULL THEN
-        PERFORM sync.pio_require(sync.pio_may('sync.cron_trigger', '{run_as}', 'UPDATE'),
-            format('change run_as of cron triggers %s of project "%s"', array_to_string(r.names, ', '), pname));
-        UPDATE sync.cron_trigger c SET run_as = x.run_as
-          FROM jsonb_to_recordset(crons) AS x(name text, run_as name)
-         WHERE c.project_id = pid AND c.name = x.name AND c.run_as IS DISTINCT FROM x.run_as;
-    END IF;
-    SELECT array_agg(x.name ORDER BY x.name COLLATE "C") AS names INTO r
-    FROM jsonb_to_recordset(crons) AS x(name text, run_as name)
-    WHERE x.run_as IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM sync.cron_trigger c WHERE c.project_id = pid AND c.name = x.name);
-    IF r.names IS NOT NULL THEN
-        PERFORM sync.pio_require(sync.pio_may('sync.cron_trigger', '{run_as}', 'INSERT'),
-            format('set run_as of cron triggers %s of project "%s"', array_to_string(r.names, ', '), pname));
-    END IF;
-    -- Two statements, so that one without run_as does not name that column.
-    INSERT INTO sync.cron_trigger (task_id, name, active, "interval", schedule, timezone, next_run_at, calls_left)
-    SELECT t.id, x.name, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'),
-           coalesce(x.next_run_at, now()), coalesce(x.calls_left, -1)
-    FROM jsonb_to_recordset(crons)
-         AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text,
-              next_run_at timestamptz, calls_left integer, run_as name)
-    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
-    WHERE x.run_as IS NULL
-      AND NOT EXISTS (SELECT 1 FROM sync.cron_trigger c WHERE c.project_id = pid AND c.name = x.name)
-    ORDER BY x.name COLLATE "C";
-    IF r.names IS NOT NULL THEN
-        INSERT INTO sync.cron_trigger (task_id, name, active, "interval", schedule, timezone, next_run_at,
-                                       calls_left, run_as)
-        SELECT t.id, x.name, coalesce(x.active, true), x."interval", x.schedule, coalesce(x.timezone, 'UTC'),
-               coalesce(x.next_run_at, now()), coalesce(x.calls_left, -1), x.run_as
-        FROM jsonb_to_recordset(crons)
-             AS x(name text, task text, active boolean, "interval" interval, schedule text, timezone text,
-                  next_run_at timestamptz, calls_left integer, run_as name)
-        JOIN sync.task t ON t.project_id = pid AND t.name = x.task
-        WHERE x.name = ANY (r.names)
-        ORDER BY x.name COLLATE "C";
-    END IF;
-
-    -- DB triggers: writing the row installs (or reinstalls) its PostgreSQL triggers.
-    UPDATE sync.db_trigger d
-       SET task_id = t.id, active = coalesce(x.active, true), table_name = to_regclass(x.table_name),
-           event = x.event, apply_on = x.apply_on, before_update = x.before_update,
-           watched_columns = x.watched_columns, date_column = x.date_column,
-           time_offset = coalesce(x.time_offset, '0'), chunk_size = coalesce(x.chunk_size, 1000)
-      FROM jsonb_to_recordset(dbts)
-           AS x(name text, task text, active boolean, table_name text, event text, apply_on text,
-                before_update text, watched_columns text[], date_column name, time_offset interval,
-                chunk_size integer),
-           sync.task t
-     WHERE d.project_id = pid AND d.name = x.name AND t.project_id = pid AND t.name = x.task
-       AND (d.task_id, d.active, d.table_name, d.event, d.apply_on, d.before_update,
-            d.watched_columns, d.date_column, d.time_offset, d.chunk_size)
-           IS DISTINCT FROM
-           (t.id, coalesce(x.active, true), to_regclass(x.table_name), x.event, x.apply_on,
-            x.before_update, x.watched_columns, x.date_column, coalesce(x.time_offset, '0'),
-            coalesce(x.chunk_size, 1000));
-    INSERT INTO sync.db_trigger (task_id, name, active, table_name, event, apply_on, before_update,
-                                 watched_columns, date_column, time_offset, chunk_size)
-    SELECT t.id, x.name, coalesce(x.active, true), to_regclass(x.table_name), x.event, x.apply_on,
-           x.before_update, x.watched_columns, x.date_column, coalesce(x.time_offset, '0'),
-           coalesce(x.chunk_size, 1000)
-    FROM jsonb_to_recordset(dbts)
-         AS x(name text, task text, active boolean, table_name text, event text, apply_on text,
-              before_update text, watched_columns text[], date_column name, time_offset interval,
-              chunk_size integer)
-    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
-    WHERE NOT EXISTS (SELECT 1 FROM sync.db_trigger d WHERE d.project_id = pid AND d.name = x.name)
-    ORDER BY x.name COLLATE "C";
-
-    -- Webhooks: one that stays keeps its token (its URL) and signing secret; a new one
-    -- takes the document's token, or a fresh one when it has none.
-    UPDATE sync.webhook_trigger w
-       SET task_id = t.id, active = coalesce(x.active, true), content_type = coalesce(x.content_type, 'json')
-      FROM jsonb_to_recordset(hooks) AS x(name text, task text, active boolean, content_type text),
-           sync.task t
-     WHERE w.project_id = pid AND w.name = x.name AND t.project_id = pid AND t.name = x.task
-       AND (w.task_id, w.active, w.content_type)
-           IS DISTINCT FROM (t.id, coalesce(x.active, true), coalesce(x.content_type, 'json'));
-    SELECT x.name, w.name AS other, p.name AS other_project INTO r
-    FROM jsonb_to_recordset(hooks) AS x(name text, token text)
-    JOIN sync.webhook_trigger w ON w.token = x.token
-    JOIN sync.project p ON p.id = w.project_id
-    WHERE NOT EXISTS (SELECT 1 FROM sync.webhook_trigger o WHERE o.project_id = pid AND o.name = x.name)
-    ORDER BY x.name COLLATE "C" LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'webhook trigger "%": its token is already the token of webhook trigger "%" of project "%"',
-                        r.name, r.other, r.other_project
-            USING ERRCODE = 'unique_violation',
-                  HINT = 'A token is the secret part of a webhook URL and is unique: set "token" to null in the document for a fresh one (e.g. when importing a copy of a project).';
-    END IF;
-    INSERT INTO sync.webhook_trigger (task_id, name, active, content_type)
-    SELECT t.id, x.name, coalesce(x.active, true), coalesce(x.content_type, 'json')
-    FROM jsonb_to_recordset(hooks)
-         AS x(name text, task text, active boolean, content_type text, token text)
-    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
-    WHERE x.token IS NULL
-      AND NOT EXISTS (SELECT 1 FROM sync.webhook_trigger w WHERE w.project_id = pid AND w.name = x.name)
-    ORDER BY x.name COLLATE "C";
-    INSERT INTO sync.webhook_trigger (task_id, name, active, content_type, token)
-    SELECT t.id, x.name, coalesce(x.active, true), coalesce(x.content_type, 'json'), x.token
-    FROM jsonb_to_recordset(hooks)
-         AS x(name text, task text, active boolean, content_type text, token text)
-    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
-    WHERE x.token IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM sync.webhook_trigger w WHERE w.project_id = pid AND w.name = x.name)
-    ORDER BY x.name COLLATE "C";
-
-    -- Buttons.
-    UPDATE sync.button_trigger b
-       SET task_id = t.id, active = coalesce(x.active, true), description = x.description
-      FROM jsonb_to_recordset(buttons) AS x(name text, task text, active boolean, description text),
-           sync.task t
-     WHERE b.project_id = pid AND b.name = x.name AND t.project_id = pid AND t.name = x.task
-       AND (b.task_id, b.active, b.description)
-           IS DISTINCT FROM (t.id, coalesce(x.active, true), x.description);
-    INSERT INTO sync.button_trigger (task_id, name, active, description)
-    SELECT t.id, x.name, coalesce(x.active, true), x.description
-    FROM jsonb_to_recordset(buttons)
-         AS x(name text, task text, active boolean, description text)
-    JOIN sync.task t ON t.project_id = pid AND t.name = x.task
-    WHERE NOT EXISTS (SELECT 1 FROM sync.button_trigger b WHERE b.project_id = pid AND b.name = x.name)
-    ORDER BY x.name COLLATE "C";
-
-    RETURN pid;
-END
-$$;
-COMMENT ON FUNCTION sync_import_project(jsonb, boolean) IS 'Create a project from a sync_export_project document (all or nothing) and return its id; with replace => true, update an existing one in place, keeping param values, secret values, webhook tokens and cron schedules.';
 
 ------------------------------------------------------------------------------------
 -- sql/roles.sql: grants narrowed since 0.1.0, then the file itself (idempotent)
@@ -2075,7 +2252,7 @@ $$;
 -- For everybody: pure helpers, the clock, and functions that act as the caller (reading
 -- sync.link as the caller, so they need sync_user's SELECT; writing ones are granted to
 -- developers below).
-GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.retry_delay(integer),
+GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.is_lang(text), sync.retry_delay(integer),
     sync.may_try_again(integer, integer, boolean), sync.delay_text(interval),
     sync.max_time_limit(), sync.run_as_problem(name), sync.executor_session_problem(),
     sync.dbt_check_expression(text, text, text), sync.dbt_key_expr(regclass, text),
@@ -2116,8 +2293,8 @@ GRANT EXECUTE ON FUNCTION sync_export_project(text), sync.keep_jobs(text) TO syn
 -- state, the run_as of cron triggers or webhook signing secrets), params, texts, links;
 -- jobs only through functions, which record who called them; never secrets.
 ------------------------------------------------------------------------------------
-GRANT INSERT (name, active, common_code),
-      UPDATE (name, active, common_code), DELETE
+GRANT INSERT (name, active, common_code, lang),
+      UPDATE (name, active, common_code, lang), DELETE
     ON sync.project TO sync_developer;
 GRANT INSERT, UPDATE, DELETE ON sync.project_param, sync.project_text, sync.task,
     sync.button_trigger, sync.link TO sync_developer;
@@ -2180,6 +2357,7 @@ GRANT EXECUTE ON FUNCTION sync.executor_login(), sync.executor_sync_roles(),
 GRANT EXECUTE ON FUNCTION sync.batch_lock(integer, text, bigint[]),
     sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_fail_job(integer, text, bigint, text),
+    sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_add_jobs(integer, text, bigint, jsonb),
     sync.batch_webhook_jobs(integer, text, bigint[], jsonb[], timestamptz, name)
     TO sync_executor;

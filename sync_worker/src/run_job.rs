@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::executor::log_stream::LogStream;
 use crate::executor::status_page::StatusPage;
 use crate::executor::{Cancels, Executor};
 use crate::python::{ProjectSource, Runtime, RuntimeError, RuntimeOptions};
@@ -151,6 +152,7 @@ fn run(worker: &crate::config::WorkerArgs, args: &RunJobArgs) -> Result<(), RunJ
         hard_margin: Duration::from_secs(30),
         stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         throttle: Duration::ZERO,
+        log_stream: LogStream::start(login.clone(), "sync_worker run-job (log)".into())?,
     };
     let report = ex.run_batch(1, &auth, vec![args.job_id]);
     if !report.completed.contains(&args.job_id) {

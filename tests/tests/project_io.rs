@@ -130,6 +130,7 @@ async fn export_is_complete_deterministic_and_holds_no_secret_value() {
         "common_code": "COMMON = 2",
         "eval_context": ["example"],
         "run_as": "sync_user",
+        "lang": "en_US",
         "params": [
             {"key": "BASE", "value": "http://api.test", "initial_value": "http://api.test",
              "description": null, "url": null},

@@ -56,6 +56,8 @@ ATTEMPTS = {
     "flip_import_core_code": ("SELECT concat(sync_import_project('{\"pg_sync_export\": 1, \"name\": \"victim\", \"core_code\": \"import subprocess\"}'::jsonb, true), set_config('role', $1, true)) FROM (SELECT set_config('role','none',true)) x", True),
     # The batch functions without the worker's token.
     "flip_batch_finish": ("SELECT concat(sync.batch_finish(1, 'guess', ARRAY[1], ARRAY['done'], ARRAY[NULL], ARRAY[NULL]::jsonb[], ARRAY[false], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'), set_config('role', $1, true)) FROM (SELECT set_config('role','none',true)) x", True),
+    # A log line forged into another job, as the executor login without the token.
+    "flip_job_log": ("SELECT concat(sync.job_log(1, 'guess', ARRAY[1::bigint], ARRAY[now()], ARRAY['info'], ARRAY['message'], ARRAY[NULL::text], ARRAY['forged']), set_config('role', $1, true)) FROM (SELECT set_config('role','none',true)) x", True),
     # Other roles: the superuser, a pg_sync admin role.
     "set_role_postgres": ("SELECT concat(set_config('role', 'postgres', true), (SELECT string_agg(value, ',') FROM sync.project_secret), set_config('role', $1, true))", True),
     "set_role_sync_admin": ("SELECT concat(set_config('role', 'sync_admin', true), (SELECT string_agg(value, ',') FROM sync.project_secret), set_config('role', $1, true))", True),
@@ -105,7 +107,7 @@ async fn task_code_cannot_reach_secrets_the_superuser_or_admin_code() {
             let text = outcome.as_str().unwrap_or_default();
             assert!(text.starts_with("refused"), "{name}: {text}");
         }
-        assert_eq!(got.as_object().unwrap().len(), 11, "{got}");
+        assert_eq!(got.as_object().unwrap().len(), 12, "{got}");
     } else {
         let error = report["error"].as_str().unwrap_or_default();
         assert!(error.contains("role"), "{report}");
@@ -139,6 +141,10 @@ async fn the_executor_login_can_do_nothing_but_become_run_as() {
         ),
         ("SELECT sync.batch_fail_job(1, 'x', 1, 'm')", "42501"),
         ("SELECT sync.batch_add_jobs(1, 'x', 1, '[]')", "42501"),
+        (
+            "SELECT sync.job_log(1, 'x', ARRAY[1::bigint], ARRAY[now()], ARRAY['info'], ARRAY['message'], ARRAY[NULL::text], ARRAY['forged'])",
+            "42501",
+        ),
         ("SET ROLE postgres", "42501"),
         ("SET ROLE sync_admin", "42501"),
     ] {

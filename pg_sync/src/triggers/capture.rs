@@ -305,25 +305,33 @@ pub unsafe extern "C-unwind" fn pg_sync_dbt_capture(
 // watched table need not be allowed to write sync.job.
 // ---------------------------------------------------------------------------------
 
+// The job's language is the writer's (sync.job_lang reads this session's sync.lang and
+// the writer's role setting), taken once per statement: the scalar subqueries below are
+// uncorrelated, so they run once.
 const SQL_INSERT_JOBS: &str = "INSERT INTO sync.job
-        (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler, args, user_name)
-     SELECT $1, $2, 'db', $3, $4, 'handle_db', a::pg_catalog.jsonb, $5::pg_catalog.name
+        (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler, args, user_name, lang)
+     SELECT $1, $2, 'db', $3, $4, 'handle_db', a::pg_catalog.jsonb, $5::pg_catalog.name,
+            (SELECT sync.job_lang($1, $5::pg_catalog.name))
      FROM pg_catalog.unnest($6::pg_catalog.text[]) AS a";
 
 /// The common case of a statement making one job: a plain VALUES plan is cheaper.
 const SQL_INSERT_JOB: &str = "INSERT INTO sync.job
-        (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler, args, user_name)
-     VALUES ($1, $2, 'db', $3, $4, 'handle_db', $6::pg_catalog.text::pg_catalog.jsonb, $5::pg_catalog.name)";
+        (project_id, task_id, trigger_kind, trigger_id, trigger_name, handler, args, user_name, lang)
+     VALUES ($1, $2, 'db', $3, $4, 'handle_db', $6::pg_catalog.text::pg_catalog.jsonb, $5::pg_catalog.name,
+             sync.job_lang($1, $5::pg_catalog.name))";
 
-const SQL_SCHEDULE: &str = "INSERT INTO sync.db_trigger_due AS d (trigger_id, key, due_at, user_name)
+const SQL_SCHEDULE: &str = "INSERT INTO sync.db_trigger_due AS d (trigger_id, key, due_at, user_name, lang)
      SELECT DISTINCT ON (u.k) $1, u.k::pg_catalog.jsonb, u.t OPERATOR(pg_catalog.+) t.time_offset,
-            $2::pg_catalog.name
+            $2::pg_catalog.name,
+            (SELECT sync.job_lang(x.project_id, $2::pg_catalog.name) FROM sync.db_trigger x
+             WHERE x.id OPERATOR(pg_catalog.=) $1)
      FROM ROWS FROM (pg_catalog.unnest($3::pg_catalog.text[]), pg_catalog.unnest($4::pg_catalog.timestamptz[]))
                WITH ORDINALITY AS u(k, t, n),
           sync.db_trigger t
      WHERE t.id OPERATOR(pg_catalog.=) $1 AND u.t IS NOT NULL
      ORDER BY u.k, u.n DESC
-     ON CONFLICT (trigger_id, key) DO UPDATE SET due_at = excluded.due_at, user_name = excluded.user_name";
+     ON CONFLICT (trigger_id, key) DO UPDATE
+        SET due_at = excluded.due_at, user_name = excluded.user_name, lang = excluded.lang";
 
 const SQL_UNSCHEDULE: &str = "DELETE FROM sync.db_trigger_due
      WHERE trigger_id OPERATOR(pg_catalog.=) $1

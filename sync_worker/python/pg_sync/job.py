@@ -1,5 +1,5 @@
-# The running job as the context sees it (module `pg_sync.job`): log(), log_transmission(),
-# log_response() and add_job() collect into the job's state, which the runner hands to Rust.
+# The running job as the context sees it (module `pg_sync.job`): its log lines (the worker
+# writes them as they happen) and add_job() (collected into the state handed to Rust).
 import datetime as _datetime
 import decimal as _decimal
 import json as _json
@@ -19,6 +19,11 @@ _LEVELS = {
     LOG_ERROR: LOG_ERROR,
     LOG_CRITICAL: LOG_ERROR,
 }
+try:
+    from pg_sync._native import log_line as _stream
+except ImportError:  # outside the worker (the package's own tests)
+    _stream = None
+
 _IDENTIFIER = _re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _JOB_OPTIONS = ("priority", "eta", "max_retries", "description", "identity_key")
 
@@ -28,6 +33,7 @@ class JobState:
 
     def __init__(self, info):
         self.info = info
+        # Settled by the runner once the project is known (Project.job_lang).
         self.lang = info.get("lang") or "en_US"
         self.logs = []
         # The task code's names once it ran (add_job reads its functions' docstrings).
@@ -70,7 +76,10 @@ def _add_line(level, kind, recipient, message):
     if _current is None:
         _pending_logs.append(line)
         return
-    _current.logs.append(line)
+    # The worker writes a running job's lines as they happen (they show at once and
+    # survive the job's rollback); without it they go in with the job's outcome.
+    if _stream is None or not _stream(*line):
+        _current.logs.append(line)
     if level == LOG_WARNING:
         _current.warning = True
     elif level == LOG_ERROR and _current.error is None:

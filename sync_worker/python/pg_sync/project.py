@@ -149,6 +149,8 @@ class Project:
         self.id = data["id"]
         self.name = data["name"]
         self.version = data["version"]
+        # The project's default language (sync.project.lang).
+        self.lang = data.get("lang") or "en_US"
         self.params = Namespace("params", data.get("params") or {})
         self._texts = {}
         for key, lang, value in data.get("texts") or []:
@@ -195,10 +197,17 @@ class Project:
         self.task_base.update(__builtins__=_sandbox.safe_builtins(), __name__="task")
         self.layers = (core, common)
 
+    def job_lang(self, lang):
+        """The language a job runs in: its own (sync.job.lang), else the project's."""
+        return lang or self.lang
+
     def texts_for(self, lang):
+        """texts for a job in `lang`: a key missing there is taken from the project's
+        language, then from en_US."""
         ns = self._texts_ns.get(lang)
         if ns is None:
             values = dict(self._texts.get("en_US", {}))
+            values.update(self._texts.get(self.lang, {}))
             values.update(self._texts.get(lang, {}))
             ns = Namespace("texts", values)
             self._texts_ns[lang] = ns

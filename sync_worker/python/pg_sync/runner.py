@@ -128,6 +128,7 @@ def _execute(project, info, extra_args=None):
     is done|retry|failed."""
     global _job_id
     state = _job.start(info)
+    state.lang = project.job_lang(info.get("lang"))
     _project.set_current(project)
     _job_id = info.get("job_id")
     status, outcome = "done", None

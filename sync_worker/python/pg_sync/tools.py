@@ -101,7 +101,7 @@ def type2str(obj):
 
 
 def get_lang(*_args):
-    """The language of the job (its `lang`, default en_US); texts.KEY uses it."""
+    """The language of the job (its `lang`, else the project's); texts.KEY uses it."""
     return _job.lang()
 
 

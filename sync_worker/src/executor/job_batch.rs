@@ -1,18 +1,15 @@
 // One batch in an executor: lock the claimed jobs, run each in the batch transaction,
 // complete them all and write their log lines in one statement, commit (group commit).
 //
-// The jobs' own writes, their completion and their log lines commit together. A job
-// that fails is rolled back to its savepoint by the runtime; its log lines are written
-// after that, outside the savepoint, so they survive its rollback. (They are lost only
-// when the whole batch does not commit, and then every job of it runs again.)
+// The jobs' own writes and their completion commit together. Their log lines are
+// written as they happen by the log thread (log_stream.rs), outside the transaction, so
+// they show while the job runs and survive its rollback; lines the thread has not
+// written yet when the batch ends go in with the completion.
 use crate::executor::log_rows::LogRows;
 use crate::executor::protocol::{BatchReport, JobOutcome, WorkerAuth};
 use crate::executor::Executor;
 use crate::job_state::TryEnd;
-use crate::mask::Masker;
-use crate::python::db::JobDb;
-use crate::python::{JobSpec, Outcome};
-use chrono::Utc;
+use crate::python::JobSpec;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -35,15 +32,15 @@ const FINISH_SQL: &str = "SELECT sync.batch_finish($1, $2, $3, $4, $5, $6, $7, $
 const RERUN: &str = "its jobs will be re-run on a new connection";
 
 /// One job as locked, with what the worker needs besides the JobSpec.
-struct Locked {
-    spec: JobSpec,
-    project: String,
-    task: Option<String>,
-    project_active: bool,
-    task_active: bool,
-    hard_limit: Duration,
+pub(crate) struct Locked {
+    pub(crate) spec: JobSpec,
+    pub(crate) project: String,
+    pub(crate) task: Option<String>,
+    pub(crate) project_active: bool,
+    pub(crate) task_active: bool,
+    pub(crate) hard_limit: Duration,
     /// sync_cancel_job asked to stop it before it started.
-    cancelled_by: Option<String>,
+    pub(crate) cancelled_by: Option<String>,
 }
 
 /// How one job's try ended, in the columns of sync.job.
@@ -57,7 +54,7 @@ pub(crate) struct Completion {
 
 impl Completion {
     /// A job cancelled before its code ran.
-    fn not_run(id: i64, message: String) -> Self {
+    pub(crate) fn not_run(id: i64, message: String) -> Self {
         Completion {
             id,
             state: TryEnd::Skipped,
@@ -93,6 +90,7 @@ impl Executor {
             batch,
             ..Default::default()
         };
+        self.log_stream.warm();
         let t_lock = Instant::now();
         let locked = match self.rt.block_on(lock(&self.job, &ids, auth)) {
             Ok(rows) => rows,
@@ -192,6 +190,12 @@ impl Executor {
             report.lost = ids;
             return report;
         }
+        // Lines not written yet go in with the outcome: none may show after it.
+        for s in self.log_stream.take() {
+            if let Some(job) = jobs.iter().find(|j| j.spec.job_id == s.job) {
+                logs.push(&job.spec, s.line);
+            }
+        }
         let t_complete = Instant::now();
         let completed = self.rt.block_on(complete(&self.job, auth, &done, &logs));
         tracing::debug!(
@@ -289,120 +293,6 @@ impl Executor {
             hard_limit: soft + self.hard_margin,
         }
     }
-
-    fn run_job(&mut self, job: &Locked, auth: &WorkerAuth, logs: &mut LogRows) -> Completion {
-        let spec = &job.spec;
-        let cancelled = self
-            .cancels
-            .take(spec.job_id)
-            .or_else(|| job.cancelled_by.clone());
-        if let Some(by) = cancelled {
-            let message = format!("cancelled by {by}; the job was not run");
-            logs.line(spec, "warning", format!("job {message}"));
-            return Completion::not_run(spec.job_id, message);
-        }
-        if !job.project_active || !job.task_active {
-            let what = if !job.project_active {
-                format!("project {} is inactive", job.project)
-            } else {
-                format!("task {} is inactive", job.task.as_deref().unwrap_or("?"))
-            };
-            let message = format!("{what}; the job was not run");
-            logs.line(spec, "warning", format!("job cancelled: {message}"));
-            return Completion::not_run(spec.job_id, message);
-        }
-
-        let mut lines = Vec::new();
-        let started_at = Utc::now();
-        self.status.start(spec.job_id, job.hard_limit);
-        let outcome = {
-            let mut db = JobDb::new(&self.job, &self.rt, auth);
-            self.runtime
-                .run(spec, &mut db, &mut lines, self.projects.as_mut())
-        };
-        self.status.idle();
-        let mask = self.runtime.masker(spec.project_id);
-
-        let logged_warning = lines.iter().any(|l| l.level == "warning");
-        let logged_error = lines
-            .iter()
-            .find(|l| l.level == "error")
-            .map(|l| mask.string(l.message.clone()));
-        let outcome = mask_outcome(outcome, &mask);
-        // A try that ends done has its start and end lines derived from the job row
-        // (sync.log_view); any other try's start is written, before its own lines.
-        if !matches!(outcome, Outcome::Done { .. }) || logged_error.is_some() {
-            let message = format!(
-                "job started: {}() of task {} (try {})",
-                spec.handler,
-                job.task.as_deref().unwrap_or("-"),
-                spec.try_no
-            );
-            logs.line_at(spec, "info", message, started_at);
-        }
-        for line in lines {
-            logs.push_masked(spec, line, &mask);
-        }
-        if let Outcome::Cancelled { message } = &outcome {
-            // Stopped by sync_cancel_job while running; the runtime rolled its writes
-            // back, whatever the code did with the exception.
-            let by = self
-                .cancels
-                .take(spec.job_id)
-                .unwrap_or_else(|| "sync_cancel_job".into());
-            let message = if message.trim().is_empty() {
-                format!("cancelled by {by} while running")
-            } else {
-                format!("cancelled by {by} while running:\n{}", message.trim_end())
-            };
-            logs.line(spec, "warning", format!("job {message}"));
-            return Completion {
-                id: spec.job_id,
-                state: TryEnd::Cancelled,
-                error: Some(message),
-                result: None,
-                warning: logged_warning,
-            };
-        }
-        self.cancels.take(spec.job_id);
-        let outcome = match (outcome, logged_error) {
-            (Outcome::Done { .. }, Some(message)) => Outcome::Failed {
-                message: format!("the job logged an error: {message}"),
-            },
-            (o, _) => o,
-        };
-        match outcome {
-            Outcome::Done { result, warning } => {
-                let warning = warning || logged_warning;
-                Completion {
-                    id: spec.job_id,
-                    state: TryEnd::Done,
-                    error: None,
-                    result,
-                    warning,
-                }
-            }
-            // Retry or give up: sync.batch_finish decides (sync.may_try_again) and
-            // writes the line saying which.
-            Outcome::Retry { message } => Completion {
-                id: spec.job_id,
-                state: TryEnd::Retry,
-                error: Some(message),
-                result: None,
-                warning: logged_warning,
-            },
-            Outcome::Failed { message } | Outcome::Cancelled { message } => {
-                logs.line(spec, "error", format!("job failed: {}", message.trim_end()));
-                Completion {
-                    id: spec.job_id,
-                    state: TryEnd::Failed,
-                    error: Some(message),
-                    result: None,
-                    warning: logged_warning,
-                }
-            }
-        }
-    }
 }
 
 /// A job's soft time limit: its task's, else the worker's, never above the ceiling
@@ -415,25 +305,6 @@ pub(crate) fn clamp_limit(task: Option<f64>, default: Duration, ceiling: Option<
     match ceiling {
         Some(c) if c.is_finite() && c > 0.0 => soft.min(Duration::from_secs_f64(c)),
         _ => soft,
-    }
-}
-
-/// The outcome with every secret value of the project masked.
-pub(crate) fn mask_outcome(outcome: Outcome, mask: &Masker) -> Outcome {
-    match outcome {
-        Outcome::Done { result, warning } => Outcome::Done {
-            result: result.map(|r| mask.json(r)),
-            warning,
-        },
-        Outcome::Retry { message } => Outcome::Retry {
-            message: mask.string(message),
-        },
-        Outcome::Failed { message } => Outcome::Failed {
-            message: mask.string(message),
-        },
-        Outcome::Cancelled { message } => Outcome::Cancelled {
-            message: mask.string(message),
-        },
     }
 }
 

@@ -22,31 +22,11 @@ pub(crate) struct LogRows {
 impl LogRows {
     /// Append a job's line, its text masked.
     pub fn push_masked(&mut self, spec: &JobSpec, line: LogLine, mask: &Masker) {
-        let line = LogLine {
-            message: mask.string(line.message),
-            recipient: line.recipient.map(|r| mask.string(r)),
-            ..line
-        };
-        self.push(spec, line);
+        self.push(spec, line.masked(mask));
     }
 
     pub fn push(&mut self, spec: &JobSpec, line: LogLine) {
-        // The table's checks must not fail a whole batch: unknown values fall back.
-        let level = match line.level.as_str() {
-            "debug" | "info" | "warning" | "error" => line.level,
-            _ => "info".into(),
-        };
-        let kind = match line.kind.as_str() {
-            "message" | "data_out" | "data_in" => line.kind,
-            _ => "message".into(),
-        };
-        let line = LogLine {
-            level,
-            kind,
-            recipient: line.recipient.map(|r| r.replace('\0', "")),
-            message: line.message.replace('\0', ""),
-            ..line
-        };
+        let line = line.normalized();
         self.at.push(line.at);
         self.project.push(spec.project_id);
         self.task.push(spec.task_id);

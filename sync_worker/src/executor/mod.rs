@@ -4,12 +4,15 @@
 // It dies with its supervisor (PR_SET_PDEATHSIG, and end of stdin). A thread reads the
 // supervisor's messages so that Stop and Recall are seen while a job is running.
 pub mod job_batch;
+pub mod job_try;
 pub mod log_rows;
+pub mod log_stream;
 pub mod protocol;
 pub mod status_page;
 pub mod webhook_batch;
 
 use crate::config::parse_duration;
+use crate::executor::log_stream::LogStream;
 use crate::executor::protocol::{
     read_frame, write_frame, BatchReport, FromExecutor, Login, ToExecutor, WebhookCall,
     WebhookReply, WorkerAuth,
@@ -30,6 +33,8 @@ use tokio_postgres::Client;
 pub enum ExecutorError {
     #[error("cannot set up the executor's pipes: {0}")]
     Pipes(std::io::Error),
+    #[error("cannot start the thread that writes log lines: {0}")]
+    LogThread(std::io::Error),
     #[error("the supervisor (pid {0}) is gone")]
     Orphan(u32),
     #[error("cannot map the status page: {0}")]
@@ -66,6 +71,8 @@ pub struct Executor {
     pub stop: std::sync::Arc<AtomicBool>,
     /// Minimum time per job (the setting throttle).
     pub throttle: Duration,
+    /// Writes the running jobs' log lines as they happen.
+    pub log_stream: LogStream,
 }
 
 /// Cancel requests that reached this executor (ToExecutor::Cancel), by job id.
@@ -200,7 +207,13 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
         hard_margin: args.hard_time_limit.saturating_sub(args.soft_time_limit),
         stop: stop.clone(),
         throttle: args.throttle,
+        log_stream: LogStream::start(login.clone(), format!("{name} log"))
+            .map_err(ExecutorError::LogThread)?,
     };
+    if !args.webhooks {
+        // Job executors log in for log lines now, so that a first line is not late.
+        ex.log_stream.warm();
+    }
     send_ready(&ex, &out)?;
 
     loop {

@@ -256,7 +256,7 @@ impl Executor {
         for line in lines {
             logs.push_masked(spec, line, &mask);
         }
-        let outcome = crate::executor::job_batch::mask_outcome(outcome, &mask);
+        let outcome = crate::executor::job_try::mask_outcome(outcome, &mask);
         let (state, error, status, resp) = match (outcome, response) {
             (Outcome::Done { .. }, Some(resp)) => match check_headers(&resp) {
                 Ok(()) => (TryEnd::Done, None, resp.status, Some(resp)),

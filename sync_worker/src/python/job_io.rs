@@ -57,6 +57,54 @@ pub struct LogLine {
     pub at: DateTime<Utc>,
 }
 
+impl LogLine {
+    /// A line as pg_sync.job hands it over: `at` in seconds since the epoch.
+    pub fn from_python(
+        level: String,
+        kind: String,
+        recipient: Option<String>,
+        message: String,
+        at: f64,
+    ) -> LogLine {
+        LogLine {
+            level,
+            kind,
+            recipient,
+            message,
+            at: DateTime::from_timestamp_micros((at * 1e6) as i64).unwrap_or_else(Utc::now),
+        }
+    }
+
+    /// The line as sync.log's checks accept it: one bad line must not fail the statement
+    /// that writes a whole batch, so unknown values fall back and NUL bytes go.
+    pub fn normalized(self) -> LogLine {
+        let level = match self.level.as_str() {
+            "debug" | "info" | "warning" | "error" => self.level,
+            _ => "info".into(),
+        };
+        let kind = match self.kind.as_str() {
+            "message" | "data_out" | "data_in" => self.kind,
+            _ => "message".into(),
+        };
+        LogLine {
+            level,
+            kind,
+            recipient: self.recipient.map(|r| r.replace('\0', "")),
+            message: self.message.replace('\0', ""),
+            at: self.at,
+        }
+    }
+
+    /// The line with the project's secret values masked.
+    pub fn masked(self, mask: &crate::mask::Masker) -> LogLine {
+        LogLine {
+            message: mask.string(self.message),
+            recipient: self.recipient.map(|r| mask.string(r)),
+            ..self
+        }
+    }
+}
+
 /// A webhook request as handle_webhook(httprequest) sees it (body already parsed).
 #[derive(Debug, Clone, Default)]
 pub struct WebhookRequest {

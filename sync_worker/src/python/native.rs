@@ -1,6 +1,6 @@
 // The Rust primitives behind the Python context (module `pg_sync._native`): SQL in the
 // running job's transaction, remote databases (remote/); the rest is Python on top.
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use pyo3::prelude::*;
@@ -9,6 +9,7 @@ use pyo3::types::PyTuple;
 use super::convert::{param_from_py, rows_to_py, Param};
 use super::db::{Answer, JobDb, SavepointOp};
 use super::errors::{db_error, DatabaseError};
+use super::job_io::LogLine;
 
 /// The job sync_cancel_job asked to stop (0: none). Set from the executor's pipe thread;
 /// read by the Python signal handler (SIGUSR1, see runner.py), which raises JobCancelled
@@ -40,6 +41,43 @@ fn cancelled_job() -> i64 {
 thread_local! {
     /// The job database of the job running on this thread, set only inside `with_job_db`.
     static ACTIVE: Cell<Option<*mut JobDb<'static>>> = const { Cell::new(None) };
+    /// Where the running job's log lines go as they happen, set only inside
+    /// `with_log_sink`; without one they come back with the job's outcome.
+    static LOG_SINK: RefCell<Option<LogSink>> = const { RefCell::new(None) };
+}
+
+/// Takes each line task code logs, as it logs it.
+pub(crate) type LogSink = Box<dyn FnMut(LogLine)>;
+
+/// Send the log lines of the code `f` runs to `sink` as they are logged.
+pub(crate) fn with_log_sink<R>(sink: LogSink, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<LogSink>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            LOG_SINK.with(|s| *s.borrow_mut() = self.0.take());
+        }
+    }
+    let _reset = Reset(LOG_SINK.with(|s| s.borrow_mut().replace(sink)));
+    f()
+}
+
+/// One line logged by task code: true when a sink took it, false when pg_sync.job must
+/// keep it with the job.
+#[pyfunction]
+fn log_line(
+    level: String,
+    kind: String,
+    recipient: Option<String>,
+    message: String,
+    at: f64,
+) -> bool {
+    LOG_SINK.with(|s| match s.borrow_mut().as_mut() {
+        Some(sink) => {
+            sink(LogLine::from_python(level, kind, recipient, message, at));
+            true
+        }
+        None => false,
+    })
 }
 
 /// Make `db` reachable from the native functions while `f` runs.
@@ -127,6 +165,7 @@ pub(crate) fn module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     m.add_function(wrap_pyfunction!(query, &m)?)?;
     m.add_function(wrap_pyfunction!(savepoint, &m)?)?;
     m.add_function(wrap_pyfunction!(cancelled_job, &m)?)?;
+    m.add_function(wrap_pyfunction!(log_line, &m)?)?;
     m.add("DatabaseError", py.get_type::<DatabaseError>())?;
     m.add_class::<super::remote::RemoteConnection>()?;
     Ok(m)

@@ -1,6 +1,5 @@
 // The call into pg_sync.runner for one job: the job (and a webhook's request) as the
 // dicts run_job/run_webhook take, their answer tuple read back into Rust values.
-use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use serde_json::Value;
@@ -57,13 +56,7 @@ pub(crate) fn call_runner(
     for line in ret.get_item(3)?.cast::<PyList>()?.iter() {
         let (level, kind, recipient, message, at): (String, String, Option<String>, String, f64) =
             line.extract()?;
-        logs.push(LogLine {
-            level,
-            kind,
-            recipient,
-            message,
-            at: DateTime::from_timestamp_micros((at * 1e6) as i64).unwrap_or_else(Utc::now),
-        });
+        logs.push(LogLine::from_python(level, kind, recipient, message, at));
     }
     let children = ret.get_item(4)?;
     let children = if children.is_none() {
