@@ -165,9 +165,13 @@ async fn roles_without_sync_roles_see_nothing() {
     let db = TestDb::new().await;
     let c = db.connect().await;
     fixture(&c).await;
-    c.batch_execute("CREATE ROLE outsider; GRANT SELECT ON partner TO outsider; SET ROLE outsider")
-        .await
-        .unwrap();
+    // Roles are cluster-wide: an earlier run on this cluster may have made it.
+    c.batch_execute(
+        "DO $$ BEGIN CREATE ROLE outsider; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+                     GRANT SELECT ON partner TO outsider; SET ROLE outsider",
+    )
+    .await
+    .unwrap();
     for sql in [
         "SELECT count(*) FROM sync.project",
         "SELECT count(*) FROM sync_search_links('partner', 'partner'::regclass)",

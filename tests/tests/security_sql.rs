@@ -206,7 +206,13 @@ async fn jobs_are_queued_through_functions_that_record_the_caller() {
     .await;
     let pressed: i64 = scalar(&dev, "SELECT sync_run_button('crm', 'press')").await;
     // SET ROLE inside the session: the caller is the role it set, not the functions' owner.
-    exec(&admin, "CREATE ROLE helper_role; GRANT helper_role TO dev_jobs; GRANT sync_developer TO helper_role").await;
+    // Roles are cluster-wide: an earlier run on this cluster may have made it.
+    exec(
+        &admin,
+        "DO $$ BEGIN CREATE ROLE helper_role; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+                  GRANT helper_role TO dev_jobs; GRANT sync_developer TO helper_role",
+    )
+    .await;
     exec(&dev, "SET ROLE helper_role").await;
     let as_helper: i64 = scalar(&dev, "SELECT sync_add_job('crm', 'main', 'work')").await;
     let users: Vec<String> = admin
