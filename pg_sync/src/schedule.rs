@@ -89,6 +89,9 @@ fn checked(schedule: &str, timezone: &str) -> Schedule {
         .unwrap_or_else(|problem| raise(ERRCODE_INVALID_PARAMETER_VALUE, problem, EXAMPLE_HINT))
 }
 
+/// Most runs cron_runs_between returns (the largest cron_missed_runs_cap).
+const MOST_RUNS: i32 = 10_000;
+
 #[pg_schema]
 mod sync {
     use super::*;
@@ -105,8 +108,9 @@ mod sync {
         s.next_after(to_zoned(after, s.zone)?).and_then(to_pg)
     }
 
-    /// The latest `max` runs of `schedule` in `timezone` from `from` to `upto` (both
-    /// included), oldest first: the runs a trigger missed, for the missed-runs policy.
+    /// The latest `max` (at most 10000) runs of `schedule` in `timezone` from `from` to
+    /// `upto` (both included), oldest first: the runs a trigger missed, for the
+    /// missed-runs policy.
     #[pg_extern(stable, parallel_safe)]
     fn cron_runs_between(
         schedule: &str,
@@ -120,8 +124,12 @@ mod sync {
         else {
             return Vec::new();
         };
+        // Anyone may call it: the count is bounded as the cron_missed_runs_cap setting
+        // is, and a long walk stays cancellable (statement_timeout, pg_cancel_backend).
+        let most = max.clamp(0, MOST_RUNS) as usize;
         let mut runs = Vec::new();
-        while runs.len() < max.max(0) as usize {
+        while runs.len() < most {
+            pgrx::check_for_interrupts!();
             let Some(run) = s.at_or_before(cursor) else {
                 break;
             };

@@ -66,6 +66,14 @@ async fn next_runs_are_dst_correct_across_both_2026_changes_in_berlin() {
         .await,
         ["2026-01-01 04:00:00+00", "2026-01-01 05:00:00+00"]
     );
+    // Anyone may call it, so a huge max is bounded (10000, the largest cap) and a long
+    // walk stays cancellable.
+    let n: i32 = scalar(
+        &c,
+        "SELECT cardinality(sync.cron_runs_between('* * * * * *', 'UTC', '2000-01-01', '2026-01-01', 2000000000))",
+    )
+    .await;
+    assert_eq!(n, 10_000);
     // Six fields: seconds first.
     assert_eq!(
         utc_text(
