@@ -61,6 +61,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 COMMENT ON FUNCTION sync.is_lang(text) IS 'Whether the text is a language code such as en_US, de_DE or fr (two or three lower-case letters, optionally _ and two upper-case letters).';
 ALTER TABLE sync.project ADD COLUMN lang text NOT NULL DEFAULT 'en_US' CHECK (sync.is_lang(lang));
+-- One home for what a language code is: the texts' check uses it too.
+ALTER TABLE sync.project_text DROP CONSTRAINT project_text_lang_check,
+    ADD CONSTRAINT project_text_lang_check CHECK (sync.is_lang(lang));
 COMMENT ON COLUMN sync.project.lang IS 'Default language of the project''s jobs (texts.KEY, get_lang()) when whoever caused a job set no sync.lang; cron and webhook jobs always use it.';
 COMMENT ON COLUMN sync.project_text.lang IS 'Language code such as en_US; a key missing in the job''s language is taken from the project''s language, then from en_US.';
 COMMENT ON COLUMN sync.job.lang IS 'Language of texts.KEY for the job (get_lang): set when the job is queued, from whoever caused it (sync.job_lang); NULL (jobs queued before pg_sync 0.2 or inserted by hand) = the project''s language.';
