@@ -7,7 +7,9 @@
 // killed. The thread of a job executor opens its connection at once (`warm`), so that a
 // first line does not wait for a login; an executor that only answers webhooks holds none. Lines it could not write are handed back (`take`)
 // and go in with the batch's outcome.
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -41,31 +43,47 @@ enum Msg {
     Take(mpsc::SyncSender<Vec<Streamed>>),
 }
 
+/// What the executor may read without a round trip to the thread: on a busy machine
+/// waking it and waiting for its answer costs a scheduler tick, once per batch.
+#[derive(Default)]
+struct Shared {
+    /// Lines sent and neither written nor handed back yet.
+    unwritten: AtomicUsize,
+    connected: AtomicBool,
+}
+
 /// The executor's end of the log thread.
 pub(crate) struct LogStream {
     tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
 }
 
 impl LogStream {
     /// Start the thread; it logs in as `login` when the first line arrives.
     pub fn start(login: Login, name: String) -> std::io::Result<LogStream> {
         let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::default());
+        let writer = Writer::new(login, name, shared.clone());
         std::thread::Builder::new()
             .name("job-log".into())
-            .spawn(move || Writer::new(login, name).run(rx))?;
-        Ok(LogStream { tx })
+            .spawn(move || writer.run(rx))?;
+        Ok(LogStream { tx, shared })
     }
 
     /// Have the connection ready for lines to come (nothing when it is).
     pub fn warm(&self) {
-        let _ = self.tx.send(Msg::Warm);
+        if !self.shared.connected.load(Ordering::Acquire) {
+            let _ = self.tx.send(Msg::Warm);
+        }
     }
 
     /// A sink for the lines of job `job` of worker `auth` (already masked).
     pub fn sender(&self, auth: &WorkerAuth, job: i64) -> impl FnMut(LogLine) + 'static {
         let tx = self.tx.clone();
+        let shared = self.shared.clone();
         let auth = auth.clone();
         move |line| {
+            shared.unwritten.fetch_add(1, Ordering::AcqRel);
             // A dead thread (it cannot be, short of a panic) loses nothing that matters
             // more than the job: its lines are then simply not written as they happen.
             let _ = tx.send(Msg::Line(auth.clone(), Streamed { job, line }));
@@ -75,6 +93,11 @@ impl LogStream {
     /// The lines not written yet, to go in with the batch's outcome: once this returns,
     /// every earlier line is either in sync.log or here.
     pub fn take(&self) -> Vec<Streamed> {
+        // Lines are counted before they are sent, on this thread: none counted means
+        // every line it sent is in sync.log already.
+        if self.shared.unwritten.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
         let (reply, answer) = mpsc::sync_channel(1);
         if self.tx.send(Msg::Take(reply)).is_err() {
             return Vec::new();
@@ -91,13 +114,15 @@ struct Writer {
     /// No connection attempt before this.
     quiet_until: Option<Instant>,
     lines: Vec<(WorkerAuth, Streamed)>,
+    shared: Arc<Shared>,
 }
 
 impl Writer {
-    fn new(login: Login, name: String) -> Writer {
+    fn new(login: Login, name: String, shared: Arc<Shared>) -> Writer {
         Writer {
             login,
             name,
+            shared,
             rt: None,
             client: None,
             quiet_until: None,
@@ -125,7 +150,11 @@ impl Writer {
                     }
                 }
                 Ok(Msg::Take(reply)) => {
-                    let _ = reply.send(self.lines.drain(..).map(|(_, l)| l).collect());
+                    let taken: Vec<Streamed> = self.lines.drain(..).map(|(_, l)| l).collect();
+                    self.shared
+                        .unwritten
+                        .fetch_sub(taken.len(), Ordering::AcqRel);
+                    let _ = reply.send(taken);
                     due = None;
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -156,6 +185,7 @@ impl Writer {
                 return;
             }
             self.lines.drain(..n);
+            self.shared.unwritten.fetch_sub(n, Ordering::AcqRel);
         }
     }
 
@@ -199,6 +229,7 @@ impl Writer {
                 );
                 if pg::is_connection_error(&e) || client.is_closed() {
                     self.client = None;
+                    self.shared.connected.store(false, Ordering::Release);
                 }
                 self.quiet_until = Some(Instant::now() + RETRY_AFTER);
                 false
@@ -240,6 +271,7 @@ impl Writer {
         match client {
             Ok(c) => {
                 self.client = Some(c);
+                self.shared.connected.store(true, Ordering::Release);
                 true
             }
             Err(e) => {
