@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::python::{Runtime, RuntimeOptions};
+use crate::supervisor::executor_handle::inherited;
 
 #[derive(clap::Args, Debug)]
 pub struct CheckCodeArgs {
@@ -137,6 +138,10 @@ pub async fn check_in_child(doc: &Value) -> Result<Vec<CodeProblem>, CheckError>
     };
     let mut child = tokio::process::Command::new(&exe)
         .args(["check-code", "--json", "-"])
+        // It compiles what a person pasted: like an executor, it gets none of the
+        // worker's credentials.
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| inherited(k)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
