@@ -7,6 +7,7 @@
 // and the admin API; the rest are the worker's commands and shared helpers.
 mod cli;
 mod config;
+mod console;
 mod executor;
 mod http;
 mod job_state;

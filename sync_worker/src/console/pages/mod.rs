@@ -1,0 +1,14 @@
+// The console's pages: each module exposes `routes()` (paths relative to /console) and
+// is listed here once; `NAV` is the nav bar. See the header of console/mod.rs.
+pub mod overview;
+
+use super::ConsoleState;
+use axum::Router;
+
+/// The nav bar: (path, label), in order.
+pub const NAV: &[(&str, &str)] = &[("/console/", "Overview")];
+
+/// Every page's routes.
+pub fn routes() -> Router<ConsoleState> {
+    Router::new().merge(overview::routes())
+}
