@@ -33,8 +33,9 @@ as_root() {
 ensure_apt_packages() {
     # postgresql-$PG_MAJOR: the server binaries copied into the prefix (and the `postgres`
     # user clusters run as); build-essential, curl, ca-certificates: rustup and linking;
-    # mypy, python3-typeshed, python3-pip, python3-venv: tests/python/test_task_stubs.py.
-    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil python3-tz python3-pytest mypy python3-typeshed python3-pip python3-venv pkg-config libssl-dev build-essential curl ca-certificates)
+    # mypy, python3-typeshed, python3-pip, python3-venv: tests/python/test_task_stubs.py;
+    # chromium, chromium-driver: the console's browser tests (tests/src/browser.rs).
+    local pkgs=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libclang-dev clang python3-dev python3-dateutil python3-tz python3-pytest mypy python3-typeshed python3-pip python3-venv pkg-config libssl-dev build-essential curl ca-certificates chromium chromium-driver)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

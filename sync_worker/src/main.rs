@@ -8,6 +8,7 @@
 mod cli;
 mod code_check;
 mod config;
+mod console;
 mod executor;
 mod http;
 mod job_state;

@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod browser;
 pub mod catalog;
 pub mod clock;
+pub mod console;
 pub mod demos;
 pub mod fakes;
 pub mod python;

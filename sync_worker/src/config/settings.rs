@@ -251,6 +251,36 @@ settings! {
         into: admin_token: Option<String> = optional(checks::admin_token),
     }
 
+    section "web console";
+
+    /// Serve the [web console](console.md) at `/console/` on the admin listener
+    /// (`true` or `false`).
+    console: bool = true {
+        env: "SYNC_WORKER_CONSOLE",
+        value: "BOOL",
+        clap: [
+            action = clap::ArgAction::Set,
+            value_parser = clap::builder::BoolishValueParser::new(),
+        ],
+        note: "The console has its own sign-in (a PostgreSQL role and its password) and \
+               does not need `admin_token`; it opens no other admin route.",
+        into: console: bool = checks::same,
+    }
+
+    /// A console session unused this long is closed (its database connection too).
+    console_idle_timeout: DurationValue = "30m" {
+        env: "SYNC_WORKER_CONSOLE_IDLE_TIMEOUT",
+        value: "D",
+        into: console_idle_timeout: Duration = checks::nonzero_duration,
+    }
+
+    /// A console session is closed this long after sign-in, used or not.
+    console_session_lifetime: DurationValue = "12h" {
+        env: "SYNC_WORKER_CONSOLE_SESSION_LIFETIME",
+        value: "D",
+        into: console_session_lifetime: Duration = checks::nonzero_duration,
+    }
+
     section "environment";
 
     /// `prod`, `integration`, `test` or `dev`; `prod` adds [startup

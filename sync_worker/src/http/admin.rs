@@ -1,5 +1,6 @@
 // The admin HTTP API: health, status, version, metrics, waking the claim loop, jobs and
-// buttons. Every route but /health/* needs the bearer token when one is set.
+// buttons. Every route but /health/* needs the bearer token when one is set; the web
+// console, under /console/, has its own sign-in.
 use crate::pg::Reconnect;
 use crate::shared::{Shared, SupervisorCommand};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -42,13 +43,22 @@ pub fn router(state: Shared) -> Router {
         .route("/job/list", get(job_list))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
-    Router::new()
+    let console_on = ctx.state.cfg.console;
+    let console_state = ctx.state.clone();
+    let api = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/health", get(ready))
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .with_state(ctx)
+        .with_state(ctx);
+    // The console signs people in itself (as PostgreSQL roles), so the bearer token is
+    // not asked there; its routes all live under /console/ and reach nothing above.
+    if console_on {
+        api.merge(crate::console::router(console_state))
+    } else {
+        api
+    }
 }
 
 /// An error answer: `{"error": "..."}` with a status.

@@ -64,6 +64,8 @@ pub fn serve(
         }
         let app = admin::router(state);
         tokio::spawn(async move {
+            // The peer's address: the console limits failed sign-ins per address.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("admin API server stopped: {e}");
             }

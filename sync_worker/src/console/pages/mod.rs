@@ -1,0 +1,24 @@
+// The console's pages: each module exposes `routes()` (paths relative to /console) and
+// is listed here once; `NAV` is the nav bar. See the header of console/mod.rs.
+pub mod job;
+pub mod jobs;
+pub mod logs;
+pub mod overview;
+
+use super::ConsoleState;
+use axum::Router;
+
+/// The nav bar: (path, label), in order.
+pub const NAV: &[(&str, &str)] = &[
+    ("/console/", "Overview"),
+    ("/console/jobs", "Jobs"),
+    ("/console/logs", "Logs"),
+];
+
+/// Every page's routes.
+pub fn routes() -> Router<ConsoleState> {
+    Router::new()
+        .merge(overview::routes())
+        .merge(jobs::routes())
+        .merge(logs::routes())
+}
