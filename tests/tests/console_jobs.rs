@@ -85,9 +85,10 @@ async fn a_failed_jobs_traceback_and_retry() {
     wait_for("the retried job's second run", Duration::from_secs(30), || {
         let (c, finished) = (&c, &finished);
         async move {
+            // No row while the job is pending or running again.
             let now: Option<String> = scalar(
                 c,
-                &format!("SELECT finished_at::text FROM sync.job WHERE id = {id} AND state = 'failed'"),
+                &format!("SELECT (SELECT finished_at::text FROM sync.job WHERE id = {id} AND state = 'failed')"),
             )
             .await;
             now.is_some_and(|n| n != *finished)
