@@ -117,6 +117,11 @@ impl ConsoleHttp {
         hidden(&page.body, "csrf").expect("a form with the session's token")
     }
 
+    /// The cookies held now, as a `Cookie` header (to replay them later).
+    pub fn clone_cookies(&self) -> String {
+        self.cookie_header()
+    }
+
     /// Forget a cookie (e.g. to send a form without the session).
     pub fn drop_cookie(&mut self, name: &str) {
         self.cookies.remove(name);
