@@ -160,6 +160,14 @@ async fn sign_in(
             None,
         ));
     }
+    if let Some(problem) = crate::pg::person_login_problem(&state.shared.cfg.database_url, role) {
+        tracing::warn!("console: refused a sign-in as `{role}` from {addr}: {problem}");
+        return again(failure(
+            StatusCode::FORBIDDEN,
+            &problem,
+            Some("sign in as another role, or point database_url at a TCP address where pg_hba.conf asks for passwords"),
+        ));
+    }
     let login = Login {
         url: state.shared.cfg.database_url.clone(),
         user: Some(role.to_string()),

@@ -295,6 +295,26 @@ pub async fn connect_login(login: &Login, application_name: &str) -> Result<Clie
     Ok(client)
 }
 
+/// Why a person may not sign in as `role` through `url` with a password of their own, or
+/// None. Over a Unix socket, `peer` authentication identifies the process that connects
+/// (the worker, whose OS user is its default role name), not the person who typed the
+/// role: a sign-in as that name would be the worker's, whatever password was given.
+pub fn person_login_problem(url: &str, role: &str) -> Option<String> {
+    let target = resolve(url).ok()?;
+    let socket = target
+        .config
+        .get_hosts()
+        .iter()
+        .any(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    let os_user = libpq::Env::os_user(&libpq::Process)?;
+    (socket && os_user == role).then(|| {
+        format!(
+            "signing in as `{role}` over a Unix socket would be authenticated as the worker's \
+             own operating-system user (peer), not by your password"
+        )
+    })
+}
+
 /// A notification received on a listening connection.
 #[derive(Debug, Clone)]
 pub struct Note {
@@ -581,5 +601,17 @@ mod tests {
         let t = parse_url("host=h password='a  b' sslmode='verify-full'").expect("parse");
         assert_eq!(t.tls, Tls::VerifyFull);
         assert_eq!(t.config.get_password(), Some(&b"a  b"[..]));
+    }
+
+    #[test]
+    fn a_person_may_not_sign_in_as_the_workers_peer_identity() {
+        let me = libpq::Env::os_user(&libpq::Process).expect("the test's OS user");
+        let socket = "postgres://x@%2Ftmp/db";
+        assert!(person_login_problem(socket, &me).is_some_and(|p| p.contains("peer")));
+        assert_eq!(person_login_problem(socket, "someone_else"), None);
+        assert_eq!(
+            person_login_problem("postgres://x@127.0.0.1:5/db", &me),
+            None
+        );
     }
 }
