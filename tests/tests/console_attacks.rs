@@ -313,3 +313,58 @@ async fn rights_taken_away_mid_session_are_gone_at_the_next_request() {
     );
     exec(&c, "DROP OWNED BY con_demoted").await;
 }
+
+#[tokio::test]
+async fn sessions_and_their_connections_are_bounded() {
+    let (db, _worker, base) = setup(&[("SYNC_WORKER_CONSOLE_MAX_SESSIONS", "6")]).await;
+    let c = db.connect().await;
+    // A role signing in again and again keeps at most 5 sessions: its oldest ends.
+    let mut first = ConsoleHttp::new(&base);
+    assert_eq!(first.sign_in("con_user", "").await.status, 303);
+    assert_eq!(first.get("/console/jobs").await.status, 200);
+    let mut kept = Vec::new();
+    for _ in 0..5 {
+        let mut con = ConsoleHttp::new(&base);
+        assert_eq!(con.sign_in("con_user", "").await.status, 303);
+        kept.push(con);
+    }
+    assert_eq!(
+        first.get("/console/jobs").await.status,
+        303,
+        "the oldest session lives on"
+    );
+    for con in &mut kept {
+        assert_eq!(con.get("/console/jobs").await.status, 200);
+    }
+    // The whole console holds at most console_max_sessions: then sign-ins wait.
+    let mut dev = ConsoleHttp::new(&base);
+    assert_eq!(dev.sign_in("con_dev", "").await.status, 303);
+    let mut admin = ConsoleHttp::new(&base);
+    let refused = admin.sign_in("con_admin", "").await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.body.contains("most sessions open (6)"),
+        "{}",
+        refused.body
+    );
+    // One connection per session, no more: the ended session's is closed.
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = '{}' AND application_name = 'sync_worker console'",
+        db.name
+    );
+    wait_for("6 console connections", Duration::from_secs(10), || {
+        let (c, sql) = (&c, &sql);
+        async move { scalar::<i64>(c, sql).await == 6 }
+    })
+    .await;
+    // Signing out makes room.
+    let csrf = dev.csrf().await;
+    assert_eq!(
+        dev.post("/console/signout", &[("csrf", &csrf)])
+            .await
+            .status,
+        303
+    );
+    assert_eq!(admin.sign_in("con_admin", "").await.status, 303);
+}

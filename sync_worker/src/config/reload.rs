@@ -128,6 +128,7 @@ rules! {
         "console": console,
         "console_idle_timeout": console_idle_timeout,
         "console_session_lifetime": console_session_lifetime,
+        "console_max_sessions": console_max_sessions,
         "environment": environment,
         "allow_unsafe_prod": allow_unsafe_prod,
         "log_format": log_format,

@@ -281,6 +281,15 @@ settings! {
         into: console_session_lifetime: Duration = checks::nonzero_duration,
     }
 
+    /// Console sessions open at once, 1–1000: each holds a database connection. A role
+    /// signing in again past 5 sessions ends its least recently used one; past this
+    /// limit, sign-ins are refused until a session ends.
+    console_max_sessions: u16 = 20 {
+        env: "SYNC_WORKER_CONSOLE_MAX_SESSIONS",
+        value: "N",
+        into: console_max_sessions: usize = checks::between(1, 1000),
+    }
+
     section "environment";
 
     /// `prod`, `integration`, `test` or `dev`; `prod` adds [startup

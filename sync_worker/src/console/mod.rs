@@ -74,7 +74,11 @@ impl std::ops::Deref for ConsoleState {
 /// The console's routes, all under /console/, for the admin router to merge.
 pub fn router(shared: Shared) -> Router {
     let cfg = &shared.cfg;
-    let sessions = session::Sessions::new(cfg.console_idle_timeout, cfg.console_session_lifetime);
+    let sessions = session::Sessions::new(
+        cfg.console_idle_timeout,
+        cfg.console_session_lifetime,
+        cfg.console_max_sessions,
+    );
     sessions.spawn_sweeper();
     let state = ConsoleState(Arc::new(Inner {
         shared,

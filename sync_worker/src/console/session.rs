@@ -21,10 +21,14 @@ pub struct Session {
     last_used: Instant,
 }
 
+/// Sessions one role may hold at once; signing in again ends its least recently used.
+pub const SESSIONS_PER_ROLE: usize = 5;
+
 struct Store {
     key: Vec<u8>,
     idle: Duration,
     lifetime: Duration,
+    max: usize,
     map: Mutex<HashMap<String, Session>>,
 }
 
@@ -48,11 +52,12 @@ pub fn random_hex(n: usize) -> String {
 }
 
 impl Sessions {
-    pub fn new(idle: Duration, lifetime: Duration) -> Sessions {
+    pub fn new(idle: Duration, lifetime: Duration, max: usize) -> Sessions {
         Sessions(Arc::new(Store {
             key: random_bytes(32),
             idle,
             lifetime,
+            max,
             map: Mutex::new(HashMap::new()),
         }))
     }
@@ -86,10 +91,37 @@ impl Sessions {
         self.mac(&format!("signin:{pre}"))
     }
 
-    /// Start a session; its id goes into the cookie.
+    /// May `role` start a session now? Each session holds a database connection, so
+    /// their number is bounded: a role at SESSIONS_PER_ROLE will give up its least
+    /// recently used one (in `create`); otherwise the console must not be full. Asked
+    /// before connecting, so that a full console opens no connection.
+    pub fn room_for(&self, role: &str) -> bool {
+        let map = self.lock();
+        let now = Instant::now();
+        let live = map.values().filter(|s| self.alive(s, now));
+        let (mine, all) = live.fold((0, 0), |(m, a), s| (m + usize::from(s.role == role), a + 1));
+        mine >= SESSIONS_PER_ROLE || all < self.0.max
+    }
+
+    /// Start a session; its id goes into the cookie. Ends the role's least recently used
+    /// session when it already has SESSIONS_PER_ROLE, and expired ones at once.
     pub fn create(&self, role: String, kind: RoleKind, db: Client) -> String {
         let id = random_hex(32);
         let now = Instant::now();
+        {
+            let mut map = self.lock();
+            map.retain(|_, s| self.alive(s, now));
+            let mut mine: Vec<(Instant, String)> = map
+                .iter()
+                .filter(|(_, s)| s.role == role)
+                .map(|(k, s)| (s.last_used, k.clone()))
+                .collect();
+            mine.sort();
+            let over = (mine.len() + 1).saturating_sub(SESSIONS_PER_ROLE);
+            for (_, k) in mine.into_iter().take(over) {
+                map.remove(&k);
+            }
+        }
         let session = Session {
             role,
             kind,

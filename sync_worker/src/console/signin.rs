@@ -160,6 +160,16 @@ async fn sign_in(
             None,
         ));
     }
+    if !state.sessions.room_for(role) {
+        return again(failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the console has its most sessions open ({}): try again when one ends",
+                state.shared.cfg.console_max_sessions
+            ),
+            Some("signing out ends a session at once; console_max_sessions sets the limit"),
+        ));
+    }
     if let Some(problem) = crate::pg::person_login_problem(&state.shared.cfg.database_url, role) {
         tracing::warn!("console: refused a sign-in as `{role}` from {addr}: {problem}");
         return again(failure(
