@@ -42,7 +42,7 @@ async fn each_role_signs_in_and_sees_its_kind() {
             &c,
             &format!(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'
-                   AND application_name LIKE '%console%'"
+                   AND application_name LIKE '%console%' AND datname = current_database()"
             ),
         )
         .await;
@@ -55,7 +55,10 @@ async fn each_role_signs_in_and_sees_its_kind() {
             async move {
                 let n: i64 = scalar(
                     c,
-                    &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'"),
+                    &format!(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'
+                           AND datname = current_database()"
+                    ),
                 )
                 .await;
                 n == 0
@@ -155,6 +158,13 @@ async fn posts_need_the_sessions_csrf_token() {
         assert_eq!(a.status, 403, "{form:?}: {}", a.body);
         assert!(a.body.contains("security token (CSRF)"), "{}", a.body);
     }
+    // A 10 MB form (a pasted file) is refused cleanly, before any handler runs.
+    let big = "x".repeat(10 << 20);
+    let a = http
+        .post("/console/signout", &[("csrf", &csrf), ("code", &big)])
+        .await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert!(a.body.contains("the console's limit"), "{}", a.body);
     // Still signed in; the right token signs out.
     assert_eq!(http.get("/console/").await.status, 200);
     let a = http.post("/console/signout", &[("csrf", &csrf)]).await;

@@ -1,6 +1,6 @@
 // The console's jobs and logs pages in a real browser: a failed job's traceback, retry
 // and cancel, a sync_user's forged POST refused by PostgreSQL, log filters (a rejected
-// one shown at its field), transmissions as JSON, and a running job's live tail.
+// one shown at its field), transmissions as JSON, a running job's live tail, and links.
 use pg_sync_tests::browser;
 use pg_sync_tests::console::{hidden, roles, ConsoleHttp};
 use pg_sync_tests::{create_task, exec, scalar, wait_for, TestDb, WorkerProcess};
@@ -227,5 +227,43 @@ async fn a_running_jobs_log_tails_live() {
         assert!(start.elapsed() < Duration::from_secs(15), "{state}: {log}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn links_are_found_by_refs() {
+    let (db, _worker, base) = setup().await;
+    let c = db.connect().await;
+    exec(
+        &c,
+        "SELECT sync_set_link('card', '{\"github\": \"12\", \"trello\": \"abc\"}'::jsonb);
+         SELECT sync_set_link('card', '{\"github\": \"13\", \"trello\": \"<b>x</b>\"}'::jsonb);",
+    )
+    .await;
+    let mut http = ConsoleHttp::new(&base);
+    assert_eq!(http.sign_in("con_user", "").await.status, 303);
+    let a = http
+        .get("/console/links?relation=card&refs=%7B%22github%22%3A%20%2212%22%2C%20%22trello%22%3A%20null%7D")
+        .await;
+    assert!(a.body.contains("<code>abc</code>"), "{}", a.body);
+    assert!(!a.body.contains("<b>x</b>"), "{}", a.body);
+    // The newest links of the relation; refs are escaped.
+    let a = http.get("/console/links?relation=card").await;
+    assert!(a.body.contains("&lt;b&gt;x&lt;/b&gt;"), "{}", a.body);
+    // Refs PostgreSQL cannot read: its error at that field.
+    let a = http.get("/console/links?relation=card&refs=%7Bnot").await;
+    assert!(a.body.contains("data-field=\"refs\""), "{}", a.body);
+
+    let b = browser::open().await;
+    browser::sign_in(&b, &base, "con_user", "").await;
+    browser::wait_at(&b, "/console/").await;
+    b.goto(&format!("{base}/console/links?relation=card"))
+        .await
+        .unwrap();
+    assert!(b
+        .find(fantoccini::Locator::Css("#links tbody tr"))
+        .await
+        .is_ok());
+    browser::screenshot(&b, "links").await;
     b.close().await.unwrap();
 }

@@ -115,29 +115,37 @@ struct Filters {
     since: String,
     #[serde(default)]
     until: String,
-    /// Count the matching lines by project, task, trigger or level instead of listing.
+    /// Count the window's matching lines by project, task, trigger or level instead of
+    /// listing them.
     #[serde(default)]
     group: String,
     before: Option<i64>,
 }
 
 const PAGE: i64 = 100;
-/// Counts look at this many of the newest matching lines: bounded time on any table.
-const GROUP_SCAN: i64 = 10_000;
+/// Each page looks at this many log lines at most (the newest, or those before
+/// `before`), filters them, and lists or counts what matches: a page's time is bounded
+/// whatever the table's size and however rare the match. Older lines are one click away.
+const WINDOW: i64 = 20_000;
 
 const FROM: &str = "
-FROM sync.log l
+FROM (SELECT * FROM sync.log WHERE ($9::bigint IS NULL OR id < $9)
+      ORDER BY id DESC LIMIT $10) l
 LEFT JOIN sync.project p ON p.id = l.project_id
 LEFT JOIN sync.task t ON t.id = l.task_id
-WHERE ($1::text IS NULL OR p.name = $1)
+WHERE ($1::text IS NULL OR l.project_id = (SELECT id FROM sync.project WHERE name = $1))
   AND ($2::text IS NULL OR t.name = $2)
   AND ($3::text IS NULL OR l.trigger_name = $3)
   AND ($4::text IS NULL OR l.level = $4)
   AND ($5::text IS NULL OR l.kind = $5)
   AND ($6::text IS NULL OR l.message ~* $6)
   AND ($7::text IS NULL OR l.created_at >= $7::text::timestamptz)
-  AND ($8::text IS NULL OR l.created_at < $8::text::timestamptz)
-  AND ($9::bigint IS NULL OR l.id < $9)";
+  AND ($8::text IS NULL OR l.created_at < $8::text::timestamptz)";
+
+/// The oldest line of the window, where the next window starts.
+const WINDOW_END_SQL: &str = "
+SELECT min(id) FROM (SELECT id FROM sync.log WHERE ($1::bigint IS NULL OR id < $1)
+                     ORDER BY id DESC LIMIT $2) w";
 
 fn opt(s: &str) -> Option<&str> {
     Some(s.trim()).filter(|s| !s.is_empty())
@@ -152,10 +160,7 @@ async fn page(person: Person, Query(f): Query<Filters>) -> Result<Markup, Consol
         _ => None,
     };
     let sql = match group_col {
-        Some(col) => format!(
-            "SELECT k, count(*) FROM (SELECT {col} AS k {FROM} ORDER BY l.id DESC LIMIT {GROUP_SCAN}) s
-             GROUP BY k ORDER BY count(*) DESC, k"
-        ),
+        Some(col) => format!("SELECT {col} AS k, count(*) {FROM} GROUP BY 1 ORDER BY 2 DESC, 1"),
         None => format!(
             "SELECT l.created_at, l.level, l.kind, l.recipient, l.message, l.id, p.name, t.name,
                     l.trigger_name, l.job_id {FROM} ORDER BY l.id DESC LIMIT {}",
@@ -179,7 +184,7 @@ async fn page(person: Person, Query(f): Query<Filters>) -> Result<Markup, Consol
             &sql,
             &[
                 &params.0, &params.1, &params.2, &params.3, &params.4, &params.5, &params.6,
-                &params.7, &params.8,
+                &params.7, &params.8, &WINDOW,
             ],
         )
         .await;
@@ -200,13 +205,27 @@ async fn page(person: Person, Query(f): Query<Filters>) -> Result<Markup, Consol
         .query("SELECT name FROM sync.project ORDER BY name", &[])
         .await?;
     let projects: Vec<String> = projects.iter().map(|r| r.get(0)).collect();
-    let more = group_col.is_none() && rows.len() as i64 > PAGE;
+    let full = group_col.is_none() && rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
+    // A page that is not full searched its whole window: the next one starts below it.
+    let next_before = if full {
+        rows.last().map(|r| r.get::<_, i64>(5))
+    } else if errors.is_empty() {
+        person
+            .db
+            .query_one(WINDOW_END_SQL, &[&f.before, &WINDOW])
+            .await?
+            .get::<_, Option<i64>>(0)
+            .filter(|end| *end > 1)
+    } else {
+        None
+    };
     let body = html! {
         (form(&f, &projects, &errors))
         @if group_col.is_some() {
             @if errors.is_empty() {
-                p.muted { "Counted over the newest " (GROUP_SCAN) " matching lines." }
+                p.muted { "Counted over " (WINDOW) " lines"
+                    @if let Some(b) = f.before { " before line " (b) } @else { ", the newest" } "." }
                 table #log-groups { thead { tr { th { (f.group) } th.num { "lines" } } }
                     tbody { @for r in &rows { tr {
                         td { (r.get::<_, Option<String>>(0).unwrap_or_else(|| "–".into())) }
@@ -228,14 +247,17 @@ async fn page(person: Person, Query(f): Query<Filters>) -> Result<Markup, Consol
                     td.msg { (message(&kind, &r.get::<_, String>(4))) }
                 }
             } } }
+        } @else if errors.is_empty() {
+            p.muted #no-logs { "No log line matches among " (WINDOW) " lines"
+                @if let Some(b) = f.before { " before line " (b) } @else { ", the newest" } "." }
+        }
+        @if group_col.is_none() && errors.is_empty() {
             div.pager {
                 @if f.before.is_some() { a href=(link(&f, None)) { "Newest" } }
-                @if more { @if let Some(last) = rows.last() {
-                    a #older href=(link(&f, Some(last.get::<_, i64>(5)))) { "Older →" }
-                } }
+                @if let Some(b) = next_before {
+                    a #older href=(link(&f, Some(b))) { @if full { "Older →" } @else { "Search older lines →" } }
+                }
             }
-        } @else if errors.is_empty() {
-            p.muted #no-logs { "No log line matches." }
         }
     };
     Ok(layout::page(&person, "/console/logs", "Logs", body))

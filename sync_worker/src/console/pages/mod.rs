@@ -2,6 +2,7 @@
 // is listed here once; `NAV` is the nav bar. See the header of console/mod.rs.
 pub mod job;
 pub mod jobs;
+pub mod links;
 pub mod logs;
 pub mod overview;
 
@@ -13,6 +14,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/console/", "Overview"),
     ("/console/jobs", "Jobs"),
     ("/console/logs", "Logs"),
+    ("/console/links", "Links"),
 ];
 
 /// Every page's routes.
@@ -21,4 +23,5 @@ pub fn routes() -> Router<ConsoleState> {
         .merge(overview::routes())
         .merge(jobs::routes())
         .merge(logs::routes())
+        .merge(links::routes())
 }
