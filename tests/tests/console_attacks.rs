@@ -368,3 +368,41 @@ async fn sessions_and_their_connections_are_bounded() {
     );
     assert_eq!(admin.sign_in("con_admin", "").await.status, 303);
 }
+
+#[tokio::test]
+async fn a_session_in_constant_use_still_ends_at_its_lifetime() {
+    let (_db, _worker, base) = setup(&[
+        ("SYNC_WORKER_CONSOLE_SESSION_LIFETIME", "3s"),
+        ("SYNC_WORKER_CONSOLE_IDLE_TIMEOUT", "1h"),
+    ])
+    .await;
+    let mut con = ConsoleHttp::new(&base);
+    assert_eq!(con.sign_in("con_user", "").await.status, 303);
+    let started = std::time::Instant::now();
+    // Used every 200 ms, so never idle: only the absolute lifetime can end it.
+    let ended = loop {
+        let answer = con.get("/console/jobs").await;
+        if answer.status != 200 {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the session outlived its 3 s lifetime"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "ended early"
+    );
+    assert_eq!(ended.status, 303);
+    assert!(
+        ended
+            .location
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("/console/signin"),
+        "{:?}",
+        ended.location
+    );
+}
