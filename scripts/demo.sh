@@ -120,6 +120,9 @@ cat <<MSG
 pg_sync is running: PostgreSQL on port $port, the worker (pid $worker_pid) with its
 webhooks at $base_url/sync/webhook/<token> and its admin API on 127.0.0.1:$admin_port.
 
+The web console: http://127.0.0.1:$admin_port/console/ (sign in as postgres, no
+password: this throwaway cluster trusts local connections; docs/console.md).
+
   $psql_cmd '$url'         # pg_sync, the db2db project
   $psql_cmd '$remote_url'     # the second database
 
