@@ -1,5 +1,6 @@
 // The command line: the worker's settings (config/), --print-config, and its subcommands,
-// each defined by the command it runs (executor, run-job, export, import).
+// each defined by the command it runs (executor, run-job, export, import,
+// check-code).
 use crate::config::render::PrintFormat;
 use crate::config::WorkerArgs;
 use clap::{Parser, Subcommand};
@@ -41,4 +42,7 @@ pub enum Command {
     Export(crate::project_io::ExportArgs),
     /// Create a project from a document written by `export` (`--replace`: update it).
     Import(crate::project_io::ImportArgs),
+    /// Compile every code layer of a project document (as `export` writes it) without
+    /// running it; prints each problem as LAYER:LINE:COLUMN: MESSAGE, exits 1 if any.
+    CheckCode(crate::code_check::CheckCodeArgs),
 }

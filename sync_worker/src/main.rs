@@ -6,6 +6,7 @@
 // -> python/ (the embedded interpreter and its database bridge). http/ serves webhooks
 // and the admin API; the rest are the worker's commands and shared helpers.
 mod cli;
+mod code_check;
 mod config;
 mod console;
 mod executor;
@@ -73,6 +74,7 @@ fn main() {
             pg::set_default_ca_file(cli.worker.settings.database_ca_file.clone());
             project_io::import_main(cli.worker.settings.database_url.as_deref(), &args)
         }
+        Command::CheckCode(args) => code_check::main(&args),
         Command::Executor(args) => {
             init_tracing(
                 log_format(&cli.worker),

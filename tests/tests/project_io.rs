@@ -965,6 +965,53 @@ async fn cli_export_and_import_through_the_worker_binary() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// `sync_worker check-code`: an exported document checks clean; broken layers are
+/// reported at their line, in the order executors compile them; no database needed.
+#[tokio::test]
+async fn cli_check_code_reports_each_layer_at_its_line() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute(FIXTURE).await.expect("fixture");
+    let mut doc = export(&c, "crm").await;
+    let (code, out, err) = worker(None, &["check-code", "-"], Some(&doc.to_string()));
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+
+    doc["core_code"] = json!("import json\nCORE = (\n");
+    doc["common_code"] = json!("VAT = 0.2\nimport os\n");
+    doc["tasks"][0]["code"] = json!("def handle_db(records):\n    return records.__class__\n");
+    let (code, out, err) = worker(None, &["check-code", "-"], Some(&doc.to_string()));
+    assert_eq!(code, 1, "{err}");
+    let task = doc["tasks"][0]["name"].as_str().unwrap().to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("<core_code>:2:"), "{out}");
+    assert!(
+        lines[1].starts_with("<common_code>:2: import is not allowed"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("<task {task}>:2: names starting with '__'"))
+            || lines[2].starts_with(&format!("<task {task}>:2: access to private attribute")),
+        "{out}"
+    );
+
+    let (code, out, _) = worker(None, &["check-code", "--json", "-"], Some(&doc.to_string()));
+    assert_eq!(code, 1);
+    let problems: Value = serde_json::from_str(&out).expect("--json prints JSON");
+    assert_eq!(problems[0]["layer"], json!("<core_code>"));
+    assert_eq!(problems[0]["line"], json!(2));
+
+    let (code, _, err) = worker(None, &["check-code", "-"], Some("{\"tasks\": "));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("standard input is not a JSON document"),
+        "{err}"
+    );
+    let (code, _, err) = worker(None, &["check-code", "/nonexistent/crm.json"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read /nonexistent/crm.json"), "{err}");
+}
+
 #[tokio::test]
 async fn readme_examples_run() {
     // The SQL blocks of the "Projects: export and import" page (docs/export-import.md),

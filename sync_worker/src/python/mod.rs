@@ -40,6 +40,8 @@ use runner_call::call_runner;
 pub enum RuntimeError {
     #[error("cannot start the embedded Python runtime: {0}")]
     Init(String),
+    #[error("the code check failed: {0}")]
+    Check(String),
 }
 
 /// Where a project's data (code layers, params, secrets: sync.project_runtime) comes
@@ -132,6 +134,22 @@ impl Runtime {
             Some((id, m)) if *id == project_id => m.clone(),
             _ => std::rc::Rc::default(),
         }
+    }
+
+    /// Compile every code layer of a project document (core_code, common_code, each
+    /// task) as an executor would, running none of it; returns the problems as a JSON
+    /// list of {layer, line, column, message} (empty when everything compiles).
+    pub fn check_code(&self, doc: &Value) -> Result<Value, RuntimeError> {
+        Python::attach(|py| {
+            let failed = |e: PyErr| RuntimeError::Check(format_py_err(py, &e));
+            let check = py.import("pg_sync.check").map_err(failed)?;
+            let doc = json_to_py(py, doc).map_err(failed)?;
+            let problems = check
+                .getattr("check_document")
+                .and_then(|f| f.call1((doc,)))
+                .map_err(failed)?;
+            convert::py_to_json(&problems).map_err(failed)
+        })
     }
 
     /// Call after the executor replaced its database connection: prepared statements of

@@ -86,6 +86,10 @@ const PACKAGE: &[(&str, &str)] = &[
         include_str!("../../python/pg_sync/sandbox.py"),
     ),
     (
+        "pg_sync.check",
+        include_str!("../../python/pg_sync/check.py"),
+    ),
+    (
         "pg_sync.values",
         include_str!("../../python/pg_sync/values.py"),
     ),

@@ -259,7 +259,7 @@ impl ExecutorProc {
 /// Environment variables an executor keeps: what Python, its locale and TLS need, and
 /// logging (the Python directories come as arguments). Everything else (DATABASE_URL,
 /// PG*, SYNC_WORKER_* with credentials) stays with the supervisor.
-fn inherited(name: &std::ffi::OsStr) -> bool {
+pub(crate) fn inherited(name: &std::ffi::OsStr) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
