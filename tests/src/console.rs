@@ -1,6 +1,8 @@
 // The web console over plain HTTP (no browser): sign in, keep the cookies, read pages,
 // post forms; for the tests of what a browser would not send (forged or stale forms).
+use crate::{exec, scalar, TestDb};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 pub struct ConsoleHttp {
     pub http: reqwest::Client,
@@ -126,4 +128,55 @@ pub fn hidden(html: &str, name: &str) -> Option<String> {
     let at = html.find(&format!("name=\"{name}\" value=\""))?;
     let rest = &html[at + name.len() + 15..];
     rest.split('"').next().map(str::to_string)
+}
+
+/// The console tests' roles: con_user, con_dev, con_admin (trust), con_pw (sync_user,
+/// password `right-password-1`, checked), con_none (no sync_* role). Roles are
+/// cluster-wide: made once, whichever test comes first.
+pub async fn roles(db: &TestDb) {
+    let c = db.connect().await;
+    // Tests at once race on the cluster-wide catalog ("tuple concurrently updated"):
+    // try again.
+    for tries in 1.. {
+        match c.batch_execute(ROLES_SQL).await {
+            Ok(()) => break,
+            Err(e) if tries < 10 => {
+                eprintln!("creating the roles, try {tries}: {e}");
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            }
+            Err(e) => panic!("creating the roles: {e}"),
+        }
+    }
+    password_checked_for(&c, "con_pw").await;
+}
+
+const ROLES_SQL: &str = "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_user') THEN
+             CREATE ROLE con_user LOGIN; END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_dev') THEN
+             CREATE ROLE con_dev LOGIN; END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_admin') THEN
+             CREATE ROLE con_admin LOGIN; END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_none') THEN
+             CREATE ROLE con_none LOGIN; END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_pw') THEN
+             CREATE ROLE con_pw LOGIN; END IF;
+         END $$;
+         GRANT sync_user TO con_user, con_pw;
+         GRANT sync_developer TO con_dev;
+         GRANT sync_admin TO con_admin;
+         ALTER ROLE con_pw PASSWORD 'right-password-1';";
+
+/// Make the cluster check `role`'s password (scram) on TCP, whatever the other lines say:
+/// prepend a pg_hba.conf line for it and reload.
+pub async fn password_checked_for(c: &tokio_postgres::Client, role: &str) {
+    let hba: String = scalar(c, "SELECT setting FROM pg_settings WHERE name = 'hba_file'").await;
+    let text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    let line = format!("host all {role} 127.0.0.1/32 scram-sha-256");
+    if !text.lines().any(|l| l == line) {
+        // The tests run as root; the file stays the cluster owner's (written in place).
+        std::fs::write(&hba, format!("{line}\n{text}")).expect("write pg_hba.conf");
+        exec(c, "SELECT pg_reload_conf()").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -1,58 +1,9 @@
 // The web console's sign-in and sessions, in a real browser and over plain HTTP: each
 // sync_* role signs in, wrong passwords, the rate limit, expiry, CSRF, and switching off.
 use pg_sync_tests::browser;
-use pg_sync_tests::console::ConsoleHttp;
-use pg_sync_tests::{exec, scalar, wait_for, TestDb, WorkerProcess};
+use pg_sync_tests::console::{roles, ConsoleHttp};
+use pg_sync_tests::{scalar, wait_for, TestDb, WorkerProcess};
 use std::time::Duration;
-
-/// Roles are cluster-wide: create them once, whichever test comes first.
-async fn roles(db: &TestDb) {
-    let c = db.connect().await;
-    // Tests at once race on the cluster-wide catalog ("tuple concurrently updated"):
-    // try again.
-    for tries in 1.. {
-        match c.batch_execute(ROLES_SQL).await {
-            Ok(()) => break,
-            Err(e) if tries < 10 => {
-                eprintln!("creating the roles, try {tries}: {e}");
-                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
-            }
-            Err(e) => panic!("creating the roles: {e}"),
-        }
-    }
-    password_checked_for(&c, "con_pw").await;
-}
-
-const ROLES_SQL: &str = "DO $$ BEGIN
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_user') THEN
-             CREATE ROLE con_user LOGIN; END IF;
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_dev') THEN
-             CREATE ROLE con_dev LOGIN; END IF;
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_admin') THEN
-             CREATE ROLE con_admin LOGIN; END IF;
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_none') THEN
-             CREATE ROLE con_none LOGIN; END IF;
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_pw') THEN
-             CREATE ROLE con_pw LOGIN; END IF;
-         END $$;
-         GRANT sync_user TO con_user, con_pw;
-         GRANT sync_developer TO con_dev;
-         GRANT sync_admin TO con_admin;
-         ALTER ROLE con_pw PASSWORD 'right-password-1';";
-
-/// Make the cluster check `role`'s password (scram) on TCP, whatever the other lines say:
-/// prepend a pg_hba.conf line for it and reload.
-async fn password_checked_for(c: &tokio_postgres::Client, role: &str) {
-    let hba: String = scalar(c, "SELECT setting FROM pg_settings WHERE name = 'hba_file'").await;
-    let text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
-    let line = format!("host all {role} 127.0.0.1/32 scram-sha-256");
-    if !text.lines().any(|l| l == line) {
-        // The tests run as root; the file stays the cluster owner's (written in place).
-        std::fs::write(&hba, format!("{line}\n{text}")).expect("write pg_hba.conf");
-        exec(c, "SELECT pg_reload_conf()").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 async fn console(db: &TestDb, args: &[&str]) -> (WorkerProcess, String) {
     let mut all = vec!["--webhook-listen", "off"];
@@ -91,7 +42,7 @@ async fn each_role_signs_in_and_sees_its_kind() {
             &c,
             &format!(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'
-                   AND application_name LIKE '%console%'"
+                   AND application_name LIKE '%console%' AND datname = current_database()"
             ),
         )
         .await;
@@ -104,7 +55,10 @@ async fn each_role_signs_in_and_sees_its_kind() {
             async move {
                 let n: i64 = scalar(
                     c,
-                    &format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'"),
+                    &format!(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{role}'
+                           AND datname = current_database()"
+                    ),
                 )
                 .await;
                 n == 0
@@ -204,6 +158,13 @@ async fn posts_need_the_sessions_csrf_token() {
         assert_eq!(a.status, 403, "{form:?}: {}", a.body);
         assert!(a.body.contains("security token (CSRF)"), "{}", a.body);
     }
+    // A 10 MB form (a pasted file) is refused cleanly, before any handler runs.
+    let big = "x".repeat(10 << 20);
+    let a = http
+        .post("/console/signout", &[("csrf", &csrf), ("code", &big)])
+        .await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert!(a.body.contains("the console's limit"), "{}", a.body);
     // Still signed in; the right token signs out.
     assert_eq!(http.get("/console/").await.status, 200);
     let a = http.post("/console/signout", &[("csrf", &csrf)]).await;

@@ -539,7 +539,43 @@ async fn the_tutorial_done_in_the_console() {
     wait_text(&b, ".secret-set", |_| true).await;
     assert!(!source(&b).await.contains("hook-secret-77"));
 
-    // Retrying the job and reading its log are the Jobs and Logs pages' (not in this
-    // branch yet): the test stops here.
+    // Fix the param in the console, retry the job from its page (the Jobs page) and read
+    // its log there.
+    b.goto(&format!("{base}/console/projects/{project}"))
+        .await
+        .unwrap();
+    browser::fill(
+        &b,
+        "#params tr[data-key=GREETINGS] input[name=key]",
+        "GREETING",
+    )
+    .await;
+    click_and_wait(
+        &b,
+        "#params tr[data-key=GREETINGS] button[value=save]",
+        &format!("/console/projects/{project}?done=saved"),
+    )
+    .await;
+    b.goto(&format!("{base}/console/jobs/{job}")).await.unwrap();
+    browser::click(&b, "#retry").await;
+    let start = std::time::Instant::now();
+    loop {
+        b.goto(&format!("{base}/console/jobs/{job}")).await.unwrap();
+        let state = wait_text(&b, "#job-state", |_| true).await;
+        if state.contains("done") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the retried job is {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = browser::text(&b, "#job-log").await;
+    assert!(
+        log.contains("Hello: ticket 2 is closed (Coffee machine empty)"),
+        "{log}"
+    );
+    browser::screenshot(&b, "console-tutorial-retried-job").await;
     b.close().await.unwrap();
 }

@@ -33,9 +33,8 @@ pub async fn check(State(state): State<ConsoleState>, req: Request, next: Next) 
         (req, given_outside_body)
     } else {
         let (parts, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
-            Ok(b) => b,
-            Err(_) => return too_large(),
+        let Some(bytes) = read_limited(body).await else {
+            return too_large();
         };
         let given = field(&String::from_utf8_lossy(&bytes), "csrf");
         (Request::from_parts(parts, Body::from(bytes)), given)
@@ -50,6 +49,29 @@ pub async fn check(State(state): State<ConsoleState>, req: Request, next: Next) 
         .with_hint("reload the page and submit the form again")
         .into_response()
     }
+}
+
+/// The body, or None when it is over BODY_LIMIT. The rest of a larger one (up to 64 MiB)
+/// is read and dropped first, so that the browser, still sending, gets the answer
+/// instead of a broken connection.
+async fn read_limited(body: Body) -> Option<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    const DRAIN: usize = 64 << 20;
+    let mut body = body;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return None };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= BODY_LIMIT {
+                kept.extend_from_slice(&data);
+            } else if seen > DRAIN {
+                return None;
+            }
+        }
+    }
+    (seen <= BODY_LIMIT).then(|| kept.into())
 }
 
 /// The 413 page for a body over the console's limit.

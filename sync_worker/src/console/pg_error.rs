@@ -44,7 +44,9 @@ impl FormErrors {
             .iter()
             .find(|(name, words)| {
                 haystack.contains(&name.to_lowercase())
-                    || words.iter().any(|w| haystack.contains(&w.to_lowercase()))
+                    || words
+                        .iter()
+                        .any(|w| !w.is_empty() && haystack.contains(&w.to_lowercase()))
             })
             .map(|(name, _)| *name);
         FormErrors(vec![FieldError {
