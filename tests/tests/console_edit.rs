@@ -231,6 +231,32 @@ async fn each_role_sees_and_changes_only_what_postgresql_allows() {
         "{}",
         a.body
     );
+    // Import: the document under a new name, then again (PostgreSQL refuses an existing
+    // project without "replace", and the page says so above the form).
+    let doc = a.body.replace("\"crm\"", "\"crm2\"");
+    let file = std::env::temp_dir().join(format!("console-import-{}.json", std::process::id()));
+    std::fs::write(&file, doc).unwrap();
+    for second in [false, true] {
+        b.goto(&format!("{base}/console/projects")).await.unwrap();
+        let input = b.find(Locator::Css("#import-file")).await.unwrap();
+        input.send_keys(&file.display().to_string()).await.unwrap();
+        browser::click(&b, "#import button[type=submit]").await;
+        if second {
+            let err = wait_text(&b, "#import-error", |_| true).await;
+            assert!(err.contains("crm2"), "{err}");
+        } else {
+            let at = browser::wait_path(&b, "/console/projects/").await;
+            assert!(at.ends_with("?done=imported"), "{at}");
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+    let keys: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM sync.project_secret s JOIN sync.project p ON p.id = s.project_id
+         WHERE p.name = 'crm2'",
+    )
+    .await;
+    assert_eq!(keys, 2, "the imported secret keys");
     b.close().await.unwrap();
 }
 
