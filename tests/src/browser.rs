@@ -93,36 +93,36 @@ pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
     path
 }
 
+/// How long a page may take to show what a test waits for: generous, since CI runs
+/// several browsers and workers on 2 cores; a test that passes waits far less.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The first element matching `css`, waited for up to PATIENCE: after a click the browser
+/// may still show the page before (a form posted to its own path looks the same).
+pub async fn find(client: &Client, css: &str) -> fantoccini::elements::Element {
+    client
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no element `{css}` within {PATIENCE:?}: {e}"))
+}
+
 /// The text of the first element matching a CSS selector.
 pub async fn text(client: &Client, css: &str) -> String {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no element `{css}`: {e}"))
-        .text()
-        .await
-        .expect("element text")
+    find(client, css).await.text().await.expect("element text")
 }
 
 /// Fill the input matching `css` with `value` (cleared first).
 pub async fn fill(client: &Client, css: &str, value: &str) {
-    let el = client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no input `{css}`: {e}"));
+    let el = find(client, css).await;
     el.clear().await.expect("clear the input");
     el.send_keys(value).await.expect("type into the input");
 }
 
 /// Click the element matching `css`.
 pub async fn click(client: &Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no element `{css}`: {e}"))
-        .click()
-        .await
-        .expect("click");
+    find(client, css).await.click().await.expect("click");
 }
 
 /// The page's path and query.
@@ -145,7 +145,7 @@ pub async fn sign_in(client: &Client, base: &str, role: &str, password: &str) {
     click(client, "form button[type=submit]").await;
 }
 
-/// Wait (up to 10 s) until the page's path and query start with `prefix`; the path.
+/// Wait (up to PATIENCE) until the page's path and query start with `prefix`; the path.
 pub async fn wait_path(client: &Client, prefix: &str) -> String {
     let start = std::time::Instant::now();
     loop {
@@ -153,14 +153,31 @@ pub async fn wait_path(client: &Client, prefix: &str) -> String {
         if p.starts_with(prefix) {
             return p;
         }
-        if start.elapsed() > Duration::from_secs(10) {
+        if start.elapsed() > PATIENCE {
             panic!("the browser stayed at {p}, not {prefix}...");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Wait (up to 10 s) until the page's path and query are `want`.
+/// Wait (up to PATIENCE) for the page a successful form leads to: its path starts with
+/// `prefix` and it says what was done (`?done=`). Unlike `wait_path`, this cannot return
+/// while the form's own page (e.g. `.../new`, under the same prefix) is still shown.
+pub async fn wait_done(client: &Client, prefix: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let p = path(client).await;
+        if p.starts_with(prefix) && p.contains("done=") {
+            return p;
+        }
+        if start.elapsed() > PATIENCE {
+            panic!("the browser stayed at {p}, not {prefix}...?done=...");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Wait (up to PATIENCE) until the page's path and query are `want`.
 pub async fn wait_at(client: &Client, want: &str) {
     let start = std::time::Instant::now();
     loop {
@@ -168,7 +185,7 @@ pub async fn wait_at(client: &Client, want: &str) {
         if p == want {
             return;
         }
-        if start.elapsed() > Duration::from_secs(10) {
+        if start.elapsed() > PATIENCE {
             panic!("the browser stayed at {p}, not {want}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
