@@ -120,11 +120,8 @@ fn read_document(path: &str) -> Result<Value, CheckError> {
 }
 
 /// How long a check in a child process may take before it is killed.
-#[allow(dead_code)]
 pub const CHILD_TIME_LIMIT: Duration = Duration::from_secs(10);
 
-// Used by the console (its "check" button); nothing else calls it yet.
-#[allow(dead_code)]
 /// Check a document in a child process (`sync_worker check-code --json -`), killed after
 /// `CHILD_TIME_LIMIT`.
 pub async fn check_in_child(doc: &Value) -> Result<Vec<CodeProblem>, CheckError> {

@@ -27,15 +27,10 @@
 // answers with a redirect (303) to the page showing the outcome.
 mod assets;
 mod csrf;
-// The toolkit pages use: some pieces wait for the pages that will need them.
-#[allow(dead_code)]
 pub mod error;
-#[allow(dead_code)]
 pub mod layout;
 pub mod pages;
-#[allow(dead_code)]
 pub mod person;
-#[allow(dead_code)]
 pub mod pg_error;
 mod ratelimit;
 mod session;
