@@ -95,7 +95,7 @@ pub async fn screenshot(client: &Client, name: &str) -> PathBuf {
 
 /// How long a page may take to show what a test waits for: generous, since CI runs
 /// several browsers and workers on 2 cores; a test that passes waits far less.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The first element matching `css`, waited for up to PATIENCE: after a click the browser
 /// may still show the page before (a form posted to its own path looks the same).
@@ -190,4 +190,64 @@ pub async fn wait_at(client: &Client, want: &str) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The page's HTML as the browser has it now.
+pub async fn source(b: &Client) -> String {
+    b.source().await.expect("page source")
+}
+
+/// Is there an element matching `css` now (no waiting)?
+pub async fn exists(b: &Client, css: &str) -> bool {
+    !b.find_all(Locator::Css(css))
+        .await
+        .expect("find")
+        .is_empty()
+}
+
+/// Put `code` into the code editor `#id` (CodeMirror when it runs, else the textarea).
+pub async fn set_code(b: &Client, id: &str, code: &str) {
+    b.execute(
+        "const a = document.getElementById(arguments[0]);
+         if (a.cm) { a.cm.setValue(arguments[1]); } else { a.value = arguments[1]; }",
+        vec![serde_json::json!(id), serde_json::json!(code)],
+    )
+    .await
+    .expect("set the editor's code");
+}
+
+/// Wait (up to PATIENCE) for an element `css` whose text satisfies `ok`; its text. On
+/// timeout, the page's errors are in the panic message.
+pub async fn wait_text(b: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(el) = b.find(Locator::Css(css)).await {
+            if let Ok(t) = el.text().await {
+                if ok(&t) {
+                    return t;
+                }
+            }
+        }
+        if start.elapsed() > PATIENCE {
+            let mut errors = vec![];
+            for e in b
+                .find_all(Locator::Css(".field-error, .error"))
+                .await
+                .unwrap_or_default()
+            {
+                errors.push(e.text().await.unwrap_or_default());
+            }
+            panic!(
+                "no `{css}` as expected at {}; errors: {errors:?}",
+                path(b).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Click `css`, then wait until the path starts with `prefix`.
+pub async fn click_and_wait(b: &Client, css: &str, prefix: &str) {
+    click(b, css).await;
+    wait_path(b, prefix).await;
 }

@@ -139,11 +139,31 @@ pub fn hidden(html: &str, name: &str) -> Option<String> {
 /// password `right-password-1`, checked), con_none (no sync_* role). Roles are
 /// cluster-wide: made once, whichever test comes first.
 pub async fn roles(db: &TestDb) {
+    create_roles(db, ROLES_SQL).await;
     let c = db.connect().await;
-    // Tests at once race on the cluster-wide catalog ("tuple concurrently updated"):
-    // try again.
+    password_checked_for(&c, "con_pw").await;
+}
+
+/// The editing tests' roles: ced_user, ced_dev, ced_admin (trust), and tutorial_runner
+/// (NOLOGIN, the tutorial project's run_as, granted to ced_admin).
+pub async fn editing_roles(db: &TestDb) {
+    create_roles(db, EDITING_ROLES_SQL).await;
+}
+
+/// A worker with the console on (webhooks off) and the editing roles; its admin URL.
+pub async fn editing_console(db: &TestDb) -> (crate::WorkerProcess, String) {
+    editing_roles(db).await;
+    let worker = crate::WorkerProcess::start(&db.url, &["--webhook-listen", "off"]);
+    let base = worker.admin_url().await;
+    (worker, base)
+}
+
+/// Run role-creating SQL; tests at once race on the cluster-wide catalog ("tuple
+/// concurrently updated"): try again.
+async fn create_roles(db: &TestDb, sql: &str) {
+    let c = db.connect().await;
     for tries in 1.. {
-        match c.batch_execute(ROLES_SQL).await {
+        match c.batch_execute(sql).await {
             Ok(()) => break,
             Err(e) if tries < 10 => {
                 eprintln!("creating the roles, try {tries}: {e}");
@@ -152,8 +172,22 @@ pub async fn roles(db: &TestDb) {
             Err(e) => panic!("creating the roles: {e}"),
         }
     }
-    password_checked_for(&c, "con_pw").await;
 }
+
+const EDITING_ROLES_SQL: &str = "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ced_user') THEN
+             CREATE ROLE ced_user LOGIN; END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ced_dev') THEN
+             CREATE ROLE ced_dev LOGIN; END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ced_admin') THEN
+             CREATE ROLE ced_admin LOGIN; END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tutorial_runner') THEN
+             CREATE ROLE tutorial_runner NOLOGIN; END IF;
+         END $$;
+         GRANT sync_user TO ced_user;
+         GRANT sync_developer TO ced_dev, tutorial_runner;
+         GRANT sync_admin TO ced_admin;
+         GRANT tutorial_runner TO ced_admin;";
 
 const ROLES_SQL: &str = "DO $$ BEGIN
            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_user') THEN
