@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use crate::child_env::inherited;
 use crate::python::{Runtime, RuntimeOptions};
-use crate::supervisor::executor_handle::inherited;
 
 #[derive(clap::Args, Debug)]
 pub struct CheckCodeArgs {

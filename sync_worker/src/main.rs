@@ -5,6 +5,7 @@
 // slots, webhooks, stop) -> executor/ (one process per slot: batches in one transaction)
 // -> python/ (the embedded interpreter and its database bridge). http/ serves webhooks
 // and the admin API; the rest are the worker's commands and shared helpers.
+mod child_env;
 mod cli;
 mod code_check;
 mod config;

@@ -144,7 +144,7 @@ pub async fn roles(db: &TestDb) {
     password_checked_for(&c, "con_pw").await;
 }
 
-/// The editing tests' roles: ced_user, ced_dev, ced_admin (trust), and tutorial_runner
+/// The editing tests' roles: ced_user, ced_dev, ced_admin (trust), and ced_tutorial_runner
 /// (NOLOGIN, the tutorial project's run_as, granted to ced_admin).
 pub async fn editing_roles(db: &TestDb) {
     create_roles(db, EDITING_ROLES_SQL).await;
@@ -181,13 +181,13 @@ const EDITING_ROLES_SQL: &str = "DO $$ BEGIN
              CREATE ROLE ced_dev LOGIN; END IF;
            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ced_admin') THEN
              CREATE ROLE ced_admin LOGIN; END IF;
-           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tutorial_runner') THEN
-             CREATE ROLE tutorial_runner NOLOGIN; END IF;
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ced_tutorial_runner') THEN
+             CREATE ROLE ced_tutorial_runner NOLOGIN; END IF;
          END $$;
          GRANT sync_user TO ced_user;
-         GRANT sync_developer TO ced_dev, tutorial_runner;
+         GRANT sync_developer TO ced_dev, ced_tutorial_runner;
          GRANT sync_admin TO ced_admin;
-         GRANT tutorial_runner TO ced_admin;";
+         GRANT ced_tutorial_runner TO ced_admin;";
 
 const ROLES_SQL: &str = "DO $$ BEGIN
            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'con_user') THEN

@@ -27,7 +27,7 @@ async fn the_tutorial_done_in_the_console() {
         &c,
         "CREATE TABLE ticket (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                               title text NOT NULL, state text NOT NULL DEFAULT 'open');
-         GRANT SELECT ON ticket TO tutorial_runner;
+         GRANT SELECT ON ticket TO ced_tutorial_runner;
          -- A db trigger's filter runs as the table's writers: defining one takes TRIGGER.
          GRANT TRIGGER ON ticket TO ced_admin;",
     )
@@ -49,7 +49,7 @@ async fn the_tutorial_done_in_the_console() {
         .next()
         .unwrap()
         .to_string();
-    browser::fill(&b, "#run_as", "tutorial_runner").await;
+    browser::fill(&b, "#run_as", "ced_tutorial_runner").await;
     click_and_wait(
         &b,
         "#save-project",

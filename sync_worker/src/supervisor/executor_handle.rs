@@ -147,7 +147,7 @@ impl ExecutorProc {
             // Task code runs in this process: it inherits only what Python and TLS need,
             // never the worker's credentials (database URLs, PGPASSWORD, admin token).
             .env_clear()
-            .envs(std::env::vars_os().filter(|(k, _)| inherited(k)))
+            .envs(std::env::vars_os().filter(|(k, _)| crate::child_env::inherited(k)))
             .env(
                 "SYNC_WORKER_LOG_FORMAT",
                 match cfg.log_format {
@@ -256,42 +256,9 @@ impl ExecutorProc {
     }
 }
 
-/// Environment variables an executor keeps: what Python, its locale and TLS need, and
-/// logging (the Python directories come as arguments). Everything else (DATABASE_URL,
-/// PG*, SYNC_WORKER_* with credentials) stays with the supervisor.
-pub(crate) fn inherited(name: &std::ffi::OsStr) -> bool {
-    let Some(name) = name.to_str() else {
-        return false;
-    };
-    matches!(
-        name,
-        "PATH"
-            | "HOME"
-            | "LANG"
-            | "LANGUAGE"
-            | "TZ"
-            | "TMPDIR"
-            | "RUST_LOG"
-            | "RUST_BACKTRACE"
-            | "SSL_CERT_FILE"
-            | "SSL_CERT_DIR"
-            | "REQUESTS_CA_BUNDLE"
-            | "HTTP_PROXY"
-            | "HTTPS_PROXY"
-            | "NO_PROXY"
-            | "http_proxy"
-            | "https_proxy"
-            | "no_proxy"
-            | "SYNC_WORKER_FETCH_ALLOW"
-            | "SYNC_WORKER_LOG_LEVEL"
-            | "SYNC_WORKER_DATABASE_CA_FILE"
-    ) || name.starts_with("LC_")
-        || name.starts_with("PYTHON")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::inherited;
+    use crate::child_env::inherited;
 
     #[test]
     fn executors_inherit_no_credentials() {
