@@ -122,3 +122,23 @@ pub fn row(label: &str, field: &'static str, errors: &FormErrors, input: Markup)
         div { (input) (errors.show(field)) }
     }
 }
+
+/// A list page's URL keeping its filters (the non-empty ones) and a page mark.
+pub fn filtered_url(
+    path: &str,
+    filters: &[(&str, &String)],
+    marks: &[(&str, Option<i64>)],
+) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in filters {
+        if !v.is_empty() {
+            q.append_pair(k, v);
+        }
+    }
+    for (k, v) in marks {
+        if let Some(v) = v {
+            q.append_pair(k, &v.to_string());
+        }
+    }
+    format!("{path}?{}", q.finish())
+}

@@ -162,26 +162,18 @@ async fn list(person: Person, Query(f): Query<Filters>) -> Result<Markup, Consol
 
 /// The list's URL with these filters and a page.
 fn page_link(f: &Filters, before: Option<i64>, after: Option<i64>) -> String {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in [
-        ("project", &f.project),
-        ("task", &f.task),
-        ("trigger", &f.trigger),
-        ("state", &f.state),
-        ("since", &f.since),
-        ("until", &f.until),
-    ] {
-        if !v.is_empty() {
-            q.append_pair(k, v);
-        }
-    }
-    if let Some(b) = before {
-        q.append_pair("before", &b.to_string());
-    }
-    if let Some(a) = after {
-        q.append_pair("after", &a.to_string());
-    }
-    format!("/console/jobs?{}", q.finish())
+    super::forms::filtered_url(
+        "/console/jobs",
+        &[
+            ("project", &f.project),
+            ("task", &f.task),
+            ("trigger", &f.trigger),
+            ("state", &f.state),
+            ("since", &f.since),
+            ("until", &f.until),
+        ],
+        &[("before", before), ("after", after)],
+    )
 }
 
 fn filter_form(f: &Filters, projects: &[String], errors: &FormErrors) -> Markup {

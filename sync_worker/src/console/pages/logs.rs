@@ -264,25 +264,20 @@ async fn page(person: Person, Query(f): Query<Filters>) -> Result<Markup, Consol
 }
 
 fn link(f: &Filters, before: Option<i64>) -> String {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in [
-        ("project", &f.project),
-        ("task", &f.task),
-        ("trigger", &f.trigger),
-        ("level", &f.level),
-        ("kind", &f.kind),
-        ("message", &f.message),
-        ("since", &f.since),
-        ("until", &f.until),
-    ] {
-        if !v.is_empty() {
-            q.append_pair(k, v);
-        }
-    }
-    if let Some(b) = before {
-        q.append_pair("before", &b.to_string());
-    }
-    format!("/console/logs?{}", q.finish())
+    super::forms::filtered_url(
+        "/console/logs",
+        &[
+            ("project", &f.project),
+            ("task", &f.task),
+            ("trigger", &f.trigger),
+            ("level", &f.level),
+            ("kind", &f.kind),
+            ("message", &f.message),
+            ("since", &f.since),
+            ("until", &f.until),
+        ],
+        &[("before", before)],
+    )
 }
 
 fn form(f: &Filters, projects: &[String], errors: &FormErrors) -> Markup {
