@@ -317,13 +317,23 @@ END
 $$;
 REVOKE ALL ON FUNCTION sync.worker_token_check(integer, text) FROM PUBLIC;
 
--- Lock the claimed jobs `ids` of worker `worker_id` for the batch transaction and say
--- what the executor needs to run them: try_no is the try about to start (tries that
--- ended, plus one); the task's time_limit and the ceiling every
--- limit is clamped to (sync.max_time_limit()), and cancelled_by when sync_cancel_job
--- asked to stop the job. FOR NO KEY UPDATE, not FOR UPDATE: foreign-key checks of other
--- transactions (child jobs, log lines) need not wait for the batch.
-CREATE FUNCTION sync.batch_lock(worker_id integer, token text, ids bigint[])
+-- Claim the jobs of a batch for the executor's transaction and say what running them
+-- needs. A claim is the row lock and nothing more: nothing about it is committed before
+-- the batch's outcome, so a batch whose executor, worker or connection dies leaves its
+-- jobs pending and unlocked, as if never claimed, and a claim costs no write of its own.
+--   ids NULL: up to n due pending jobs, highest priority first (SKIP LOCKED: the jobs
+--             other batches run are skipped);
+--   ids:      those jobs when pending (jobs run again one per transaction), or whatever
+--             their state with any_state (`sync_worker run-job`).
+-- Tries cut short by a dying executor or worker (sync.job_interrupted) are counted
+-- here, under the lock (sync.count_interrupted): a job out of tries is failed and not
+-- returned. try_no is the try about to start; started_at is this transaction's start,
+-- which sync.batch_finish records; time_limit is the task's, max_time_limit the ceiling
+-- every limit is clamped to; cancelled_by when sync_cancel_job asked to stop the job.
+-- FOR NO KEY UPDATE: foreign-key checks of other transactions (child jobs, log lines)
+-- need not wait for the batch.
+CREATE FUNCTION sync.batch_lock(worker_id integer, token text, ids bigint[], n integer,
+                                any_state boolean DEFAULT false)
 RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id bigint,
                trigger_kind text, trigger_name text, handler text, args jsonb, user_name text,
                lang text, try_no integer, max_retries integer, started_at timestamptz,
@@ -334,20 +344,37 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100
 #variable_conflict use_column
 DECLARE
     max_limit double precision;
+    locked bigint[];
 BEGIN
     -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
     -- at every call).
     PERFORM sync.worker_token_check(worker_id, token);
+    IF ids IS NULL THEN
+        SELECT pg_catalog.array_agg(c.id) INTO locked FROM (
+            SELECT j.id FROM sync.job j
+            WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock())
+            ORDER BY j.priority, j.eta, j.id
+            LIMIT batch_lock.n
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) c;
+    ELSE
+        -- Rows by primary key, one per id: `id = ANY (ids)` beside other conditions
+        -- lets the planner test every row against the whole array.
+        SELECT pg_catalog.array_agg(c.id) INTO locked FROM (
+            SELECT j.id FROM unnest(batch_lock.ids) AS u(id)
+            JOIN sync.job j ON j.id = u.id
+            WHERE batch_lock.any_state OR j.state = 'pending'
+            FOR NO KEY UPDATE OF j SKIP LOCKED
+        ) c;
+    END IF;
+    IF EXISTS (SELECT 1 FROM sync.job_interrupted i WHERE i.job_id = ANY (locked)) THEN
+        locked := sync.count_interrupted(locked);
+    END IF;
     max_limit := pg_catalog.date_part('epoch', sync.max_time_limit());
     RETURN QUERY
-    -- Rows by primary key, one per id: `id = ANY (ids)` beside the other conditions
-    -- lets the planner walk the worker's running jobs and test each against the whole
-    -- array (quadratic in the batch size).
     WITH j AS (
-        SELECT j.* FROM unnest(batch_lock.ids) AS u(id)
+        SELECT j.* FROM unnest(locked) AS u(id)
         JOIN sync.job j ON j.id = u.id
-        WHERE j.state = 'running' AND j.worker = batch_lock.worker_id
-        FOR NO KEY UPDATE OF j
     ), p AS MATERIALIZED (
         -- run_as is checked now, once per project of the batch: a role can gain rights
         -- at any time.
@@ -356,7 +383,7 @@ BEGIN
         FROM sync.project p WHERE p.id IN (SELECT j.project_id FROM j)
     )
     SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
-           j.args, j.user_name::text, j.lang, j.attempts + 1, j.max_retries, j.started_at,
+           j.args, j.user_name::text, j.lang, j.attempts + 1, j.max_retries, now(),
            pg_catalog.date_part('epoch', t.time_limit)::double precision,
            p.active, coalesce(t.active, true), p.name, t.name,
            (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
@@ -368,13 +395,15 @@ BEGIN
     ORDER BY j.priority, j.eta, j.id;
 END
 $$;
-COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[]) IS 'Executors: lock the claimed jobs of a batch of their worker (token-checked) and return what running them needs.';
+COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[], integer, boolean) IS 'Executors: claim (lock for the batch transaction) up to n due pending jobs, or the jobs ids, for their worker (token-checked), and return what running them needs.';
 
 -- Finish a batch: every job's outcome and every log line in one statement. Outcomes:
 -- done, failed, cancelled (the try ran), retry (RetryableJobError: pending again after
 -- sync.retry_delay, or failed once sync.may_try_again says no; the line saying which is
 -- written here) and skipped (cancelled before it ran: no try counted). Every outcome but
--- skipped counts the try that just ended.
+-- skipped counts the try that just ended. The jobs are those the batch locked
+-- (sync.batch_lock), or its webhook calls' rows (running for this worker); each records
+-- the worker and the try's start (this transaction's, as batch_lock said).
 CREATE FUNCTION sync.batch_finish(
     worker_id integer, token text,
     ids bigint[], states text[], errors text[], results jsonb[], warnings boolean[],
@@ -391,7 +420,8 @@ BEGIN
     -- and the arrays in the UPDATE, the planner may scan the worker's running jobs and
     -- test each against the whole array (quadratic in the batch size).
     WITH outcome AS MATERIALIZED (
-        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.max_retries,
+        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.max_retries,
+               CASE WHEN j.state = 'running' THEN j.started_at ELSE now() END AS started_at,
                u.error, u.result, u.warning,
                CASE WHEN u.state = 'skipped' THEN j.attempts ELSE j.attempts + 1 END AS tries,
                CASE u.state
@@ -402,12 +432,16 @@ BEGIN
                u.state = 'retry' AS retryable
         FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
         -- OFFSET 0 keeps this a lookup by primary key per id.
-        CROSS JOIN LATERAL (SELECT * FROM sync.job x WHERE x.id = u.id OFFSET 0) j
-        WHERE j.worker = batch_finish.worker_id AND j.state = 'running'
+        -- Only the columns needed: deforming whole rows costs as much as the update.
+        CROSS JOIN LATERAL (SELECT x.id, x.project_id, x.task_id, x.trigger_name, x.max_retries,
+                                   x.state, x.started_at, x.attempts, x.worker
+                            FROM sync.job x WHERE x.id = u.id OFFSET 0) j
+        WHERE (j.state <> 'running' OR j.worker = batch_finish.worker_id)
           AND u.state = ANY ('{done,failed,cancelled,retry,skipped}'::text[])
     ), done AS (
         UPDATE sync.job j
         SET state = o.state, attempts = o.tries, result = o.result, warning = o.warning,
+            worker = batch_finish.worker_id, started_at = o.started_at,
             error = CASE WHEN o.retryable AND o.state = 'failed'
                          THEN pg_catalog.format('gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
                          ELSE o.error END,
@@ -421,6 +455,10 @@ BEGIN
         RETURNING 1
     ), handled AS (
         DELETE FROM sync.job_cancel c WHERE c.job_id = ANY (ids)
+    ), counted AS (
+        -- Interruptions recorded while the batch ran (its worker seemed dead): this try
+        -- ended after all.
+        DELETE FROM sync.job_interrupted i WHERE i.job_id = ANY (ids)
     ), logged AS (
         -- Runs whether or not it is referenced, like every data-modifying CTE.
         INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
@@ -456,9 +494,9 @@ DECLARE
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
     UPDATE sync.job AS x SET state = 'failed', error = message, attempts = x.attempts + 1,
+                             worker = batch_fail_job.worker_id, started_at = now(),
                              finished_at = pg_catalog.clock_timestamp()
-    WHERE x.id = job_id AND x.state = 'running'
-      AND x.worker = worker_id
+    WHERE x.id = job_id AND x.state = 'pending'
     RETURNING x.id, x.project_id, x.task_id, x.trigger_name, x.started_at INTO j;
     IF NOT FOUND THEN
         RETURN false;
@@ -468,15 +506,16 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executors: fail one running job of their worker whose transaction could not commit (token-checked).';
+COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executors: fail one pending job whose batch transaction could not commit, even alone (token-checked).';
 
 -- Log lines of jobs still running, written as they happen by the executor's log
 -- connection (outside the batch transaction, so that they show at once and survive the
--- job's rollback or its executor's death). Project, task, trigger and start come from
--- the job's row, never from the caller; lines of jobs that are not running for this
--- worker are dropped. A plain read of sync.job: the batch's row lock does not block it.
+-- job's rollback or its executor's death). Project, task and trigger come from the
+-- job's row, never from the caller; the try's start from the caller (the batch that
+-- runs it has not committed it yet); lines of another worker's webhook calls are
+-- dropped. A plain read of sync.job: the batch's row lock does not block it.
 CREATE FUNCTION sync.job_log(worker_id integer, token text, log_job bigint[],
-    log_at timestamptz[], log_level text[], log_kind text[], log_recipient text[], log_message text[])
+    log_job_started timestamptz[], log_at timestamptz[], log_level text[], log_kind text[], log_recipient text[], log_message text[])
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -485,17 +524,17 @@ BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
     INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
                           level, kind, recipient, message)
-    SELECT u.at, j.project_id, j.task_id, j.trigger_name, j.id, j.started_at,
+    SELECT u.at, j.project_id, j.task_id, j.trigger_name, j.id, u.started,
            u.level, u.kind, u.recipient, u.message
-    FROM unnest(log_job, log_at, log_level, log_kind, log_recipient, log_message)
-         AS u(job_id, at, level, kind, recipient, message)
+    FROM unnest(log_job, log_job_started, log_at, log_level, log_kind, log_recipient, log_message)
+         AS u(job_id, started, at, level, kind, recipient, message)
     JOIN sync.job j ON j.id = u.job_id
-    WHERE j.state = 'running' AND j.worker = job_log.worker_id;
+    WHERE j.state <> 'running' OR j.worker = job_log.worker_id;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]) IS 'Executors: write log lines of jobs their worker is running, as they happen (token-checked); returns the number written.';
+COMMENT ON FUNCTION sync.job_log(integer, text, bigint[], timestamptz[], timestamptz[], text[], text[], text[], text[]) IS 'Executors: write log lines of jobs their worker is running, as they happen (token-checked); returns the number written.';
 
 -- Jobs queued with add_job by a job that succeeded: project, task, trigger, language and
 -- user come from the parent job's row, never from the caller.
@@ -514,8 +553,7 @@ BEGIN
          pg_catalog.jsonb_to_recordset(children) AS c(handler text, args jsonb, priority integer,
              eta timestamptz, eta_seconds double precision, max_retries integer, identity_key text,
              description text)
-    WHERE j.id = parent AND j.state = 'running'
-      AND j.worker = worker_id;
+    WHERE j.id = parent AND (j.state <> 'running' OR j.worker = batch_add_jobs.worker_id);
     RETURN n;
 END
 $$;

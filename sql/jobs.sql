@@ -1,12 +1,12 @@
 -- Job queue functions: buttons, manual retry/cancel, add_job with identity keys, cron
--- scheduling, and the queue maintenance that sync_worker calls (rescue, release, give up).
+-- scheduling, and the queue maintenance that sync_worker calls (rescue, interruptions).
 --
 -- How attempts and max_retries count (same meaning as OCA queue_job and Sync Studio):
---   attempts    = tries that ended or were cut short: counted when a try ends, when the
---                 executor running it dies, or when its worker dies while it runs (the
---                 supervisor publishes what each executor is running in
---                 sync.job_started). Claiming a job counts nothing: a worker that dies
---                 costs a try only to the jobs it was actually running.
+--   attempts    = tries that ended or were cut short: counted when a try ends, or, when
+--                 the executor or worker running it died (the supervisor publishes what
+--                 each executor is running in sync.job_started), by the next batch that
+--                 claims the job (sync.job_interrupted). Claiming a job counts nothing: a
+--                 worker that dies costs a try only to the jobs it was actually running.
 --   max_retries = tries in all while the job keeps raising RetryableJobError, the
 --                 first try included. With the default 5 the tries happen at once, then
 --                 5 min, 15 min, 60 min and 3 h after each failed try
@@ -263,6 +263,7 @@ BEGIN
         SET state = 'pending', eta = sync.clock(), attempts = 0, worker = NULL, error = NULL,
             result = NULL, warning = false, started_at = NULL, finished_at = NULL
         WHERE id = sync_retry_job.job_id;
+        DELETE FROM sync.job_interrupted i WHERE i.job_id = sync_retry_job.job_id;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'job % cannot be retried: another job with identity key "%" is pending or running', job_id, j.identity_key
             USING ERRCODE = 'unique_violation',
@@ -523,66 +524,6 @@ END
 $$;
 COMMENT ON FUNCTION sync.refuse_upgrade_with_live_workers(text) IS 'Called first by every upgrade script: raises object_in_use (nothing changes) while any worker of this database is alive.';
 
--- Claim up to n due pending jobs for worker `worker_id`, highest priority first: they
--- become running for it, committed at once, so that the rescue finds them if the worker
--- dies. A claim counts no try. The CTE picks the rows (LIMIT with SKIP LOCKED) before
--- the UPDATE touches any, and the clock is read once per statement.
-CREATE FUNCTION sync.claim_jobs(worker_id integer, n integer)
-RETURNS TABLE (id bigint, project_id bigint)
-LANGUAGE plpgsql ROWS 100 AS $$
-#variable_conflict use_column
-BEGIN
-    -- The claim's commit need not wait for its WAL flush (one flush less per batch,
-    -- and less pickup latency): a claim lost in a database crash leaves its jobs
-    -- pending, as if never claimed, and no batch can commit their outcome without
-    -- flushing the WAL, this claim's record included, first.
-    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
-    RETURN QUERY
-    WITH c AS (
-        SELECT j.id FROM sync.job j
-        WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock())
-        ORDER BY j.priority, j.eta, j.id
-        LIMIT n
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE sync.job j
-    SET state = 'running', worker = worker_id, started_at = now(), finished_at = NULL
-    FROM c
-    WHERE j.id = c.id
-    RETURNING j.id, j.project_id;
-END
-$$;
-COMMENT ON FUNCTION sync.claim_jobs(integer, integer) IS 'Used by workers: claim up to n due pending jobs (running for this worker, no try counted); returns (id, project_id). Sets synchronous_commit off for the calling transaction: call it alone in its transaction.';
-
--- `sync_worker run-job`: claim one job by id for a short-lived worker, whatever its
--- state (running it by hand is how a failed or done job is debugged). No try counted:
--- sync.batch_finish counts it when it ends, as for any job. Committed at once, so the
--- rescuer gives the job back if run-job dies.
-CREATE FUNCTION sync.claim_job(worker_id integer, job_id bigint) RETURNS boolean
-LANGUAGE sql AS $$
-    UPDATE sync.job j
-    SET state = 'running', worker = claim_job.worker_id, started_at = now(), finished_at = NULL
-    WHERE j.id = claim_job.job_id
-    RETURNING true;
-$$;
-COMMENT ON FUNCTION sync.claim_job(integer, bigint) IS 'Used by sync_worker run-job: claim job job_id for worker worker_id whatever its state (no try counted); NULL when there is no such job.';
-
--- What each worker's executors are running now, published by its supervisor every
--- 100 ms when it changed (sync.worker_running). Unlogged: it only matters while its
--- worker lives, and it is written often. A job listed here when its worker died had its
--- handler started, so the rescue counts that try; the worker's other claimed jobs
--- never started and go back without one.
-CREATE UNLOGGED TABLE sync.job_started (
-    worker     integer NOT NULL,
-    job_id     bigint NOT NULL,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (worker, job_id)
-);
-COMMENT ON TABLE sync.job_started IS 'Jobs whose handler is running now, per worker (published by each worker''s supervisor about every 100 ms).';
-COMMENT ON COLUMN sync.job_started.worker IS 'Worker (sync.worker.id) running the job.';
-COMMENT ON COLUMN sync.job_started.job_id IS 'The job whose handler is running.';
-COMMENT ON COLUMN sync.job_started.started_at IS 'When the supervisor first saw it running.';
-
 CREATE FUNCTION sync.worker_running(worker_id integer, job_ids bigint[]) RETURNS void
 LANGUAGE sql AS $$
     DELETE FROM sync.job_started r
@@ -593,128 +534,143 @@ LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION sync.worker_running(integer, bigint[]) IS 'Used by workers: publish the jobs whose handlers the worker''s executors are running now.';
 
--- Put back the running jobs of dead workers: the one(s) they were running count a try
--- (failed when sync.may_try_again says no), the others were only claimed. A webhook
--- call is never run twice: its job fails. Rows still locked (an executor's transaction
--- that has not ended yet) are skipped and picked up on a later call. Rescued jobs go
--- behind the jobs of their priority (eta now), so that the next worker does not claim
--- the same ones first.
+-- Tries cut short, recorded by the worker whose executor died running them or by the
+-- rescue of a dead worker's jobs, and counted by the next batch that claims the job
+-- (sync.count_interrupted, under that batch's row lock: the job is pending again the
+-- moment the dead transaction ends, and may be claimed before anyone else sees it).
+-- give_up: the try overran the hard time limit; the job fails.
+CREATE TABLE sync.job_interrupted (
+    id       bigserial PRIMARY KEY,
+    job_id   bigint NOT NULL REFERENCES sync.job ON DELETE CASCADE,
+    worker   integer,
+    reason   text NOT NULL,
+    give_up  boolean NOT NULL DEFAULT false,
+    at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX job_interrupted_job ON sync.job_interrupted (job_id);
+COMMENT ON TABLE sync.job_interrupted IS 'Tries cut short by a dying executor or worker, not counted yet: the next batch that claims the job counts them.';
+COMMENT ON COLUMN sync.job_interrupted.job_id IS 'The job whose try was cut short.';
+COMMENT ON COLUMN sync.job_interrupted.worker IS 'Worker (sync.worker.id) that was running it.';
+COMMENT ON COLUMN sync.job_interrupted.reason IS 'What cut it short, as the job''s error and log line say it.';
+COMMENT ON COLUMN sync.job_interrupted.give_up IS 'Fail the job (the try overran the hard time limit).';
+COMMENT ON COLUMN sync.job_interrupted.at IS 'When it was recorded.';
+SELECT pg_catalog.pg_extension_config_dump('sync.job_interrupted', '');
+
+-- Count the recorded interruptions of the jobs `locked` (rows the calling batch holds):
+-- each is a try; a job out of tries (sync.may_try_again, as a crash) or given up is
+-- failed, a job sync_cancel_job asked to stop is cancelled, the others will run again.
+-- Returns the jobs still to run. Every interruption gets its log line.
+CREATE FUNCTION sync.count_interrupted(locked bigint[]) RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    gone bigint[];
+BEGIN
+    WITH taken AS (
+        DELETE FROM sync.job_interrupted i WHERE i.job_id = ANY (locked)
+        RETURNING i.job_id, i.worker, i.reason, i.give_up, i.id
+    ), per_job AS (
+        SELECT t.job_id, count(*)::integer AS cut, bool_or(t.give_up) AS give_up,
+               (pg_catalog.array_agg(t.reason ORDER BY t.id DESC))[1] AS reason
+        FROM taken t GROUP BY t.job_id
+    ), verdict AS (
+        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, pj.reason,
+               j.attempts + pj.cut AS tries,
+               CASE WHEN c.requested_by IS NOT NULL THEN 'cancelled'
+                    WHEN pj.give_up OR NOT sync.may_try_again(j.attempts + pj.cut, j.max_retries, true)
+                        THEN 'failed'
+                    ELSE 'pending' END AS state,
+               c.requested_by
+        FROM per_job pj
+        JOIN sync.job j ON j.id = pj.job_id
+        LEFT JOIN sync.job_cancel c ON c.job_id = j.id
+    ), upd AS (
+        UPDATE sync.job j
+        SET state = v.state, attempts = v.tries,
+            error = CASE WHEN v.state = 'cancelled' THEN pg_catalog.format('cancelled by %s: %s', v.requested_by, v.reason)
+                         ELSE v.reason END,
+            finished_at = CASE WHEN v.state = 'pending' THEN NULL ELSE pg_catalog.clock_timestamp() END
+        FROM verdict v WHERE j.id = v.id
+        RETURNING j.id, j.state
+    ), uncancel AS (
+        DELETE FROM sync.job_cancel c WHERE c.job_id IN (SELECT v.id FROM verdict v WHERE v.state = 'cancelled')
+    ), logged AS (
+        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+        SELECT v.project_id, v.task_id, v.trigger_name, v.id, v.started_at,
+               CASE v.state WHEN 'failed' THEN 'error' ELSE 'warning' END,
+               CASE v.state
+                   WHEN 'cancelled' THEN pg_catalog.format('job cancelled by %s: %s', v.requested_by, v.reason)
+                   WHEN 'failed' THEN pg_catalog.format('job failed: %s (try %s)', v.reason, v.tries)
+                   ELSE pg_catalog.format('job interrupted: %s (try %s); it will run again', v.reason, v.tries) END
+        FROM verdict v
+    )
+    SELECT pg_catalog.array_agg(u.id) INTO gone FROM upd u WHERE u.state <> 'pending';
+    RETURN ARRAY(SELECT l FROM unnest(locked) AS l WHERE l <> ALL (coalesce(gone, '{}')));
+END
+$$;
+COMMENT ON FUNCTION sync.count_interrupted(bigint[]) IS 'Used by sync.batch_lock: count the recorded interruptions of the jobs a batch has just locked; returns the jobs still to run.';
+
+-- The handlers dead workers were running: their tries were cut short (recorded in
+-- sync.job_interrupted, counted by the batch that claims the job next). Their other
+-- jobs need nothing: a claim is only a lock, gone with the dead connection. A webhook
+-- call's job row only exists once its batch commits, so none is left running; rows
+-- still running for a dead worker (written by a version that committed claims) go back
+-- to pending, webhook rows failed (a call never runs twice).
 CREATE FUNCTION sync.rescue_jobs() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
+    m integer;
 BEGIN
-    WITH dead AS (
-        SELECT j.id, j.worker,
-               EXISTS (SELECT 1 FROM sync.job_started r WHERE r.worker = j.worker AND r.job_id = j.id) AS ran
-        FROM sync.job j
-        WHERE j.state = 'running'
-          AND (j.worker IS NULL OR j.worker NOT IN (SELECT sync.live_workers()))
-        FOR UPDATE OF j SKIP LOCKED
-    ), verdict AS (
-        SELECT d.id, d.ran, j.attempts + d.ran::integer AS tries,
-               CASE WHEN j.trigger_kind = 'webhook' THEN false
-                    WHEN NOT d.ran THEN true
-                    ELSE sync.may_try_again(j.attempts + 1, j.max_retries, true) END AS again
-        FROM dead d JOIN sync.job j ON j.id = d.id
-    ), upd AS (
-        UPDATE sync.job j
-        SET state = CASE WHEN v.again THEN 'pending' ELSE 'failed' END,
-            attempts = v.tries,
-            eta = CASE WHEN v.again THEN greatest(j.eta, (SELECT sync.clock())) ELSE j.eta END,
-            error = CASE WHEN v.again THEN j.error
-                         ELSE pg_catalog.format('worker %s stopped while running this job (try %s); giving up', j.worker, v.tries) END,
-            finished_at = CASE WHEN v.again THEN NULL ELSE pg_catalog.clock_timestamp() END
-        FROM verdict v WHERE j.id = v.id
-        RETURNING j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.state, j.worker, v.ran
-    ), forgotten AS (
+    WITH gone AS (
         DELETE FROM sync.job_started r
         WHERE r.worker NOT IN (SELECT sync.live_workers())
-          AND NOT EXISTS (SELECT 1 FROM sync.job j WHERE j.id = r.job_id AND j.state = 'running'
-                          AND j.worker = r.worker AND j.id NOT IN (SELECT upd.id FROM upd))
-    ), logged AS (
-        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
-        SELECT project_id, task_id, trigger_name, id, started_at,
-               CASE state WHEN 'failed' THEN 'error' ELSE 'warning' END,
-               CASE WHEN state = 'failed' THEN pg_catalog.format('job failed: worker %s stopped while running it too many times', worker)
-                    ELSE pg_catalog.format('job interrupted: worker %s stopped while running it; it will run again', worker) END
-        FROM upd WHERE ran OR state = 'failed'
-        RETURNING 1
+        RETURNING r.worker, r.job_id
     )
-    SELECT count(*) INTO n FROM upd;
-    IF n > 0 THEN
-        PERFORM pg_notify('sync_job', '');
-    END IF;
-    RETURN n;
-END
-$$;
-COMMENT ON FUNCTION sync.rescue_jobs() IS 'Put the running jobs of dead workers back to pending (a try counted only for the jobs they were running; failed after too many tries); called by every worker every few seconds.';
-
--- Give back jobs a worker claimed but did not run (shutdown, lost connection): pending
--- again; claims count no try.
-CREATE FUNCTION sync.release_jobs(ids bigint[], worker_id integer) RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    n integer;
-BEGIN
-    UPDATE sync.job
-    SET state = 'pending'
-    WHERE id = ANY (ids) AND state = 'running' AND worker = worker_id;
+    INSERT INTO sync.job_interrupted (job_id, worker, reason)
+    SELECT g.job_id, g.worker, pg_catalog.format('worker %s stopped while running this job', g.worker)
+    FROM gone g JOIN sync.job j ON j.id = g.job_id
+    WHERE j.state = 'pending';
     GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
+    UPDATE sync.job j
+    SET state = CASE WHEN j.trigger_kind = 'webhook' THEN 'failed' ELSE 'pending' END,
+        error = CASE WHEN j.trigger_kind = 'webhook'
+                     THEN pg_catalog.format('worker %s stopped while running this webhook call', j.worker)
+                     ELSE j.error END,
+        finished_at = CASE WHEN j.trigger_kind = 'webhook' THEN pg_catalog.clock_timestamp() END
+    WHERE j.id IN (SELECT x.id FROM sync.job x
+                   WHERE x.state = 'running'
+                     AND (x.worker IS NULL OR x.worker NOT IN (SELECT sync.live_workers()))
+                   FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS m = ROW_COUNT;
+    IF n + m > 0 THEN
         PERFORM pg_notify('sync_job', '');
     END IF;
-    RETURN n;
+    RETURN n + m;
 END
 $$;
-COMMENT ON FUNCTION sync.release_jobs(bigint[], integer) IS 'Give claimed jobs back (pending, no try counted); used by workers on shutdown.';
+COMMENT ON FUNCTION sync.rescue_jobs() IS 'Record the tries dead workers were running as cut short (counted when the job is claimed again), and put back what they left running; called by every worker every few seconds.';
 
 -- A job the worker had to stop: its executor overran the hard time limit (give_up) or
--- died while running it. The try counts; the job runs again unless sync.may_try_again
--- says no.
+-- died while running it. The try is recorded as cut short and counted by the batch that
+-- claims the job next (the dead executor's transaction may not have ended yet, and the
+-- job is anyone's the moment it does). NULL when the job is no longer pending (its
+-- batch committed before the executor died).
 CREATE FUNCTION sync.interrupt_job(job_id bigint, worker_id integer, reason text, give_up boolean)
 RETURNS text
 LANGUAGE plpgsql AS $$
-DECLARE
-    j record;
-    fail boolean;
-    cancelled_by name;
 BEGIN
-    SELECT id, project_id, task_id, trigger_name, started_at, attempts + 1 AS tries, max_retries INTO j
-    FROM sync.job WHERE id = job_id AND state = 'running' AND worker = worker_id FOR UPDATE;
+    DELETE FROM sync.job_started r WHERE r.worker = worker_id AND r.job_id = interrupt_job.job_id;
+    INSERT INTO sync.job_interrupted (job_id, worker, reason, give_up)
+    SELECT j.id, worker_id, reason, give_up FROM sync.job j
+    WHERE j.id = interrupt_job.job_id AND j.state = 'pending';
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    DELETE FROM sync.job_started r WHERE r.worker = worker_id AND r.job_id = interrupt_job.job_id;
-    SELECT c.requested_by INTO cancelled_by FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
-    IF FOUND THEN
-        UPDATE sync.job SET state = 'cancelled', error = format('cancelled by %s: %s', cancelled_by, reason),
-                            attempts = j.tries, finished_at = now()
-        WHERE id = job_id;
-        DELETE FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
-        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
-        VALUES (j.project_id, j.task_id, j.trigger_name, j.id, j.started_at, 'warning',
-                format('job cancelled by %s: %s', cancelled_by, reason));
-        RETURN 'cancelled';
-    END IF;
-    fail := give_up OR NOT sync.may_try_again(j.tries, j.max_retries, true);
-    UPDATE sync.job
-    SET state = CASE WHEN fail THEN 'failed' ELSE 'pending' END,
-        attempts = j.tries,
-        error = reason,
-        finished_at = CASE WHEN fail THEN now() END
-    WHERE id = job_id;
-    INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
-    VALUES (j.project_id, j.task_id, j.trigger_name, j.id, j.started_at,
-            CASE WHEN fail THEN 'error' ELSE 'warning' END,
-            CASE WHEN fail THEN 'job failed: ' || reason ELSE 'job interrupted: ' || reason || '; it will run again' END);
-    IF NOT fail THEN
-        PERFORM pg_notify('sync_job', '');
-    END IF;
-    RETURN CASE WHEN fail THEN 'failed' ELSE 'pending' END;
+    PERFORM pg_notify('sync_job', '');
+    RETURN CASE WHEN give_up THEN 'failed' ELSE 'pending' END;
 END
 $$;
-COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: the try counts; failed (hard time limit, or out of tries) or back to pending.';
+COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: the try is recorded as cut short (failed when give_up), and counted when the job is claimed again.';
 
 ------------------------------------------------------------------------------------
 -- Retention: finished jobs and their log lines are removed in small batches

@@ -177,10 +177,8 @@ REVOKE ALL ON sync.executor_credential FROM sync_admin;
 GRANT EXECUTE ON FUNCTION
     sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text),
     sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.enqueue_timed_triggers(),
-    sync.rescue_jobs(), sync.release_jobs(bigint[], integer),
-    sync.interrupt_job(bigint, integer, text, boolean),
+    sync.rescue_jobs(), sync.interrupt_job(bigint, integer, text, boolean),
     sync.worker_running(integer, bigint[]), sync.remove_expired_jobs(integer),
-    sync.claim_jobs(integer, integer), sync.claim_job(integer, bigint),
     sync.webhook_call_failed(text, integer, text)
     TO sync_admin;
 
@@ -195,10 +193,10 @@ GRANT EXECUTE ON FUNCTION sync.executor_login(), sync.executor_sync_roles(),
 ------------------------------------------------------------------------------------
 -- sync_executor: the batch functions (they check the worker's token).
 ------------------------------------------------------------------------------------
-GRANT EXECUTE ON FUNCTION sync.batch_lock(integer, text, bigint[]),
+GRANT EXECUTE ON FUNCTION sync.batch_lock(integer, text, bigint[], integer, boolean),
     sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_fail_job(integer, text, bigint, text),
-    sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]),
+    sync.job_log(integer, text, bigint[], timestamptz[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_add_jobs(integer, text, bigint, jsonb),
     sync.batch_webhook_jobs(integer, text, bigint[], jsonb[], timestamptz, name)
     TO sync_executor;

@@ -487,13 +487,43 @@ COMMENT ON COLUMN sync.log.kind IS 'message, data_out (sent to an external syste
 COMMENT ON COLUMN sync.log.recipient IS 'For transmissions: the other side (URL, system).';
 COMMENT ON COLUMN sync.log.message IS 'The message or transmitted data.';
 
+-- What each worker's executors are running now, published by its supervisor every
+-- 100 ms when it changed (sync.worker_running). Unlogged: it only matters while its
+-- worker lives, and it is written often. A running job's row stays pending (it is
+-- locked by the batch running it, see sync.batch_lock), so this is where "running"
+-- shows; a job listed here when its worker died had its handler
+-- started, so the rescue records that try as cut short.
+CREATE UNLOGGED TABLE sync.job_started (
+    worker     integer NOT NULL,
+    job_id     bigint NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (worker, job_id)
+);
+CREATE INDEX job_started_job ON sync.job_started (job_id);
+COMMENT ON TABLE sync.job_started IS 'Jobs whose handler is running now, per worker (published by each worker''s supervisor about every 100 ms).';
+COMMENT ON COLUMN sync.job_started.worker IS 'Worker (sync.worker.id) running the job.';
+COMMENT ON COLUMN sync.job_started.job_id IS 'The job whose handler is running.';
+COMMENT ON COLUMN sync.job_started.started_at IS 'When the supervisor first saw it running.';
+
+-- A job's state as people see it: a job whose handler runs now is running. Its row
+-- stays pending (locked by the batch that runs it, see sync.batch_lock); its worker
+-- lists it in sync.job_started.
+CREATE FUNCTION sync.job_state(state text, job_id bigint) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN state = 'pending'
+                     AND EXISTS (SELECT 1 FROM sync.job_started s WHERE s.job_id = job_state.job_id)
+                THEN 'running' ELSE state END
+$$;
+COMMENT ON FUNCTION sync.job_state(text, bigint) IS 'The state of job job_id as people see it: running while its handler runs (its row says pending then), else its state column.';
+
 -- The start and end of a try that ends done (and the start of the try running now) are
 -- not written to sync.log: they would double the queue's writes per job. They are
--- derived here from the job's own timestamps (id NULL). Every other try's start is
--- written with its outcome.
+-- derived here from the job's own timestamps and from sync.job_started (id NULL). Every
+-- other try's start is written with its outcome. job_state says running for a job
+-- whose handler runs now (sync.job_state).
 CREATE VIEW sync.log_view AS
 SELECT l.id, l.created_at, l.project_id, p.name AS project, l.task_id, t.name AS task,
-       l.trigger_name, l.job_id, l.job_started_at, j.state AS job_state, l.level, l.kind,
+       l.trigger_name, l.job_id, l.job_started_at, sync.job_state(j.state, j.id) AS job_state, l.level, l.kind,
        l.recipient, l.message
 FROM sync.log l
 LEFT JOIN sync.project p ON p.id = l.project_id
@@ -509,14 +539,22 @@ CROSS JOIN LATERAL (
     SELECT j.started_at, 'info',
            pg_catalog.format('job started: %s() of task %s (try %s)', j.handler,
                              coalesce(t.name, '-'),
-                             CASE WHEN j.state = 'running' THEN j.attempts + 1 ELSE j.attempts END)
+                             j.attempts)
     UNION ALL
     SELECT j.finished_at, CASE WHEN j.warning THEN 'warning' ELSE 'info' END,
            CASE WHEN j.warning THEN 'job done with warnings' ELSE 'job done' END
-    WHERE j.state = 'done'
 ) AS e(at, level, message)
-WHERE j.state IN ('running', 'done') AND j.started_at IS NOT NULL
-  AND j.trigger_kind IS DISTINCT FROM 'webhook';
+WHERE j.state = 'done' AND j.started_at IS NOT NULL
+  AND j.trigger_kind IS DISTINCT FROM 'webhook'
+UNION ALL
+SELECT NULL, s.started_at, j.project_id, p.name, j.task_id, t.name, j.trigger_name, j.id,
+       s.started_at, 'running', 'info', 'message', NULL,
+       pg_catalog.format('job started: %s() of task %s (try %s)', j.handler,
+                         coalesce(t.name, '-'), j.attempts + 1)
+FROM sync.job_started s
+JOIN sync.job j ON j.id = s.job_id AND j.state = 'pending'
+JOIN sync.project p ON p.id = j.project_id
+LEFT JOIN sync.task t ON t.id = j.task_id;
 COMMENT ON VIEW sync.log_view IS 'Logs with project, task and job state, for filtering by name; with the start and end lines of tries that ended done (and of running tries), derived from the job (id NULL).';
 -- Columns of the job, log and worker tables and of log_view not described above.
 COMMENT ON COLUMN sync.worker.id IS 'Worker id.';

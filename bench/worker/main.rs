@@ -46,13 +46,16 @@ WITH c AS (
     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
 UPDATE bench_ref r SET state = 'done' FROM c WHERE r.id = c.id";
 
-/// The bare loop on sync.job claims the way a worker does (sync.claim_jobs, committed
-/// on its own so that the rescuer would find the jobs of a dead worker), then
-/// completes: two commits, the claim's without waiting for its WAL flush.
-const CLAIM: &str = "SELECT id FROM sync.claim_jobs(0, $1::bigint::integer)";
-
-const COMPLETE: &str =
-    "UPDATE sync.job SET state = 'done', finished_at = clock_timestamp() WHERE id = ANY ($1)";
+/// The bare loop on sync.job claims the way a worker's batch does (due pending jobs in
+/// its order, locked FOR NO KEY UPDATE SKIP LOCKED) and completes them in the same
+/// transaction: one statement, one commit, as the reference.
+const CLAIM_COMPLETE: &str = "
+WITH c AS (
+    SELECT id FROM sync.job WHERE state = 'pending' AND eta <= now()
+    ORDER BY priority, eta, id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)
+UPDATE sync.job j SET state = 'done', attempts = j.attempts + 1, worker = 0,
+    started_at = now(), finished_at = clock_timestamp()
+FROM c WHERE j.id = c.id";
 
 /// Round-robin over the given (project, task) pairs, so that consecutive jobs (and so
 /// every claim) mix projects.
@@ -92,7 +95,7 @@ fn say(what: &str) {
 /// pays for the dead rows or the dirty pages of the one before.
 async fn reset(c: &Client) {
     for sql in [
-        "TRUNCATE sync.log, sync.job_cancel, sync.job",
+        "TRUNCATE sync.log, sync.job_cancel, sync.job_interrupted, sync.job",
         "VACUUM ANALYZE sync.job",
         "CHECKPOINT",
     ] {
@@ -188,17 +191,7 @@ async fn bare_loop(url: &str, c: &Client, task: Task) -> f64 {
     reset(c).await;
     enqueue(c, &[task], JOBS).await;
     bare_clients(url, JOBS, |c| async move {
-        let ids: Vec<i64> = c
-            .query(CLAIM, &[&BATCH])
-            .await
-            .unwrap_or_else(|e| panic!("{CLAIM}: {e}"))
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if !ids.is_empty() {
-            run(&c, COMPLETE, &[&ids]).await;
-        }
-        ids.len() as u64
+        run(&c, CLAIM_COMPLETE, &[&BATCH]).await
     })
     .await
 }
@@ -271,7 +264,7 @@ async fn load_history(c: &Client, task: Task) {
 /// (time.time() in Python) minus the moment the insert's commit returned. Returns the
 /// p50 and p99 in ms.
 async fn latency(c: &Client, task: Task) -> (f64, f64) {
-    exec(c, "TRUNCATE sync.log, sync.job_cancel, sync.job").await;
+    exec(c, "TRUNCATE sync.log, sync.job_cancel, sync.job_interrupted, sync.job").await;
     let mut sent = Vec::with_capacity(LATENCY_JOBS);
     for _ in 0..LATENCY_JOBS {
         let id: i64 = c
@@ -425,7 +418,7 @@ async fn main() {
     say("bare loop on sync.job");
     let bare = bare_loop(&url, &c, main_task).await;
     b.record(
-        "bare SQL loop on sync.job (2 commits a batch)".into(),
+        "bare SQL loop on sync.job (1 commit a batch)".into(),
         bare,
         String::new(),
     )

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::executor::log_stream::LogStream;
 use crate::executor::status_page::StatusPage;
 use crate::executor::{Cancels, Executor};
+use crate::executor::protocol::Pick;
 use crate::python::{ProjectSource, Runtime, RuntimeError, RuntimeOptions};
 use crate::queue::registry::WorkerAuth;
 
@@ -59,8 +60,8 @@ fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> RunJobError {
     move |source| RunJobError::Db { what, source }
 }
 
-/// Claim the job for the short-lived worker, whatever its state (sync.claim_job).
-const CLAIM_SQL: &str = "SELECT sync.claim_job($2, $1)";
+/// Whether the job exists (its batch claims it whatever its state, see Pick::AnyState).
+const EXISTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM sync.job WHERE id = $1)";
 
 const REPORT_SQL: &str = "
 SELECT state, result, warning, error, (SELECT count(*) FROM sync.log_view l WHERE l.job_id = j.id)
@@ -126,11 +127,11 @@ fn run(worker: &crate::config::WorkerArgs, args: &RunJobArgs) -> Result<(), RunJ
         executor_database_url,
         false,
     ))?;
-    let claimed: Option<bool> = own_rt
-        .block_on(client.query_one(CLAIM_SQL, &[&args.job_id, &auth.worker]))
-        .map_err(db("claiming the job"))?
+    let exists: bool = own_rt
+        .block_on(client.query_one(EXISTS_SQL, &[&args.job_id]))
+        .map_err(db("finding the job"))?
         .get(0);
-    if claimed.is_none() {
+    if !exists {
         return Err(RunJobError::NoJob(args.job_id));
     }
     let job_client = job_rt
@@ -154,7 +155,7 @@ fn run(worker: &crate::config::WorkerArgs, args: &RunJobArgs) -> Result<(), RunJ
         throttle: Duration::ZERO,
         log_stream: LogStream::start(login.clone(), "sync_worker run-job (log)".into())?,
     };
-    let report = ex.run_batch(1, &auth, vec![args.job_id]);
+    let report = ex.run_batch(1, &auth, Pick::AnyState(args.job_id), &mut |_| {});
     if !report.completed.contains(&args.job_id) {
         let why = if !report.lost.is_empty() {
             "the database connection was lost"

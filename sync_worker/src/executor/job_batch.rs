@@ -1,12 +1,13 @@
-// One batch in an executor: lock the claimed jobs, run each in the batch transaction,
-// complete them all and write their log lines in one statement, commit (group commit).
+// One batch in an executor: claim its jobs (a row lock in the batch transaction), run
+// each in that transaction, complete them all and their log lines in one statement,
+// commit (group commit).
 //
 // The jobs' own writes and their completion commit together. Their log lines are
 // written as they happen by the log thread (log_stream.rs), outside the transaction, so
 // they show while the job runs and survive its rollback; lines the thread has not
 // written yet when the batch ends go in with the completion.
 use crate::executor::log_rows::LogRows;
-use crate::executor::protocol::{BatchReport, JobOutcome, WorkerAuth};
+use crate::executor::protocol::{BatchReport, JobOutcome, Pick, WorkerAuth};
 use crate::executor::Executor;
 use crate::job_state::TryEnd;
 use crate::python::JobSpec;
@@ -19,9 +20,9 @@ use tokio_postgres::Client;
 /// slow job does not hold up the jobs queued behind it.
 const TIME_SLICE: Duration = Duration::from_millis(100);
 
-/// The claimed rows this executor still owns, locked for the transaction (the rescuer
-/// skips locked rows): sync.batch_lock, which checks the worker's token.
-const LOCK_SQL: &str = "SELECT * FROM sync.batch_lock($1, $2, $3)";
+/// The claim: the batch's jobs locked for its transaction (sync.batch_lock, which
+/// checks the worker's token).
+const LOCK_SQL: &str = "SELECT * FROM sync.batch_lock($1, $2, $3, $4, $5)";
 
 /// Every job of the batch and every log line in one statement (sync.batch_finish). A
 /// retried job's eta comes from the database clock so tests can move time.
@@ -29,7 +30,7 @@ const FINISH_SQL: &str = "SELECT sync.batch_finish($1, $2, $3, $4, $5, $6, $7, $
     $11, $12, $13, $14, $15, $16, $17)";
 
 /// What the log says of a batch whose connection was lost: its jobs are not failed.
-const RERUN: &str = "its jobs will be re-run on a new connection";
+const RERUN: &str = "its jobs are pending again";
 
 /// One job as locked, with what the worker needs besides the JobSpec.
 pub(crate) struct Locked {
@@ -84,15 +85,22 @@ impl From<tokio_postgres::Error> for BatchError {
 }
 
 impl Executor {
-    /// Run the claimed jobs `ids` owned by worker `auth.worker`.
-    pub fn run_batch(&mut self, batch: u64, auth: &WorkerAuth, ids: Vec<i64>) -> BatchReport {
+    /// Claim the jobs `pick` for worker `auth.worker` and run them; `claimed` hears of
+    /// the (job, project) claimed before they run.
+    pub fn run_batch(
+        &mut self,
+        batch: u64,
+        auth: &WorkerAuth,
+        pick: Pick,
+        claimed: &mut dyn FnMut(&[(i64, i64)]),
+    ) -> BatchReport {
         let mut report = BatchReport {
             batch,
             ..Default::default()
         };
         self.log_stream.warm();
         let t_lock = Instant::now();
-        let locked = match self.rt.block_on(lock(&self.job, &ids, auth)) {
+        let locked = match self.rt.block_on(lock(&self.job, &pick, auth)) {
             Ok(rows) => rows,
             Err(e) => {
                 let _ = self.rt.block_on(self.job.batch_execute("ROLLBACK"));
@@ -106,10 +114,13 @@ impl Executor {
                     // Not expected: do not let the batch bounce back at full speed.
                     std::thread::sleep(Duration::from_secs(1));
                 }
-                report.lost = ids;
+                report.lost = pick.ids();
                 return report;
             }
         };
+        let ids: Vec<i64> = locked.iter().map(|r| r.get(0)).collect();
+        let projects: Vec<(i64, i64)> = locked.iter().map(|r| (r.get(0), r.get(1))).collect();
+        claimed(&projects);
         let mut jobs = Vec::with_capacity(locked.len());
         for row in &locked {
             jobs.push(self.locked(row));
@@ -310,11 +321,17 @@ pub(crate) fn clamp_limit(task: Option<f64>, default: Duration, ceiling: Option<
 
 async fn lock(
     client: &Client,
-    ids: &[i64],
+    pick: &Pick,
     auth: &WorkerAuth,
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let (ids, n, any_state): (Option<Vec<i64>>, i32, bool) = match pick {
+        Pick::Due(n) => (None, i32::try_from(*n).unwrap_or(i32::MAX), false),
+        Pick::Ids(ids) => (Some(ids.clone()), 0, false),
+        Pick::AnyState(id) => (Some(vec![*id]), 0, true),
+    };
     let begin = client.batch_execute("BEGIN");
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&auth.worker, &auth.token, &ids];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&auth.worker, &auth.token, &ids, &n, &any_state];
     let rows = client.query(LOCK_SQL, &params);
     let (b, r) = tokio::join!(begin, rows);
     b?;

@@ -48,7 +48,7 @@ impl Executor {
         let streamed = Rc::new(RefCell::new(Logged::default()));
         let sink: LogSink = {
             let (mask, streamed) = (mask.clone(), streamed.clone());
-            let mut send = self.log_stream.sender(auth, spec.job_id);
+            let mut send = self.log_stream.sender(auth, spec.job_id, spec.started_at);
             Box::new(move |line: LogLine| {
                 let line = line.masked(&mask).normalized();
                 streamed.borrow_mut().note(&line);

@@ -27,11 +27,13 @@ const MOST: usize = 1000;
 /// After a failed connection, no new attempt before this (lines go with the batch then).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-const WRITE_SQL: &str = "SELECT sync.job_log($1, $2, $3, $4, $5, $6, $7, $8)";
+const WRITE_SQL: &str = "SELECT sync.job_log($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /// One line of a running job, masked and normalized.
 pub(crate) struct Streamed {
     pub job: i64,
+    /// The start of the job's try (its batch has not committed it yet).
+    pub started: DateTime<Utc>,
     pub line: LogLine,
 }
 
@@ -77,8 +79,14 @@ impl LogStream {
         }
     }
 
-    /// A sink for the lines of job `job` of worker `auth` (already masked).
-    pub fn sender(&self, auth: &WorkerAuth, job: i64) -> impl FnMut(LogLine) + 'static {
+    /// A sink for the lines of job `job` (its try started at `started`) of worker `auth`
+    /// (already masked).
+    pub fn sender(
+        &self,
+        auth: &WorkerAuth,
+        job: i64,
+        started: DateTime<Utc>,
+    ) -> impl FnMut(LogLine) + 'static {
         let tx = self.tx.clone();
         let shared = self.shared.clone();
         let auth = auth.clone();
@@ -86,7 +94,10 @@ impl LogStream {
             shared.unwritten.fetch_add(1, Ordering::AcqRel);
             // A dead thread (it cannot be, short of a panic) loses nothing that matters
             // more than the job: its lines are then simply not written as they happen.
-            let _ = tx.send(Msg::Line(auth.clone(), Streamed { job, line }));
+            let _ = tx.send(Msg::Line(
+                auth.clone(),
+                Streamed { job, started, line },
+            ));
         }
     }
 
@@ -198,6 +209,7 @@ impl Writer {
         };
         let lines = &self.lines[..n];
         let job: Vec<i64> = lines.iter().map(|(_, s)| s.job).collect();
+        let started: Vec<DateTime<Utc>> = lines.iter().map(|(_, s)| s.started).collect();
         let at: Vec<DateTime<Utc>> = lines.iter().map(|(_, s)| s.line.at).collect();
         let level: Vec<&str> = lines.iter().map(|(_, s)| s.line.level.as_str()).collect();
         let kind: Vec<&str> = lines.iter().map(|(_, s)| s.line.kind.as_str()).collect();
@@ -212,6 +224,7 @@ impl Writer {
                 &auth.worker,
                 &auth.token,
                 &job,
+                &started,
                 &at,
                 &level,
                 &kind,

@@ -14,7 +14,7 @@ pub mod webhook_batch;
 use crate::config::parse_duration;
 use crate::executor::log_stream::LogStream;
 use crate::executor::protocol::{
-    read_frame, write_frame, BatchReport, FromExecutor, Login, ToExecutor, WebhookCall,
+    read_frame, write_frame, BatchReport, FromExecutor, Login, Pick, ToExecutor, WebhookCall,
     WebhookReply, WorkerAuth,
 };
 use crate::executor::status_page::StatusPage;
@@ -99,8 +99,8 @@ impl Cancels {
 }
 
 enum Work {
-    /// (batch, auth, job ids)
-    Jobs(u64, WorkerAuth, Vec<i64>),
+    /// (batch, auth, which jobs it claims)
+    Jobs(u64, WorkerAuth, Pick),
     /// (batch, auth, the worker's login, calls)
     Webhooks(u64, WorkerAuth, String, Vec<WebhookCall>),
 }
@@ -250,8 +250,23 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
             }
         }
         match work {
-            Work::Jobs(batch, auth, ids) => {
-                let report = ex.run_batch(batch, &auth, ids);
+            Work::Jobs(batch, auth, pick) => {
+                let asked = match &pick {
+                    Pick::Due(n) => *n,
+                    other => other.ids().len(),
+                };
+                let mut pipe_ok = Ok(());
+                let report = ex.run_batch(batch, &auth, pick, &mut |jobs| {
+                    pipe_ok = send(
+                        &out,
+                        &FromExecutor::Claimed {
+                            batch,
+                            jobs: jobs.to_vec(),
+                            asked,
+                        },
+                    );
+                });
+                pipe_ok?;
                 send(&out, &FromExecutor::Report(report))?;
             }
             Work::Webhooks(batch, auth, caller, calls) => {
@@ -266,9 +281,9 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
 /// queue, webhook calls are answered 503 (the sender may try again).
 fn give_back(work: Work) -> FromExecutor {
     match work {
-        Work::Jobs(batch, _, ids) => FromExecutor::Report(BatchReport {
+        Work::Jobs(batch, _, pick) => FromExecutor::Report(BatchReport {
             batch,
-            unstarted: ids,
+            unstarted: pick.ids(),
             ..Default::default()
         }),
         Work::Webhooks(batch, _, _, calls) => FromExecutor::WebhookReplies {
@@ -409,8 +424,8 @@ fn read_messages(
         let mut inbox = lock.lock().unwrap_or_else(|e| e.into_inner());
         match msg {
             ToExecutor::Login(_) => {}
-            ToExecutor::Batch { batch, auth, jobs } => {
-                inbox.batches.push_back(Work::Jobs(batch, auth, jobs));
+            ToExecutor::Batch { batch, auth, pick } => {
+                inbox.batches.push_back(Work::Jobs(batch, auth, pick));
             }
             ToExecutor::Webhooks {
                 batch,
@@ -437,13 +452,13 @@ fn read_messages(
                     .iter()
                     .position(|b| matches!(b, Work::Jobs(id, _, _) if *id == batch));
                 if let Some(pos) = pos {
-                    if let Some(Work::Jobs(batch, _, ids)) = inbox.batches.remove(pos) {
+                    if let Some(Work::Jobs(batch, _, pick)) = inbox.batches.remove(pos) {
                         drop(inbox);
                         let _ = send(
                             &out,
                             &FromExecutor::Report(BatchReport {
                                 batch,
-                                unstarted: ids,
+                                unstarted: pick.ids(),
                                 ..Default::default()
                             }),
                         );

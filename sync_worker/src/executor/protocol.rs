@@ -16,11 +16,11 @@ const MAX_FRAME: usize = 64 << 20;
 pub enum ToExecutor {
     /// First message: how to log in.
     Login(Login),
-    /// Run these claimed jobs (owned by `auth.worker`) in one transaction.
+    /// Claim jobs for worker `auth.worker` and run them in one transaction.
     Batch {
         batch: u64,
         auth: WorkerAuth,
-        jobs: Vec<i64>,
+        pick: Pick,
     },
     /// Give this batch back unstarted if it has not started yet.
     Recall { batch: u64 },
@@ -53,6 +53,13 @@ pub enum FromExecutor {
     Ready {
         backend_pid: i32,
     },
+    /// A batch has claimed these (job, project) of the `asked` it could have, and is
+    /// about to run them.
+    Claimed {
+        batch: u64,
+        jobs: Vec<(i64, i64)>,
+        asked: usize,
+    },
     Report(BatchReport),
     /// The answers to a Webhooks batch, sent once its transaction committed.
     WebhookReplies {
@@ -66,6 +73,29 @@ pub enum FromExecutor {
     NeedProject {
         project_id: i64,
     },
+}
+
+/// Which jobs a batch claims (sync.batch_lock): the claim is its transaction's row lock.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Pick {
+    /// Up to this many due pending jobs, highest priority first.
+    Due(usize),
+    /// These jobs, if still pending (run one by one to find a culprit).
+    Ids(Vec<i64>),
+    /// This job whatever its state (`sync_worker run-job`).
+    AnyState(i64),
+}
+
+impl Pick {
+    /// The ids it names (none for Due).
+    pub fn ids(&self) -> Vec<i64> {
+        match self {
+            Pick::Due(_) => Vec::new(),
+            Pick::Ids(ids) => ids.clone(),
+            Pick::AnyState(id) => vec![*id],
+        }
+    }
 }
 
 /// How one job try ended, for the metrics.
@@ -82,10 +112,11 @@ pub struct BatchReport {
     pub batch: u64,
     /// Committed: done, failed, cancelled, or pending again for a retry.
     pub completed: Vec<i64>,
-    /// Not started (the batch ran out of its time slice, was recalled or stopped).
+    /// Not started (the batch ran out of its time slice, was recalled or stopped):
+    /// pending and unlocked again, anyone's to claim.
     pub unstarted: Vec<i64>,
-    /// The connection was lost before the commit was confirmed: still claimed, to be
-    /// run again (a committed job is skipped by the next try).
+    /// The connection was lost before the commit was confirmed: pending again unless
+    /// the commit went through.
     pub lost: Vec<i64>,
     /// The batch's commit failed with an SQL error (e.g. a deferred constraint of some
     /// job): to be run again one per transaction to find the culprit.

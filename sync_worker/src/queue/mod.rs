@@ -1,6 +1,6 @@
-// The job queue as the worker uses it: claiming (sync.claim_jobs), the worker's identity
-// and liveness, the rescuer of dead workers' jobs, and the scheduler that enqueues crons.
-pub mod claim;
+// The job queue as the worker uses it: the doorbell cleared before claims, the worker's
+// identity and liveness, the rescuer of dead workers' tries, and the cron scheduler.
+pub mod doorbell;
 pub mod registry;
 pub mod rescuer;
 pub mod scheduler;

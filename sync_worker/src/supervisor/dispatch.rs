@@ -1,5 +1,5 @@
-// Claiming and dispatching: which executors want work, how big their batches are,
-// claiming for them (sync.claim_jobs) and sharing the ready jobs out; requeueing.
+// Dispatching: which executors want work, how big their batches are, sending them
+// claims of due jobs (each batch claims in its own transaction) or jobs to run alone.
 use super::*;
 
 impl Supervisor {
@@ -28,43 +28,77 @@ impl Supervisor {
             let Some(q) = &self.queue else {
                 return;
             };
-            let total: usize = wanting.iter().map(|&i| self.desired(i)).sum();
-            let worker = q.worker;
-            match timeout(STATEMENT_TIMEOUT, claim(&q.client, total, worker)).await {
-                Ok(Ok(claimed)) => {
-                    let ids = claimed.jobs;
-                    if ids.len() < total {
-                        self.wanted = false;
-                        if claimed.was_rung {
-                            self.recheck_at = Some(Instant::now() + DOORBELL_RECHECK);
-                        }
+            match timeout(STATEMENT_TIMEOUT, clear_doorbell(&q.client)).await {
+                Ok(Ok(was_rung)) => {
+                    if was_rung {
+                        // A transaction that saw it rung may still be committing jobs
+                        // that these claims cannot see yet.
+                        self.recheck_at = Some(Instant::now() + DOORBELL_RECHECK);
                     }
-                    if ids.is_empty() {
-                        return;
-                    }
-                    self.count_claims(&ids).await;
-                    self.ready
-                        .extend(ids.into_iter().map(|(id, _)| (id, false)));
                 }
                 Ok(Err(e)) => {
                     if pg::is_connection_error(&e) {
                         self.queue_lost(&pg::describe(&e));
                     } else {
-                        tracing::error!("claiming jobs failed: {}", pg::describe(&e));
+                        tracing::error!("clearing the doorbell failed: {}", pg::describe(&e));
                         self.wanted = false;
                     }
                     return;
                 }
                 Err(_) => {
-                    self.queue_lost("claiming jobs timed out");
+                    self.queue_lost("clearing the doorbell timed out");
                     return;
                 }
+            }
+            self.send_claims(&wanting);
+            return;
+        }
+    }
+
+    /// Send each executor in `wanting` a batch that claims up to its batch size of due
+    /// jobs, in its own transaction (sync.batch_lock).
+    fn send_claims(&mut self, wanting: &[usize]) {
+        let Some((worker, auth)) = self.queue.as_ref().map(|q| (q.worker, q.auth.clone())) else {
+            return;
+        };
+        for &i in wanting {
+            let n = self.desired(i);
+            let batch = self.next_batch;
+            self.next_batch += 1;
+            if let Some(p) = self.pools.jobs.slots[i].proc.as_mut() {
+                p.dispatch(
+                    Inflight {
+                        batch,
+                        worker,
+                        jobs: Vec::new(),
+                        due: Some(n),
+                    },
+                    &auth,
+                );
             }
         }
     }
 
-    /// Share the ready jobs between the job executors that want work (slots of the
-    /// job pool), evenly, each at most its batch size; a job marked solo goes alone.
+    /// A batch of executor `p` claimed `jobs` of the `asked` it could: fewer means the
+    /// queue has no more due jobs for now.
+    pub(super) async fn on_claimed(&mut self, id: SlotId, batch: u64, jobs: Vec<(i64, i64)>, asked: usize) {
+        let due = {
+            let Some(p) = self.pools.slot_mut(id).proc.as_mut() else {
+                return;
+            };
+            let Some(b) = p.inflight.iter_mut().find(|b| b.batch == batch) else {
+                return;
+            };
+            b.jobs = jobs.iter().map(|&(j, _)| j).collect();
+            b.due.is_some()
+        };
+        if due && jobs.len() < asked {
+            self.wanted = false;
+        }
+        self.count_claims(&jobs).await;
+    }
+
+    /// Share the jobs to run one by one out to the job executors that want work.
     fn distribute(&mut self, wanting: &[usize]) {
         let Some((worker, auth)) = self.queue.as_ref().map(|q| (q.worker, q.auth.clone())) else {
             self.ready.clear();
@@ -80,6 +114,7 @@ impl Supervisor {
                         batch,
                         worker,
                         jobs,
+                        due: None,
                     },
                     &auth,
                 );
@@ -87,20 +122,18 @@ impl Supervisor {
         }
     }
 
-    /// Jobs of a batch that must run again: back to the front of the ready queue while
-    /// they are ours, to the release list when stopping.
-    pub(super) fn requeue(&mut self, worker: i32, ids: Vec<i64>, solo: bool) {
-        if ids.is_empty() {
+    /// Jobs of a batch that must run again, one per transaction (its commit failed, or
+    /// its executor died unexplained): to the front of the ready queue, unless stopping
+    /// or no longer ours (they are pending: any batch may claim them).
+    pub(super) fn requeue(&mut self, worker: i32, ids: Vec<i64>) {
+        if ids.is_empty() || self.stopping.is_some() {
             return;
         }
-        if self.stopping.is_some() {
-            self.release.extend(ids.into_iter().map(|id| (worker, id)));
-        } else if self.queue.as_ref().is_some_and(|q| q.worker == worker) {
+        if self.queue.as_ref().is_some_and(|q| q.worker == worker) {
             for id in ids.into_iter().rev() {
-                self.ready.push_front((id, solo));
+                self.ready.push_front((id, true));
             }
         }
-        // Otherwise they belong to a previous connection: the rescuers handle them.
     }
 
     pub(super) async fn count_claims(&mut self, ids: &[(i64, i64)]) {

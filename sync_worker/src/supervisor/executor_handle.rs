@@ -2,7 +2,7 @@
 // send it messages, turn what it says (and its exit) into events for the main loop.
 use crate::config::Config;
 use crate::executor::protocol::{
-    read_frame_async, write_frame_async, FromExecutor, Login, ToExecutor, WorkerAuth,
+    read_frame_async, write_frame_async, FromExecutor, Login, Pick, ToExecutor, WorkerAuth,
 };
 use crate::executor::status_page::StatusPage;
 use crate::supervisor::pool::{Kind, SlotId};
@@ -17,7 +17,11 @@ use tokio::sync::mpsc;
 pub struct Inflight {
     pub batch: u64,
     pub worker: i32,
+    /// Its jobs: those it was sent, or, for a claim of due jobs, those it said it
+    /// claimed (none until then).
     pub jobs: Vec<i64>,
+    /// A claim of up to this many due jobs (None: the jobs above).
+    pub due: Option<usize>,
 }
 
 /// What an executor did, tagged with its slot and generation (a respawned executor
@@ -230,10 +234,14 @@ impl ExecutorProc {
     }
 
     pub fn dispatch(&mut self, batch: Inflight, auth: &WorkerAuth) {
+        let pick = match batch.due {
+            Some(n) => Pick::Due(n),
+            None => Pick::Ids(batch.jobs.clone()),
+        };
         self.send(ToExecutor::Batch {
             batch: batch.batch,
             auth: auth.clone(),
-            jobs: batch.jobs.clone(),
+            pick,
         });
         self.inflight.push_back(batch);
     }

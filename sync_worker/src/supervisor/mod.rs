@@ -23,7 +23,7 @@ use crate::executor::protocol::{
 use crate::executor::status_page::monotonic_ns;
 use crate::http;
 use crate::pg::{self, Backoff, Note};
-use crate::queue::claim::claim;
+use crate::queue::doorbell::clear_doorbell;
 use crate::queue::registry::{self, RegisterError};
 use crate::queue::{rescuer, scheduler as cron};
 use crate::shared::{Shared, State, SupervisorCommand};
@@ -100,8 +100,8 @@ pub struct Supervisor {
     pools: Pools,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
-    /// Claimed by the current worker id, not sent to an executor yet; `true` = run it
-    /// alone in its transaction.
+    /// Jobs to run again one per transaction (pending: the batch that failed with them
+    /// rolled back), not sent to an executor yet; `true` = alone in its transaction.
     ready: VecDeque<(i64, bool)>,
     /// The queue may hold due jobs (a notification, a poll tick, a full claim).
     wanted: bool,
@@ -109,8 +109,6 @@ pub struct Supervisor {
     /// Set on the first stop signal: the end of the grace period.
     stopping: Option<Instant>,
     forced: bool,
-    /// Claimed jobs to give back before exiting: (worker, job).
-    release: Vec<(i32, i64)>,
     cleanups: Vec<Cleanup>,
     completed: u64,
     state: Shared,
@@ -231,7 +229,6 @@ pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<()
         next_batch: 1,
         stopping: None,
         forced: false,
-        release: Vec::new(),
         cleanups: Vec::new(),
         completed: 0,
         state,

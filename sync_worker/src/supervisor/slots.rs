@@ -65,6 +65,9 @@ impl Supervisor {
                         }
                         self.pools.slot_mut(id).failures = 0;
                     }
+                    FromExecutor::Claimed { batch, jobs, asked } => {
+                        self.on_claimed(id, batch, jobs, asked).await;
+                    }
                     FromExecutor::Report(r) => {
                         let Some(pos) = p.inflight.iter().position(|b| b.batch == r.batch) else {
                             return;
@@ -75,9 +78,11 @@ impl Supervisor {
                         p.recalled = false;
                         p.observe(r.busy_secs, r.ran);
                         self.completed += r.completed.len() as u64;
-                        self.requeue(b.worker, r.unstarted, false);
-                        self.requeue(b.worker, r.lost, false);
-                        self.requeue(b.worker, r.split, true);
+                        // Unstarted and lost jobs are pending again, anyone's to claim.
+                        if !r.unstarted.is_empty() || !r.lost.is_empty() {
+                            self.wanted = true;
+                        }
+                        self.requeue(b.worker, r.split);
                         for o in &r.outcomes {
                             self.state.metrics.job_finished(&o.project, o.state, o.secs);
                         }
@@ -183,8 +188,12 @@ impl Supervisor {
                 }
             }
             // Jobs of a batch that died unexplained run alone next time, so that a
-            // second death points at its job.
-            self.requeue(b.worker, others, unexplained);
+            // second death points at its job; the others are pending again.
+            if unexplained {
+                self.requeue(b.worker, others);
+            } else {
+                self.wanted = true;
+            }
         }
         let cleanup = Cleanup {
             backend,

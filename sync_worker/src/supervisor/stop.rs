@@ -1,5 +1,5 @@
-// Stopping: signals (graceful, then at once), killing executors, giving claimed jobs
-// back and deregistering the worker.
+// Stopping: signals (graceful, then at once), killing executors, recording what they
+// were running and deregistering the worker.
 use super::*;
 
 impl Supervisor {
@@ -7,11 +7,8 @@ impl Supervisor {
         if self.stopping.is_none() {
             self.stopping = Some(Instant::now() + self.cfg.grace_period);
             self.systemd.stopping();
-            let worker = self.queue.as_ref().map(|q| q.worker);
-            let ready: Vec<i64> = self.ready.drain(..).map(|(id, _)| id).collect();
-            if let Some(w) = worker {
-                self.release.extend(ready.into_iter().map(|id| (w, id)));
-            }
+            // Jobs waiting to run alone are pending: other workers run them.
+            self.ready.clear();
             for call in std::mem::take(&mut self.hook_queue) {
                 self.answer(WebhookReply::error(
                     call.id,
@@ -42,40 +39,17 @@ impl Supervisor {
         }
     }
 
-    /// All executors are gone: give back what was claimed and not run, sign off.
+    /// All executors are gone: record what they were running when killed, sign off.
+    /// Nothing needs giving back: a claim is a lock of its batch's transaction.
     pub(super) async fn finish(&mut self) {
-        if self.queue.is_none() && (!self.release.is_empty() || self.last_worker.is_some()) {
+        if self.queue.is_none() && (!self.cleanups.is_empty() || self.last_worker.is_some()) {
             let _ = timeout(Duration::from_secs(5), self.connect()).await;
         }
         let Some(q) = &self.queue else {
-            if !self.release.is_empty() {
-                tracing::warn!(
-                    "could not give back {} claimed job(s): other workers will run them once they notice this one stopped",
-                    self.release.len()
-                );
-            }
             return;
         };
         for cleanup in std::mem::take(&mut self.cleanups) {
             cleanup.run(q.client.clone()).await;
-        }
-        let mut release = std::mem::take(&mut self.release);
-        release.sort_unstable();
-        let mut given = 0;
-        for chunk in release.chunk_by(|a, b| a.0 == b.0) {
-            let worker = chunk[0].0;
-            let ids: Vec<i64> = chunk.iter().map(|&(_, id)| id).collect();
-            match q
-                .client
-                .query_one("SELECT sync.release_jobs($1, $2)", &[&ids, &worker])
-                .await
-            {
-                Ok(row) => given += row.get::<_, i32>(0),
-                Err(e) => tracing::warn!("could not give back jobs: {}", pg::describe(&e)),
-            }
-        }
-        if given > 0 {
-            tracing::info!("gave back {given} job(s) that had not finished");
         }
         if let Some(id) = self.last_worker {
             let _ = registry::stopped(&q.client, id).await;
