@@ -527,9 +527,11 @@ BEGIN
     SELECT u.at, j.project_id, j.task_id, j.trigger_name, j.id, u.started,
            u.level, u.kind, u.recipient, u.message
     FROM unnest(log_job, log_job_started, log_at, log_level, log_kind, log_recipient, log_message)
-         AS u(job_id, started, at, level, kind, recipient, message)
+         WITH ORDINALITY AS u(job_id, started, at, level, kind, recipient, message, n)
     JOIN sync.job j ON j.id = u.job_id
-    WHERE j.state <> 'running' OR j.worker = job_log.worker_id;
+    WHERE j.state <> 'running' OR j.worker = job_log.worker_id
+    -- The lines' ids in the order they were logged, whatever the join's plan.
+    ORDER BY u.n;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END

@@ -545,14 +545,17 @@ CREATE TABLE sync.job_interrupted (
     worker   integer,
     reason   text NOT NULL,
     give_up  boolean NOT NULL DEFAULT false,
+    started_at timestamptz,
     at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX job_interrupted_job ON sync.job_interrupted (job_id);
 COMMENT ON TABLE sync.job_interrupted IS 'Tries cut short by a dying executor or worker, not counted yet: the next batch that claims the job counts them.';
+COMMENT ON COLUMN sync.job_interrupted.id IS 'Record id.';
 COMMENT ON COLUMN sync.job_interrupted.job_id IS 'The job whose try was cut short.';
 COMMENT ON COLUMN sync.job_interrupted.worker IS 'Worker (sync.worker.id) that was running it.';
 COMMENT ON COLUMN sync.job_interrupted.reason IS 'What cut it short, as the job''s error and log line say it.';
 COMMENT ON COLUMN sync.job_interrupted.give_up IS 'Fail the job (the try overran the hard time limit).';
+COMMENT ON COLUMN sync.job_interrupted.started_at IS 'When the try started, as its worker published it (sync.job_started); NULL when it was cut short before.';
 COMMENT ON COLUMN sync.job_interrupted.at IS 'When it was recorded.';
 SELECT pg_catalog.pg_extension_config_dump('sync.job_interrupted', '');
 
@@ -567,13 +570,17 @@ DECLARE
 BEGIN
     WITH taken AS (
         DELETE FROM sync.job_interrupted i WHERE i.job_id = ANY (locked)
-        RETURNING i.job_id, i.worker, i.reason, i.give_up, i.id
+        RETURNING i.job_id, i.worker, i.reason, i.give_up, i.started_at, i.id
     ), per_job AS (
+        -- The last try cut short says why, when it started and on which worker.
         SELECT t.job_id, count(*)::integer AS cut, bool_or(t.give_up) AS give_up,
-               (pg_catalog.array_agg(t.reason ORDER BY t.id DESC))[1] AS reason
+               (pg_catalog.array_agg(t.reason ORDER BY t.id DESC))[1] AS reason,
+               (pg_catalog.array_agg(t.started_at ORDER BY t.id DESC))[1] AS started_at,
+               (pg_catalog.array_agg(t.worker ORDER BY t.id DESC))[1] AS worker
         FROM taken t GROUP BY t.job_id
     ), verdict AS (
-        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, pj.reason,
+        SELECT j.id, j.project_id, j.task_id, j.trigger_name, pj.reason, pj.worker,
+               coalesce(pj.started_at, j.started_at) AS started_at,
                j.attempts + pj.cut AS tries,
                CASE WHEN c.requested_by IS NOT NULL THEN 'cancelled'
                     WHEN pj.give_up OR NOT sync.may_try_again(j.attempts + pj.cut, j.max_retries, true)
@@ -585,7 +592,7 @@ BEGIN
         LEFT JOIN sync.job_cancel c ON c.job_id = j.id
     ), upd AS (
         UPDATE sync.job j
-        SET state = v.state, attempts = v.tries,
+        SET state = v.state, attempts = v.tries, worker = v.worker, started_at = v.started_at,
             error = CASE WHEN v.state = 'cancelled' THEN pg_catalog.format('cancelled by %s: %s', v.requested_by, v.reason)
                          ELSE v.reason END,
             finished_at = CASE WHEN v.state = 'pending' THEN NULL ELSE pg_catalog.clock_timestamp() END
@@ -624,13 +631,19 @@ BEGIN
     WITH gone AS (
         DELETE FROM sync.job_started r
         WHERE r.worker NOT IN (SELECT sync.live_workers())
-        RETURNING r.worker, r.job_id
+        RETURNING r.worker, r.job_id, r.started_at
     )
-    INSERT INTO sync.job_interrupted (job_id, worker, reason)
-    SELECT g.job_id, g.worker, pg_catalog.format('worker %s stopped while running this job', g.worker)
+    INSERT INTO sync.job_interrupted (job_id, worker, reason, started_at)
+    SELECT g.job_id, g.worker, pg_catalog.format('worker %s stopped while running it', g.worker),
+           g.started_at
     FROM gone g JOIN sync.job j ON j.id = g.job_id
     WHERE j.state = 'pending';
     GET DIAGNOSTICS n = ROW_COUNT;
+    -- Counted at once for the jobs no batch holds (their dead transactions have ended).
+    PERFORM sync.count_interrupted(ARRAY(
+        SELECT j.id FROM sync.job j
+        WHERE j.state = 'pending' AND j.id IN (SELECT i.job_id FROM sync.job_interrupted i)
+        FOR UPDATE OF j SKIP LOCKED));
     UPDATE sync.job j
     SET state = CASE WHEN j.trigger_kind = 'webhook' THEN 'failed' ELSE 'pending' END,
         error = CASE WHEN j.trigger_kind = 'webhook'
@@ -651,26 +664,38 @@ $$;
 COMMENT ON FUNCTION sync.rescue_jobs() IS 'Record the tries dead workers were running as cut short (counted when the job is claimed again), and put back what they left running; called by every worker every few seconds.';
 
 -- A job the worker had to stop: its executor overran the hard time limit (give_up) or
--- died while running it. The try is recorded as cut short and counted by the batch that
--- claims the job next (the dead executor's transaction may not have ended yet, and the
--- job is anyone's the moment it does). NULL when the job is no longer pending (its
--- batch committed before the executor died).
+-- died while running it. The try is recorded as cut short, and counted at once when no
+-- batch holds the job (the dead executor's transaction has ended), else by the batch
+-- that holds it. Returns the job's state then; NULL when the job is no longer pending
+-- (its batch committed before the executor died).
 CREATE FUNCTION sync.interrupt_job(job_id bigint, worker_id integer, reason text, give_up boolean)
 RETURNS text
 LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz;
+    now_state text;
 BEGIN
-    DELETE FROM sync.job_started r WHERE r.worker = worker_id AND r.job_id = interrupt_job.job_id;
-    INSERT INTO sync.job_interrupted (job_id, worker, reason, give_up)
-    SELECT j.id, worker_id, reason, give_up FROM sync.job j
+    DELETE FROM sync.job_started r WHERE r.worker = worker_id AND r.job_id = interrupt_job.job_id
+    RETURNING r.started_at INTO started;
+    INSERT INTO sync.job_interrupted (job_id, worker, reason, give_up, started_at)
+    SELECT j.id, worker_id, reason, give_up, started FROM sync.job j
     WHERE j.id = interrupt_job.job_id AND j.state = 'pending';
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM pg_notify('sync_job', '');
-    RETURN CASE WHEN give_up THEN 'failed' ELSE 'pending' END;
+    PERFORM 1 FROM sync.job j WHERE j.id = interrupt_job.job_id AND j.state = 'pending'
+    FOR UPDATE OF j SKIP LOCKED;
+    IF FOUND THEN
+        PERFORM sync.count_interrupted(ARRAY[interrupt_job.job_id]);
+    END IF;
+    SELECT j.state INTO now_state FROM sync.job j WHERE j.id = interrupt_job.job_id;
+    IF now_state = 'pending' THEN
+        PERFORM pg_notify('sync_job', '');
+    END IF;
+    RETURN now_state;
 END
 $$;
-COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: the try is recorded as cut short (failed when give_up), and counted when the job is claimed again.';
+COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: the try is recorded as cut short (failed when give_up) and counted at once, or by the batch holding the job; returns the job''s state.';
 
 ------------------------------------------------------------------------------------
 -- Retention: finished jobs and their log lines are removed in small batches

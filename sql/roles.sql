@@ -100,7 +100,7 @@ GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.is_lang(t
     sync_search_links(text, regclass), sync_search_links(text, regclass, anycompatiblearray),
     sync_search_links(text, jsonb), sync.search_local_links(text, regclass, text[]),
     sync.refs_filter(text, jsonb), sync_get_link(text, text), sync_get_link(text, jsonb),
-    sync.caller(), sync.live_workers(), sync.version(),
+    sync.caller(), sync.live_workers(), sync.version(), sync.job_state(text, bigint),
     -- Cron schedules: pure computation, also called by the cron_trigger check as the writer.
     sync.cron_next(text, text, timestamptz), sync.cron_schedule_problem(text, text),
     sync.cron_runs_between(text, text, timestamptz, timestamptz, integer), sync.cron_missed_runs(),

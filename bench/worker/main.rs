@@ -264,7 +264,11 @@ async fn load_history(c: &Client, task: Task) {
 /// (time.time() in Python) minus the moment the insert's commit returned. Returns the
 /// p50 and p99 in ms.
 async fn latency(c: &Client, task: Task) -> (f64, f64) {
-    exec(c, "TRUNCATE sync.log, sync.job_cancel, sync.job_interrupted, sync.job").await;
+    exec(
+        c,
+        "TRUNCATE sync.log, sync.job_cancel, sync.job_interrupted, sync.job",
+    )
+    .await;
     let mut sent = Vec::with_capacity(LATENCY_JOBS);
     for _ in 0..LATENCY_JOBS {
         let id: i64 = c

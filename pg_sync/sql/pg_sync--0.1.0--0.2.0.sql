@@ -465,6 +465,7 @@ BEGIN
         SET state = 'pending', eta = sync.clock(), attempts = 0, worker = NULL, error = NULL,
             result = NULL, warning = false, started_at = NULL, finished_at = NULL
         WHERE id = sync_retry_job.job_id;
+        DELETE FROM sync.job_interrupted i WHERE i.job_id = sync_retry_job.job_id;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'job % cannot be retried: another job with identity key "%" is pending or running', job_id, j.identity_key
             USING ERRCODE = 'unique_violation',
@@ -523,45 +524,30 @@ CREATE OR REPLACE FUNCTION sync.interrupt_job(job_id bigint, worker_id integer, 
 RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    j record;
-    fail boolean;
-    cancelled_by name;
+    started timestamptz;
+    now_state text;
 BEGIN
-    SELECT id, project_id, task_id, trigger_name, started_at, attempts + 1 AS tries, max_retries INTO j
-    FROM sync.job WHERE id = job_id AND state = 'running' AND worker = worker_id FOR UPDATE;
+    DELETE FROM sync.job_started r WHERE r.worker = worker_id AND r.job_id = interrupt_job.job_id
+    RETURNING r.started_at INTO started;
+    INSERT INTO sync.job_interrupted (job_id, worker, reason, give_up, started_at)
+    SELECT j.id, worker_id, reason, give_up, started FROM sync.job j
+    WHERE j.id = interrupt_job.job_id AND j.state = 'pending';
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    DELETE FROM sync.job_started r WHERE r.worker = worker_id AND r.job_id = interrupt_job.job_id;
-    SELECT c.requested_by INTO cancelled_by FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
+    PERFORM 1 FROM sync.job j WHERE j.id = interrupt_job.job_id AND j.state = 'pending'
+    FOR UPDATE OF j SKIP LOCKED;
     IF FOUND THEN
-        UPDATE sync.job SET state = 'cancelled', error = format('cancelled by %s: %s', cancelled_by, reason),
-                            attempts = j.tries, finished_at = now()
-        WHERE id = job_id;
-        DELETE FROM sync.job_cancel c WHERE c.job_id = interrupt_job.job_id;
-        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
-        VALUES (j.project_id, j.task_id, j.trigger_name, j.id, j.started_at, 'warning',
-                format('job cancelled by %s: %s', cancelled_by, reason));
-        RETURN 'cancelled';
+        PERFORM sync.count_interrupted(ARRAY[interrupt_job.job_id]);
     END IF;
-    fail := give_up OR NOT sync.may_try_again(j.tries, j.max_retries, true);
-    UPDATE sync.job
-    SET state = CASE WHEN fail THEN 'failed' ELSE 'pending' END,
-        attempts = j.tries,
-        error = reason,
-        finished_at = CASE WHEN fail THEN now() END
-    WHERE id = job_id;
-    INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
-    VALUES (j.project_id, j.task_id, j.trigger_name, j.id, j.started_at,
-            CASE WHEN fail THEN 'error' ELSE 'warning' END,
-            CASE WHEN fail THEN 'job failed: ' || reason ELSE 'job interrupted: ' || reason || '; it will run again' END);
-    IF NOT fail THEN
+    SELECT j.state INTO now_state FROM sync.job j WHERE j.id = interrupt_job.job_id;
+    IF now_state = 'pending' THEN
         PERFORM pg_notify('sync_job', '');
     END IF;
-    RETURN CASE WHEN fail THEN 'failed' ELSE 'pending' END;
+    RETURN now_state;
 END
 $$;
-COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: the try counts; failed (hard time limit, or out of tries) or back to pending.';
+COMMENT ON FUNCTION sync.interrupt_job(bigint, integer, text, boolean) IS 'Used by workers for a job they had to stop: the try is recorded as cut short (failed when give_up) and counted at once, or by the batch holding the job; returns the job''s state.';
 CREATE OR REPLACE FUNCTION sync.log_cleanup() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -1442,7 +1428,8 @@ REVOKE ALL ON FUNCTION sync.worker_token_check(integer, text) FROM PUBLIC;
 -- limit is clamped to (sync.max_time_limit()), and cancelled_by when sync_cancel_job
 -- asked to stop the job. FOR NO KEY UPDATE, not FOR UPDATE: foreign-key checks of other
 -- transactions (child jobs, log lines) need not wait for the batch.
-CREATE FUNCTION sync.batch_lock(worker_id integer, token text, ids bigint[])
+CREATE FUNCTION sync.batch_lock(worker_id integer, token text, ids bigint[], n integer,
+                                any_state boolean DEFAULT false)
 RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id bigint,
                trigger_kind text, trigger_name text, handler text, args jsonb, user_name text,
                lang text, try_no integer, max_retries integer, started_at timestamptz,
@@ -1453,20 +1440,37 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100
 #variable_conflict use_column
 DECLARE
     max_limit double precision;
+    locked bigint[];
 BEGIN
     -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
     -- at every call).
     PERFORM sync.worker_token_check(worker_id, token);
+    IF ids IS NULL THEN
+        SELECT pg_catalog.array_agg(c.id) INTO locked FROM (
+            SELECT j.id FROM sync.job j
+            WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock())
+            ORDER BY j.priority, j.eta, j.id
+            LIMIT batch_lock.n
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) c;
+    ELSE
+        -- Rows by primary key, one per id: `id = ANY (ids)` beside other conditions
+        -- lets the planner test every row against the whole array.
+        SELECT pg_catalog.array_agg(c.id) INTO locked FROM (
+            SELECT j.id FROM unnest(batch_lock.ids) AS u(id)
+            JOIN sync.job j ON j.id = u.id
+            WHERE batch_lock.any_state OR j.state = 'pending'
+            FOR NO KEY UPDATE OF j SKIP LOCKED
+        ) c;
+    END IF;
+    IF EXISTS (SELECT 1 FROM sync.job_interrupted i WHERE i.job_id = ANY (locked)) THEN
+        locked := sync.count_interrupted(locked);
+    END IF;
     max_limit := pg_catalog.date_part('epoch', sync.max_time_limit());
     RETURN QUERY
-    -- Rows by primary key, one per id: `id = ANY (ids)` beside the other conditions
-    -- lets the planner walk the worker's running jobs and test each against the whole
-    -- array (quadratic in the batch size).
     WITH j AS (
-        SELECT j.* FROM unnest(batch_lock.ids) AS u(id)
+        SELECT j.* FROM unnest(locked) AS u(id)
         JOIN sync.job j ON j.id = u.id
-        WHERE j.state = 'running' AND j.worker = batch_lock.worker_id
-        FOR NO KEY UPDATE OF j
     ), p AS MATERIALIZED (
         -- run_as is checked now, once per project of the batch: a role can gain rights
         -- at any time.
@@ -1475,7 +1479,7 @@ BEGIN
         FROM sync.project p WHERE p.id IN (SELECT j.project_id FROM j)
     )
     SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
-           j.args, j.user_name::text, j.lang, j.attempts + 1, j.max_retries, j.started_at,
+           j.args, j.user_name::text, j.lang, j.attempts + 1, j.max_retries, now(),
            pg_catalog.date_part('epoch', t.time_limit)::double precision,
            p.active, coalesce(t.active, true), p.name, t.name,
            (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
@@ -1487,7 +1491,7 @@ BEGIN
     ORDER BY j.priority, j.eta, j.id;
 END
 $$;
-COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[]) IS 'Executors: lock the claimed jobs of a batch of their worker (token-checked) and return what running them needs.';
+COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[], integer, boolean) IS 'Executors: claim (lock for the batch transaction) up to n due pending jobs, or the jobs ids, for their worker (token-checked), and return what running them needs.';
 
 -- Finish a batch: every job's outcome and every log line in one statement. A job still
 -- to be retried gets its eta from the database clock and sync.retry_delay.
@@ -1507,7 +1511,8 @@ BEGIN
     -- and the arrays in the UPDATE, the planner may scan the worker's running jobs and
     -- test each against the whole array (quadratic in the batch size).
     WITH outcome AS MATERIALIZED (
-        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.max_retries,
+        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.max_retries,
+               CASE WHEN j.state = 'running' THEN j.started_at ELSE now() END AS started_at,
                u.error, u.result, u.warning,
                CASE WHEN u.state = 'skipped' THEN j.attempts ELSE j.attempts + 1 END AS tries,
                CASE u.state
@@ -1518,12 +1523,16 @@ BEGIN
                u.state = 'retry' AS retryable
         FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
         -- OFFSET 0 keeps this a lookup by primary key per id.
-        CROSS JOIN LATERAL (SELECT * FROM sync.job x WHERE x.id = u.id OFFSET 0) j
-        WHERE j.worker = batch_finish.worker_id AND j.state = 'running'
+        -- Only the columns needed: deforming whole rows costs as much as the update.
+        CROSS JOIN LATERAL (SELECT x.id, x.project_id, x.task_id, x.trigger_name, x.max_retries,
+                                   x.state, x.started_at, x.attempts, x.worker
+                            FROM sync.job x WHERE x.id = u.id OFFSET 0) j
+        WHERE (j.state <> 'running' OR j.worker = batch_finish.worker_id)
           AND u.state = ANY ('{done,failed,cancelled,retry,skipped}'::text[])
     ), done AS (
         UPDATE sync.job j
         SET state = o.state, attempts = o.tries, result = o.result, warning = o.warning,
+            worker = batch_finish.worker_id, started_at = o.started_at,
             error = CASE WHEN o.retryable AND o.state = 'failed'
                          THEN pg_catalog.format('gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
                          ELSE o.error END,
@@ -1537,6 +1546,10 @@ BEGIN
         RETURNING 1
     ), handled AS (
         DELETE FROM sync.job_cancel c WHERE c.job_id = ANY (ids)
+    ), counted AS (
+        -- Interruptions recorded while the batch ran (its worker seemed dead): this try
+        -- ended after all.
+        DELETE FROM sync.job_interrupted i WHERE i.job_id = ANY (ids)
     ), logged AS (
         -- Runs whether or not it is referenced, like every data-modifying CTE.
         INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
@@ -1572,9 +1585,9 @@ DECLARE
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
     UPDATE sync.job AS x SET state = 'failed', error = message, attempts = x.attempts + 1,
+                             worker = batch_fail_job.worker_id, started_at = now(),
                              finished_at = pg_catalog.clock_timestamp()
-    WHERE x.id = job_id AND x.state = 'running'
-      AND x.worker = worker_id
+    WHERE x.id = job_id AND x.state = 'pending'
     RETURNING x.id, x.project_id, x.task_id, x.trigger_name, x.started_at INTO j;
     IF NOT FOUND THEN
         RETURN false;
@@ -1584,7 +1597,7 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executors: fail one running job of their worker whose transaction could not commit (token-checked).';
+COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executors: fail one pending job whose batch transaction could not commit, even alone (token-checked).';
 
 -- Log lines of jobs still running, written as they happen by the executor's log
 -- connection (outside the batch transaction, so that they show at once and survive the
@@ -1592,7 +1605,7 @@ COMMENT ON FUNCTION sync.batch_fail_job(integer, text, bigint, text) IS 'Executo
 -- the job's row, never from the caller; lines of jobs that are not running for this
 -- worker are dropped. A plain read of sync.job: the batch's row lock does not block it.
 CREATE FUNCTION sync.job_log(worker_id integer, token text, log_job bigint[],
-    log_at timestamptz[], log_level text[], log_kind text[], log_recipient text[], log_message text[])
+    log_job_started timestamptz[], log_at timestamptz[], log_level text[], log_kind text[], log_recipient text[], log_message text[])
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1601,17 +1614,19 @@ BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
     INSERT INTO sync.log (created_at, project_id, task_id, trigger_name, job_id, job_started_at,
                           level, kind, recipient, message)
-    SELECT u.at, j.project_id, j.task_id, j.trigger_name, j.id, j.started_at,
+    SELECT u.at, j.project_id, j.task_id, j.trigger_name, j.id, u.started,
            u.level, u.kind, u.recipient, u.message
-    FROM unnest(log_job, log_at, log_level, log_kind, log_recipient, log_message)
-         AS u(job_id, at, level, kind, recipient, message)
+    FROM unnest(log_job, log_job_started, log_at, log_level, log_kind, log_recipient, log_message)
+         WITH ORDINALITY AS u(job_id, started, at, level, kind, recipient, message, n)
     JOIN sync.job j ON j.id = u.job_id
-    WHERE j.state = 'running' AND j.worker = job_log.worker_id;
+    WHERE j.state <> 'running' OR j.worker = job_log.worker_id
+    -- The lines' ids in the order they were logged, whatever the join's plan.
+    ORDER BY u.n;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
 $$;
-COMMENT ON FUNCTION sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]) IS 'Executors: write log lines of jobs their worker is running, as they happen (token-checked); returns the number written.';
+COMMENT ON FUNCTION sync.job_log(integer, text, bigint[], timestamptz[], timestamptz[], text[], text[], text[], text[]) IS 'Executors: write log lines of jobs their worker is running, as they happen (token-checked); returns the number written.';
 
 -- Jobs queued with add_job by a job that succeeded: project, task, trigger, language and
 -- user come from the parent job's row, never from the caller.
@@ -1630,8 +1645,7 @@ BEGIN
          pg_catalog.jsonb_to_recordset(children) AS c(handler text, args jsonb, priority integer,
              eta timestamptz, eta_seconds double precision, max_retries integer, identity_key text,
              description text)
-    WHERE j.id = parent AND j.state = 'running'
-      AND j.worker = worker_id;
+    WHERE j.id = parent AND (j.state <> 'running' OR j.worker = batch_add_jobs.worker_id);
     RETURN n;
 END
 $$;
@@ -1945,32 +1959,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     FROM (SELECT pg_catalog.date_part('epoch', d)::bigint AS s) x
 $$;
 COMMENT ON FUNCTION sync.delay_text(interval) IS 'A retry delay as log lines write it (5 min, 60 min, 3 h).';
-CREATE FUNCTION sync.claim_jobs(worker_id integer, n integer)
-RETURNS TABLE (id bigint, project_id bigint)
-LANGUAGE plpgsql ROWS 100 AS $$
-#variable_conflict use_column
-BEGIN
-    -- The claim's commit need not wait for its WAL flush (one flush less per batch,
-    -- and less pickup latency): a claim lost in a database crash leaves its jobs
-    -- pending, as if never claimed, and no batch can commit their outcome without
-    -- flushing the WAL, this claim's record included, first.
-    PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
-    RETURN QUERY
-    WITH c AS (
-        SELECT j.id FROM sync.job j
-        WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock())
-        ORDER BY j.priority, j.eta, j.id
-        LIMIT n
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE sync.job j
-    SET state = 'running', worker = worker_id, started_at = now(), finished_at = NULL
-    FROM c
-    WHERE j.id = c.id
-    RETURNING j.id, j.project_id;
-END
-$$;
-COMMENT ON FUNCTION sync.claim_jobs(integer, integer) IS 'Used by workers: claim up to n due pending jobs (running for this worker, no try counted); returns (id, project_id). Sets synchronous_commit off for the calling transaction: call it alone in its transaction.';
 CREATE UNLOGGED TABLE sync.job_started (
     worker     integer NOT NULL,
     job_id     bigint NOT NULL,
@@ -1981,6 +1969,88 @@ COMMENT ON TABLE sync.job_started IS 'Jobs whose handler is running now, per wor
 COMMENT ON COLUMN sync.job_started.worker IS 'Worker (sync.worker.id) running the job.';
 COMMENT ON COLUMN sync.job_started.job_id IS 'The job whose handler is running.';
 COMMENT ON COLUMN sync.job_started.started_at IS 'When the supervisor first saw it running.';
+CREATE INDEX job_started_job ON sync.job_started (job_id);
+CREATE FUNCTION sync.job_state(state text, job_id bigint) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN state = 'pending'
+                     AND EXISTS (SELECT 1 FROM sync.job_started s WHERE s.job_id = job_state.job_id)
+                THEN 'running' ELSE state END
+$$;
+COMMENT ON FUNCTION sync.job_state(text, bigint) IS 'The state of job job_id as people see it: running while its handler runs (its row says pending then), else its state column.';
+
+CREATE TABLE sync.job_interrupted (
+    id       bigserial PRIMARY KEY,
+    job_id   bigint NOT NULL REFERENCES sync.job ON DELETE CASCADE,
+    worker   integer,
+    reason   text NOT NULL,
+    give_up  boolean NOT NULL DEFAULT false,
+    started_at timestamptz,
+    at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX job_interrupted_job ON sync.job_interrupted (job_id);
+COMMENT ON TABLE sync.job_interrupted IS 'Tries cut short by a dying executor or worker, not counted yet: the next batch that claims the job counts them.';
+COMMENT ON COLUMN sync.job_interrupted.id IS 'Record id.';
+COMMENT ON COLUMN sync.job_interrupted.job_id IS 'The job whose try was cut short.';
+COMMENT ON COLUMN sync.job_interrupted.worker IS 'Worker (sync.worker.id) that was running it.';
+COMMENT ON COLUMN sync.job_interrupted.reason IS 'What cut it short, as the job''s error and log line say it.';
+COMMENT ON COLUMN sync.job_interrupted.give_up IS 'Fail the job (the try overran the hard time limit).';
+COMMENT ON COLUMN sync.job_interrupted.started_at IS 'When the try started, as its worker published it (sync.job_started); NULL when it was cut short before.';
+COMMENT ON COLUMN sync.job_interrupted.at IS 'When it was recorded.';
+SELECT pg_catalog.pg_extension_config_dump('sync.job_interrupted', '');
+
+CREATE FUNCTION sync.count_interrupted(locked bigint[]) RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    gone bigint[];
+BEGIN
+    WITH taken AS (
+        DELETE FROM sync.job_interrupted i WHERE i.job_id = ANY (locked)
+        RETURNING i.job_id, i.worker, i.reason, i.give_up, i.started_at, i.id
+    ), per_job AS (
+        -- The last try cut short says why, when it started and on which worker.
+        SELECT t.job_id, count(*)::integer AS cut, bool_or(t.give_up) AS give_up,
+               (pg_catalog.array_agg(t.reason ORDER BY t.id DESC))[1] AS reason,
+               (pg_catalog.array_agg(t.started_at ORDER BY t.id DESC))[1] AS started_at,
+               (pg_catalog.array_agg(t.worker ORDER BY t.id DESC))[1] AS worker
+        FROM taken t GROUP BY t.job_id
+    ), verdict AS (
+        SELECT j.id, j.project_id, j.task_id, j.trigger_name, pj.reason, pj.worker,
+               coalesce(pj.started_at, j.started_at) AS started_at,
+               j.attempts + pj.cut AS tries,
+               CASE WHEN c.requested_by IS NOT NULL THEN 'cancelled'
+                    WHEN pj.give_up OR NOT sync.may_try_again(j.attempts + pj.cut, j.max_retries, true)
+                        THEN 'failed'
+                    ELSE 'pending' END AS state,
+               c.requested_by
+        FROM per_job pj
+        JOIN sync.job j ON j.id = pj.job_id
+        LEFT JOIN sync.job_cancel c ON c.job_id = j.id
+    ), upd AS (
+        UPDATE sync.job j
+        SET state = v.state, attempts = v.tries, worker = v.worker, started_at = v.started_at,
+            error = CASE WHEN v.state = 'cancelled' THEN pg_catalog.format('cancelled by %s: %s', v.requested_by, v.reason)
+                         ELSE v.reason END,
+            finished_at = CASE WHEN v.state = 'pending' THEN NULL ELSE pg_catalog.clock_timestamp() END
+        FROM verdict v WHERE j.id = v.id
+        RETURNING j.id, j.state
+    ), uncancel AS (
+        DELETE FROM sync.job_cancel c WHERE c.job_id IN (SELECT v.id FROM verdict v WHERE v.state = 'cancelled')
+    ), logged AS (
+        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
+        SELECT v.project_id, v.task_id, v.trigger_name, v.id, v.started_at,
+               CASE v.state WHEN 'failed' THEN 'error' ELSE 'warning' END,
+               CASE v.state
+                   WHEN 'cancelled' THEN pg_catalog.format('job cancelled by %s: %s', v.requested_by, v.reason)
+                   WHEN 'failed' THEN pg_catalog.format('job failed: %s (try %s)', v.reason, v.tries)
+                   ELSE pg_catalog.format('job interrupted: %s (try %s); it will run again', v.reason, v.tries) END
+        FROM verdict v
+    )
+    SELECT pg_catalog.array_agg(u.id) INTO gone FROM upd u WHERE u.state <> 'pending';
+    RETURN ARRAY(SELECT l FROM unnest(locked) AS l WHERE l <> ALL (coalesce(gone, '{}')));
+END
+$$;
+COMMENT ON FUNCTION sync.count_interrupted(bigint[]) IS 'Used by sync.batch_lock: count the recorded interruptions of the jobs a batch has just locked; returns the jobs still to run.';
+
 
 CREATE FUNCTION sync.worker_running(worker_id integer, job_ids bigint[]) RETURNS void
 LANGUAGE sql AS $$
@@ -1995,68 +2065,51 @@ CREATE OR REPLACE FUNCTION sync.rescue_jobs() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
+    m integer;
 BEGIN
-    WITH dead AS (
-        SELECT j.id, j.worker,
-               EXISTS (SELECT 1 FROM sync.job_started r WHERE r.worker = j.worker AND r.job_id = j.id) AS ran
-        FROM sync.job j
-        WHERE j.state = 'running'
-          AND (j.worker IS NULL OR j.worker NOT IN (SELECT sync.live_workers()))
-        FOR UPDATE OF j SKIP LOCKED
-    ), verdict AS (
-        SELECT d.id, d.ran, j.attempts + d.ran::integer AS tries,
-               CASE WHEN j.trigger_kind = 'webhook' THEN false
-                    WHEN NOT d.ran THEN true
-                    ELSE sync.may_try_again(j.attempts + 1, j.max_retries, true) END AS again
-        FROM dead d JOIN sync.job j ON j.id = d.id
-    ), upd AS (
-        UPDATE sync.job j
-        SET state = CASE WHEN v.again THEN 'pending' ELSE 'failed' END,
-            attempts = v.tries,
-            eta = CASE WHEN v.again THEN greatest(j.eta, (SELECT sync.clock())) ELSE j.eta END,
-            error = CASE WHEN v.again THEN j.error
-                         ELSE pg_catalog.format('worker %s stopped while running this job (try %s); giving up', j.worker, v.tries) END,
-            finished_at = CASE WHEN v.again THEN NULL ELSE pg_catalog.clock_timestamp() END
-        FROM verdict v WHERE j.id = v.id
-        RETURNING j.id, j.project_id, j.task_id, j.trigger_name, j.started_at, j.state, j.worker, v.ran
-    ), forgotten AS (
+    WITH gone AS (
         DELETE FROM sync.job_started r
         WHERE r.worker NOT IN (SELECT sync.live_workers())
-          AND NOT EXISTS (SELECT 1 FROM sync.job j WHERE j.id = r.job_id AND j.state = 'running'
-                          AND j.worker = r.worker AND j.id NOT IN (SELECT upd.id FROM upd))
-    ), logged AS (
-        INSERT INTO sync.log (project_id, task_id, trigger_name, job_id, job_started_at, level, message)
-        SELECT project_id, task_id, trigger_name, id, started_at,
-               CASE state WHEN 'failed' THEN 'error' ELSE 'warning' END,
-               CASE WHEN state = 'failed' THEN pg_catalog.format('job failed: worker %s stopped while running it too many times', worker)
-                    ELSE pg_catalog.format('job interrupted: worker %s stopped while running it; it will run again', worker) END
-        FROM upd WHERE ran OR state = 'failed'
-        RETURNING 1
+        RETURNING r.worker, r.job_id, r.started_at
     )
-    SELECT count(*) INTO n FROM upd;
-    IF n > 0 THEN
-        PERFORM pg_notify('sync_job', '');
-    END IF;
-    RETURN n;
-END
-$$;
-COMMENT ON FUNCTION sync.rescue_jobs() IS 'Put the running jobs of dead workers back to pending (a try counted only for the jobs they were running; failed after too many tries); called by every worker every few seconds.';
-CREATE OR REPLACE FUNCTION sync.release_jobs(ids bigint[], worker_id integer) RETURNS integer
-LANGUAGE plpgsql AS $$
-DECLARE
-    n integer;
-BEGIN
-    UPDATE sync.job
-    SET state = 'pending'
-    WHERE id = ANY (ids) AND state = 'running' AND worker = worker_id;
+    INSERT INTO sync.job_interrupted (job_id, worker, reason, started_at)
+    SELECT g.job_id, g.worker, pg_catalog.format('worker %s stopped while running it', g.worker),
+           g.started_at
+    FROM gone g JOIN sync.job j ON j.id = g.job_id
+    WHERE j.state = 'pending';
     GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
+    -- Counted at once for the jobs no batch holds (their dead transactions have ended).
+    PERFORM sync.count_interrupted(ARRAY(
+        SELECT j.id FROM sync.job j
+        WHERE j.state = 'pending' AND j.id IN (SELECT i.job_id FROM sync.job_interrupted i)
+        FOR UPDATE OF j SKIP LOCKED));
+    UPDATE sync.job j
+    SET state = CASE WHEN j.trigger_kind = 'webhook' THEN 'failed' ELSE 'pending' END,
+        error = CASE WHEN j.trigger_kind = 'webhook'
+                     THEN pg_catalog.format('worker %s stopped while running this webhook call', j.worker)
+                     ELSE j.error END,
+        finished_at = CASE WHEN j.trigger_kind = 'webhook' THEN pg_catalog.clock_timestamp() END
+    WHERE j.id IN (SELECT x.id FROM sync.job x
+                   WHERE x.state = 'running'
+                     AND (x.worker IS NULL OR x.worker NOT IN (SELECT sync.live_workers()))
+                   FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS m = ROW_COUNT;
+    IF n + m > 0 THEN
         PERFORM pg_notify('sync_job', '');
     END IF;
-    RETURN n;
+    RETURN n + m;
 END
 $$;
-COMMENT ON FUNCTION sync.release_jobs(bigint[], integer) IS 'Give claimed jobs back (pending, no try counted); used by workers on shutdown.';
+COMMENT ON FUNCTION sync.rescue_jobs() IS 'Record the tries dead workers were running as cut short (counted when the job is claimed again), and put back what they left running; called by every worker every few seconds.';
+-- A job's task is checked with its project: deleting a task finds its jobs through
+-- job_project_task, and every job's insert and outcome write one index entry less.
+ALTER TABLE sync.job DROP CONSTRAINT job_task_id_fkey,
+    ADD FOREIGN KEY (task_id, project_id) REFERENCES sync.task (id, project_id) ON DELETE CASCADE;
+DROP INDEX sync.job_task;
+DROP INDEX sync.job_project_created;
+CREATE INDEX job_project_task ON sync.job (project_id, task_id, created_at);
+-- A claim is a row lock of its batch now: nothing to give back.
+DROP FUNCTION sync.release_jobs(bigint[], integer);
 CREATE OR REPLACE FUNCTION sync.webhook_call_failed(call_token text, worker_id integer, reason text)
 RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -2131,7 +2184,7 @@ WHERE l.job_id = j.id AND j.state = 'done' AND l.id IS NOT NULL
 -- written with its outcome.
 CREATE OR REPLACE VIEW sync.log_view AS
 SELECT l.id, l.created_at, l.project_id, p.name AS project, l.task_id, t.name AS task,
-       l.trigger_name, l.job_id, l.job_started_at, j.state AS job_state, l.level, l.kind,
+       l.trigger_name, l.job_id, l.job_started_at, sync.job_state(j.state, j.id) AS job_state, l.level, l.kind,
        l.recipient, l.message
 FROM sync.log l
 LEFT JOIN sync.project p ON p.id = l.project_id
@@ -2147,25 +2200,25 @@ CROSS JOIN LATERAL (
     SELECT j.started_at, 'info',
            pg_catalog.format('job started: %s() of task %s (try %s)', j.handler,
                              coalesce(t.name, '-'),
-                             CASE WHEN j.state = 'running' THEN j.attempts + 1 ELSE j.attempts END)
+                             j.attempts)
     UNION ALL
     SELECT j.finished_at, CASE WHEN j.warning THEN 'warning' ELSE 'info' END,
            CASE WHEN j.warning THEN 'job done with warnings' ELSE 'job done' END
-    WHERE j.state = 'done'
 ) AS e(at, level, message)
-WHERE j.state IN ('running', 'done') AND j.started_at IS NOT NULL
-  AND j.trigger_kind IS DISTINCT FROM 'webhook';
+WHERE j.state = 'done' AND j.started_at IS NOT NULL
+  AND j.trigger_kind IS DISTINCT FROM 'webhook'
+UNION ALL
+SELECT NULL, s.started_at, j.project_id, p.name, j.task_id, t.name, j.trigger_name, j.id,
+       s.started_at, 'running', 'info', 'message', NULL,
+       pg_catalog.format('job started: %s() of task %s (try %s)', j.handler,
+                         coalesce(t.name, '-'), j.attempts + 1)
+FROM sync.job_started s
+JOIN sync.job j ON j.id = s.job_id AND j.state = 'pending'
+JOIN sync.project p ON p.id = j.project_id
+LEFT JOIN sync.task t ON t.id = j.task_id;
 COMMENT ON TABLE sync.log IS 'Execution logs: log() calls, transmissions, retries and failures. The start and end of a try that ended done are not stored: read sync.log_view.';
 COMMENT ON VIEW sync.log_view IS 'Logs with project, task and job state, for filtering by name; with the start and end lines of tries that ended done (and of running tries), derived from the job (id NULL).';
 COMMENT ON COLUMN sync.log_view.id IS 'Log line id; NULL for the lines derived from the job (start and end of a try that ended done, start of a running try).';
-CREATE FUNCTION sync.claim_job(worker_id integer, job_id bigint) RETURNS boolean
-LANGUAGE sql AS $$
-    UPDATE sync.job j
-    SET state = 'running', worker = claim_job.worker_id, started_at = now(), finished_at = NULL
-    WHERE j.id = claim_job.job_id
-    RETURNING true;
-$$;
-COMMENT ON FUNCTION sync.claim_job(integer, bigint) IS 'Used by sync_worker run-job: claim job job_id for worker worker_id whatever its state (no try counted); NULL when there is no such job.';
 -- 0.2.0, docs: the import hint names the docs page of the format.
 CREATE OR REPLACE FUNCTION sync.pio_fail(path text, problem text, hint text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -2262,7 +2315,7 @@ GRANT EXECUTE ON FUNCTION sync.clock(), sync.worker_lock_class(), sync.is_lang(t
     sync_search_links(text, regclass), sync_search_links(text, regclass, anycompatiblearray),
     sync_search_links(text, jsonb), sync.search_local_links(text, regclass, text[]),
     sync.refs_filter(text, jsonb), sync_get_link(text, text), sync_get_link(text, jsonb),
-    sync.caller(), sync.live_workers(), sync.version(),
+    sync.caller(), sync.live_workers(), sync.version(), sync.job_state(text, bigint),
     -- Cron schedules: pure computation, also called by the cron_trigger check as the writer.
     sync.cron_next(text, text, timestamptz), sync.cron_schedule_problem(text, text),
     sync.cron_runs_between(text, text, timestamptz, timestamptz, integer), sync.cron_missed_runs(),
@@ -2339,10 +2392,8 @@ REVOKE ALL ON sync.executor_credential FROM sync_admin;
 GRANT EXECUTE ON FUNCTION
     sync.add_job(bigint, bigint, text, jsonb, integer, timestamptz, integer, text, text, bigint, name, text, text, bigint, text),
     sync.enqueue_due_crons(), sync.enqueue_scheduled(), sync.enqueue_timed_triggers(),
-    sync.rescue_jobs(), sync.release_jobs(bigint[], integer),
-    sync.interrupt_job(bigint, integer, text, boolean),
+    sync.rescue_jobs(), sync.interrupt_job(bigint, integer, text, boolean),
     sync.worker_running(integer, bigint[]), sync.remove_expired_jobs(integer),
-    sync.claim_jobs(integer, integer), sync.claim_job(integer, bigint),
     sync.webhook_call_failed(text, integer, text)
     TO sync_admin;
 
@@ -2357,10 +2408,10 @@ GRANT EXECUTE ON FUNCTION sync.executor_login(), sync.executor_sync_roles(),
 ------------------------------------------------------------------------------------
 -- sync_executor: the batch functions (they check the worker's token).
 ------------------------------------------------------------------------------------
-GRANT EXECUTE ON FUNCTION sync.batch_lock(integer, text, bigint[]),
+GRANT EXECUTE ON FUNCTION sync.batch_lock(integer, text, bigint[], integer, boolean),
     sync.batch_finish(integer, text, bigint[], text[], text[], jsonb[], boolean[], timestamptz[], bigint[], bigint[], text[], bigint[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_fail_job(integer, text, bigint, text),
-    sync.job_log(integer, text, bigint[], timestamptz[], text[], text[], text[], text[]),
+    sync.job_log(integer, text, bigint[], timestamptz[], timestamptz[], text[], text[], text[], text[]),
     sync.batch_add_jobs(integer, text, bigint, jsonb),
     sync.batch_webhook_jobs(integer, text, bigint[], jsonb[], timestamptz, name)
     TO sync_executor;

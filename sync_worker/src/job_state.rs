@@ -2,6 +2,22 @@
 // what follows (retry or give up: sync.may_try_again). One typed value, not strings.
 use serde::{Deserialize, Serialize};
 
+/// SQL condition: job `j` is in the state given by parameter `$p` (NULL: any) as people
+/// see it, sync.job_state's rule in a form that keeps `j.state = ...` usable by the
+/// partial indexes: a running job's row says pending, and sync.job_started lists it.
+macro_rules! job_state_filter {
+    ($p:literal) => {
+        concat!(
+            "(", $p, "::text IS NULL",
+            " OR (", $p, " = 'running' AND (j.state = 'running'",
+            " OR (j.state = 'pending' AND j.id IN (SELECT s.job_id FROM sync.job_started s))))",
+            " OR (", $p, " <> 'running' AND j.state = ", $p,
+            " AND NOT (j.state = 'pending' AND j.id IN (SELECT s.job_id FROM sync.job_started s))))"
+        )
+    };
+}
+pub(crate) use job_state_filter;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TryEnd {

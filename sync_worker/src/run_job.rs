@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::executor::log_stream::LogStream;
+use crate::executor::protocol::Pick;
 use crate::executor::status_page::StatusPage;
 use crate::executor::{Cancels, Executor};
-use crate::executor::protocol::Pick;
 use crate::python::{ProjectSource, Runtime, RuntimeError, RuntimeOptions};
 use crate::queue::registry::WorkerAuth;
 

@@ -255,8 +255,10 @@ async fn status_reports_the_worker_the_queue_the_scheduler_and_the_clock() {
     }
     let slow = p.job(task, "slow", json!({})).await;
     wait_for("the slow job to run", Duration::from_secs(30), || async {
-        p.scalar::<String>(&format!("SELECT state FROM sync.job WHERE id = {slow}"))
-            .await
+        p.scalar::<String>(&format!(
+            "SELECT sync.job_state(state, id) FROM sync.job WHERE id = {slow}"
+        ))
+        .await
             == "running"
     })
     .await;

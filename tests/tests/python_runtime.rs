@@ -193,6 +193,71 @@ async fn soft_time_limit_raises_inside_python() {
 }
 
 #[tokio::test]
+async fn each_job_gets_its_own_soft_time_limit_in_one_executor() {
+    // The executor leaves its interval timer running between jobs: a job with a shorter
+    // limit than the one before must still be stopped on time, and a timer set for an
+    // earlier, shorter job must not stop a later one that is within its own limit.
+    let p = PyProject::new("runtime").await;
+    let limited = |name: &'static str, limit: &'static str, code: &'static str| {
+        let p = &p;
+        async move {
+            let t = p.task(name, code).await;
+            p.sql(&format!(
+                "UPDATE sync.task SET time_limit = '{limit}' WHERE id = {t}"
+            ))
+            .await;
+            t
+        }
+    };
+    let long = limited(
+        "long",
+        "60 seconds",
+        "def handle_cron():\n    return 'long'\n",
+    )
+    .await;
+    let spin = limited(
+        "spin",
+        "700 milliseconds",
+        "def handle_cron():\n    while True:\n        pass\n",
+    )
+    .await;
+    let quick = limited(
+        "quick",
+        "500 milliseconds",
+        "def handle_cron():\n    return 'quick'\n",
+    )
+    .await;
+    let sleepy = limited(
+        "sleepy",
+        "3 seconds",
+        "def handle_cron():\n    time.sleep(1.2)\n    return 'slept'\n",
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for t in [long, spin, quick, sleepy] {
+        jobs.push(p.job(t, "handle_cron", Value::Null).await);
+    }
+    let _w = pg_sync_tests::WorkerProcess::start(&p.db.url, &["--executors", "1"]);
+    let started = std::time::Instant::now();
+    let reports = [
+        p.finished(jobs[0]).await,
+        p.finished(jobs[1]).await,
+        p.finished(jobs[2]).await,
+        p.finished(jobs[3]).await,
+    ];
+    assert_eq!(reports[0]["result"], json!("long"), "{}", reports[0]);
+    assert_eq!(reports[1]["state"], "failed", "{}", reports[1]);
+    let err = reports[1]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("TimeLimitExceeded"), "{err}");
+    assert_eq!(reports[2]["result"], json!("quick"), "{}", reports[2]);
+    assert_eq!(reports[3]["result"], json!("slept"), "{}", reports[3]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the spinning job was not stopped near its 0.7 s limit"
+    );
+}
+
+#[tokio::test]
 async fn layers_are_prepared_once_per_project_version() {
     let p = PyProject::new("runtime").await;
     // A process-wide counter bumped each time core_code runs.

@@ -131,7 +131,7 @@ async fn cancelling_a_running_job_returns_at_once_and_stops_it_within_a_second()
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
                      WHERE application_name LIKE 'sync_worker executor%' AND state = 'idle in transaction')
-                     AND (SELECT started_at IS NOT NULL FROM sync.job WHERE id = {job})"
+                     AND (SELECT sync.job_state(state, id) = 'running' FROM sync.job WHERE id = {job})"
                 ),
             )
             .await

@@ -57,7 +57,7 @@ ATTEMPTS = {
     # The batch functions without the worker's token.
     "flip_batch_finish": ("SELECT concat(sync.batch_finish(1, 'guess', ARRAY[1], ARRAY['done'], ARRAY[NULL], ARRAY[NULL]::jsonb[], ARRAY[false], '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'), set_config('role', $1, true)) FROM (SELECT set_config('role','none',true)) x", True),
     # A log line forged into another job, as the executor login without the token.
-    "flip_job_log": ("SELECT concat(sync.job_log(1, 'guess', ARRAY[1::bigint], ARRAY[now()], ARRAY['info'], ARRAY['message'], ARRAY[NULL::text], ARRAY['forged']), set_config('role', $1, true)) FROM (SELECT set_config('role','none',true)) x", True),
+    "flip_job_log": ("SELECT concat(sync.job_log(1, 'guess', ARRAY[1::bigint], ARRAY[now()], ARRAY[now()], ARRAY['info'], ARRAY['message'], ARRAY[NULL::text], ARRAY['forged']), set_config('role', $1, true)) FROM (SELECT set_config('role','none',true)) x", True),
     # Other roles: the superuser, a pg_sync admin role.
     "set_role_postgres": ("SELECT concat(set_config('role', 'postgres', true), (SELECT string_agg(value, ',') FROM sync.project_secret), set_config('role', $1, true))", True),
     "set_role_sync_admin": ("SELECT concat(set_config('role', 'sync_admin', true), (SELECT string_agg(value, ',') FROM sync.project_secret), set_config('role', $1, true))", True),
@@ -136,13 +136,13 @@ async fn the_executor_login_can_do_nothing_but_become_run_as() {
         ("SELECT sync.project_runtime(1)", "42501"),
         ("SELECT sync.executor_login()", "42501"),
         (
-            "SELECT * FROM sync.batch_lock(1, 'not-the-token', ARRAY[1::bigint])",
+            "SELECT * FROM sync.batch_lock(1, 'not-the-token', ARRAY[1::bigint], 0)",
             "42501",
         ),
         ("SELECT sync.batch_fail_job(1, 'x', 1, 'm')", "42501"),
         ("SELECT sync.batch_add_jobs(1, 'x', 1, '[]')", "42501"),
         (
-            "SELECT sync.job_log(1, 'x', ARRAY[1::bigint], ARRAY[now()], ARRAY['info'], ARRAY['message'], ARRAY[NULL::text], ARRAY['forged'])",
+            "SELECT sync.job_log(1, 'x', ARRAY[1::bigint], ARRAY[now()], ARRAY[now()], ARRAY['info'], ARRAY['message'], ARRAY[NULL::text], ARRAY['forged'])",
             "42501",
         ),
         ("SET ROLE postgres", "42501"),

@@ -1070,8 +1070,10 @@ async fn sigterm_to_the_whole_process_group_still_lets_the_job_finish() {
         ))
         .await
             == 0
-            && p.scalar::<String>(&format!("SELECT state FROM sync.job WHERE id = {id}"))
-                .await
+            && p.scalar::<String>(&format!(
+                "SELECT sync.job_state(state, id) FROM sync.job WHERE id = {id}"
+            ))
+            .await
                 == "running"
     })
     .await;

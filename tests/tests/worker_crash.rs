@@ -37,7 +37,12 @@ async fn kill9_of_a_worker_mid_job_runs_the_job_again() {
     insert_jobs(c, p.id, t, "slow", 1, 10).await;
     let mut a = WorkerProcess::start(&p.db.url, &["--executors", "1"]);
     wait_for("the job to start", Duration::from_secs(30), || async {
-        count(c, "SELECT count(*) FROM sync.job WHERE state = 'running'").await == 1
+        count(
+            c,
+            "SELECT count(*) FROM sync.job WHERE sync.job_state(state, id) = 'running'",
+        )
+        .await
+            == 1
     })
     .await;
     // Well inside the handler's sleep.
@@ -285,7 +290,12 @@ async fn sigterm_lets_the_running_job_finish_then_exits_0() {
     insert_jobs(&c, p, t, "slow", 1, 10).await;
     let mut w = WorkerProcess::start(&db.url, &["--executors", "1", "--grace-period", "20s"]);
     wait_for("the job to start", Duration::from_secs(30), || async {
-        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'running'").await == 1
+        count(
+            &c,
+            "SELECT count(*) FROM sync.job WHERE sync.job_state(state, id) = 'running'",
+        )
+        .await
+            == 1
     })
     .await;
     // Claimed is not started yet: let the executor get into the handler's sleep (a
@@ -321,7 +331,12 @@ async fn sigterm_after_the_grace_period_gives_jobs_back() {
     insert_jobs(&c, p, t, "slow", 3, 10).await;
     let mut w = WorkerProcess::start(&db.url, &["--executors", "1", "--grace-period", "1s"]);
     wait_for("a job to start", Duration::from_secs(30), || async {
-        count(&c, "SELECT count(*) FROM sync.job WHERE state = 'running'").await >= 1
+        count(
+            &c,
+            "SELECT count(*) FROM sync.job WHERE sync.job_state(state, id) = 'running'",
+        )
+        .await
+            >= 1
     })
     .await;
     let t0 = std::time::Instant::now();

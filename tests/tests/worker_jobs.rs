@@ -64,6 +64,70 @@ async fn jobs_run_complete_and_log_start_and_end() {
 }
 
 #[tokio::test]
+async fn a_running_jobs_row_says_pending_and_job_state_says_running() {
+    // A claim is the row lock of the batch that runs the job: nothing is written until
+    // the outcome. sync.job_started (published by the supervisor) says what runs, and
+    // sync.job_state / sync.log_view show it running.
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (p, t) = create_task(
+        &c,
+        "running",
+        "main",
+        "def nap(n):\n    time.sleep(1.5)\n    return 'rested'\n",
+    )
+    .await;
+    insert_jobs(&c, p, t, "nap", 1).await;
+    let _w = WorkerProcess::start(&db.url, &["--executors", "1"]);
+    let state = "SELECT sync.job_state(state, id) FROM sync.job";
+    wait_for(
+        "the job to show running",
+        Duration::from_secs(30),
+        || async { scalar::<String>(&c, state).await == "running" },
+    )
+    .await;
+    let row = c
+        .query_one(
+            "SELECT state, worker IS NULL, started_at IS NULL,
+                    (SELECT count(*) FROM sync.job_started),
+                    (SELECT count(*) FROM sync.log_view
+                     WHERE job_state = 'running' AND message LIKE 'job started: nap() of task main (try 1)')
+             FROM sync.job",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "pending", "the row itself");
+    assert!(
+        row.get::<_, bool>(1) && row.get::<_, bool>(2),
+        "nothing written yet"
+    );
+    assert_eq!(row.get::<_, i64>(3), 1);
+    assert_eq!(
+        row.get::<_, i64>(4),
+        1,
+        "log_view shows the running try's start"
+    );
+    wait_for("the job done", Duration::from_secs(30), || async {
+        scalar::<String>(&c, state).await == "done"
+    })
+    .await;
+    let row = c
+        .query_one(
+            "SELECT result, worker IS NOT NULL, started_at < finished_at, attempts FROM sync.job",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, serde_json::Value>(0),
+        serde_json::json!("rested")
+    );
+    assert!(row.get::<_, bool>(1) && row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, i32>(3), 1);
+}
+
+#[tokio::test]
 async fn failed_job_keeps_message_traceback_and_logs() {
     let db = TestDb::new().await;
     let c = db.connect().await;

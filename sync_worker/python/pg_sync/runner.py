@@ -4,6 +4,7 @@ import json as _json
 import linecache as _linecache
 import signal as _signal
 import threading as _threading
+import time as _time
 import traceback as _traceback
 
 from pg_sync import _native
@@ -17,6 +18,14 @@ _providers = None
 _use_alarm = False
 _limit = 0.0
 _timer = None
+# The running job's soft deadline (time.monotonic()), None between jobs; and when the
+# interval timer fires (0.0: not set). The timer is left running between jobs: setting
+# it costs a system call, as much as a trivial job itself. It is brought forward when a
+# job's deadline comes before it, and when it fires early it is set again for the rest.
+_deadline = None
+_timer_at = 0.0
+# One encoder for every result: json.dumps(x, default=str) builds a new one per call.
+_encoder = _json.JSONEncoder(default=str)
 
 
 _job_id = None
@@ -55,17 +64,34 @@ def _time_limit_error():
     return _errors.TimeLimitExceeded("the job ran longer than its soft time limit (%g s) and was stopped" % _limit)
 
 
+def _set_timer(seconds):
+    global _timer_at
+    _timer_at = _time.monotonic() + seconds
+    _signal.setitimer(_signal.ITIMER_REAL, seconds)
+
+
 def _on_alarm(signum, frame):
+    global _timer_at
+    _timer_at = 0.0
+    if _deadline is None:
+        return  # between jobs: nothing to stop
+    left = _deadline - _time.monotonic()
+    if left > 0.001:
+        _set_timer(left)  # set for an earlier job: the rest of this one's time
+        return
     raise _time_limit_error()
 
 
 def _arm(seconds):
-    global _limit, _timer
+    global _limit, _timer, _deadline
     _limit = seconds
     if seconds <= 0:
+        _deadline = None
         return
     if _use_alarm:
-        _signal.setitimer(_signal.ITIMER_REAL, seconds)
+        _deadline = _time.monotonic() + seconds
+        if _timer_at == 0.0 or _timer_at > _deadline:
+            _set_timer(seconds)
     else:
         # Not on the main thread: inject the exception into this thread instead.
         import ctypes
@@ -81,9 +107,9 @@ def _arm(seconds):
 
 
 def _disarm():
-    global _timer
+    global _timer, _deadline
     if _use_alarm:
-        _signal.setitimer(_signal.ITIMER_REAL, 0)
+        _deadline = None
     elif _timer is not None:
         _timer.cancel()
         _timer = None
@@ -189,7 +215,7 @@ def run_job(project, info):
     status, outcome, state = _execute(project, info)
     payload = outcome
     if status == "done":
-        payload = None if outcome is None else _json.dumps(outcome, default=str)
+        payload = None if outcome is None else _encoder.encode(outcome)
     return status, payload, state.warning, state.logs, state.children
 
 
@@ -201,7 +227,7 @@ def run_webhook(project, info, request, content_type):
     if status == "done":
         try:
             response = _webhook.response_for(outcome, content_type)
-            payload = None if outcome is None else _json.dumps(outcome, default=str)
+            payload = None if outcome is None else _encoder.encode(outcome)
         except Exception as e:  # noqa: B902 - a return value that cannot be sent
             status, payload = "failed", format_exception(e, project)
     return status, payload, state.warning, state.logs, state.children, response

@@ -30,7 +30,10 @@ const FINISH_SQL: &str = "SELECT sync.batch_finish($1, $2, $3, $4, $5, $6, $7, $
     $11, $12, $13, $14, $15, $16, $17)";
 
 /// What the log says of a batch whose connection was lost: its jobs are not failed.
-const RERUN: &str = "its jobs are pending again";
+const RERUN: &str = "its jobs are pending again and will be re-run";
+
+/// Hears of the (job, project) a batch claimed, before they run.
+pub(crate) type Claimed<'a> = dyn FnMut(&[(i64, i64)]) + 'a;
 
 /// One job as locked, with what the worker needs besides the JobSpec.
 pub(crate) struct Locked {
@@ -92,7 +95,7 @@ impl Executor {
         batch: u64,
         auth: &WorkerAuth,
         pick: Pick,
-        claimed: &mut dyn FnMut(&[(i64, i64)]),
+        claimed: &mut Claimed<'_>,
     ) -> BatchReport {
         let mut report = BatchReport {
             batch,

@@ -94,10 +94,7 @@ impl LogStream {
             shared.unwritten.fetch_add(1, Ordering::AcqRel);
             // A dead thread (it cannot be, short of a panic) loses nothing that matters
             // more than the job: its lines are then simply not written as they happen.
-            let _ = tx.send(Msg::Line(
-                auth.clone(),
-                Streamed { job, started, line },
-            ));
+            let _ = tx.send(Msg::Line(auth.clone(), Streamed { job, started, line }));
         }
     }
 

@@ -218,7 +218,15 @@ mod tests {
                     worker: 3,
                     token: "secret".into(),
                 },
-                jobs: vec![1, 2, 3],
+                pick: Pick::Ids(vec![1, 2, 3]),
+            },
+            ToExecutor::Batch {
+                batch: 9,
+                auth: WorkerAuth {
+                    worker: 3,
+                    token: "secret".into(),
+                },
+                pick: Pick::Due(500),
             },
             ToExecutor::Recall { batch: 7 },
             ToExecutor::Stop,

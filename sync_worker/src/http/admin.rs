@@ -205,11 +205,16 @@ async fn ready(State(ctx): State<Ctx>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// A running job's row says pending (its batch holds it locked): the jobs whose handler
+/// runs now are those sync.job_started lists, counted apart from the pending ones.
 const COUNTS_SQL: &str = "
-SELECT count(*) FILTER (WHERE state = 'pending'),
-       count(*) FILTER (WHERE state = 'pending' AND eta <= (SELECT sync.clock())),
-       count(*) FILTER (WHERE state = 'running')
-FROM sync.job WHERE state IN ('pending', 'running')";
+WITH r AS (SELECT count(*) AS n FROM sync.job_started s
+           JOIN sync.job j ON j.id = s.job_id AND j.state = 'pending')
+SELECT greatest(count(*) FILTER (WHERE j.state = 'pending') - (SELECT n FROM r), 0),
+       greatest(count(*) FILTER (WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock()))
+                - (SELECT n FROM r), 0),
+       (SELECT n FROM r) + count(*) FILTER (WHERE j.state = 'running')
+FROM sync.job j WHERE j.state IN ('pending', 'running')";
 
 const FINISHED_SQL: &str = "
 SELECT state, count(*) FROM sync.job
@@ -450,21 +455,25 @@ struct ListQuery {
     offset: Option<i64>,
 }
 
-const LIST_SQL: &str = "
+const LIST_SQL: &str = concat!(
+    "
 SELECT jsonb_build_object(
          'id', j.id, 'project', p.name, 'task', t.name, 'trigger_kind', j.trigger_kind,
-         'trigger_name', j.trigger_name, 'handler', j.handler, 'state', j.state,
+         'trigger_name', j.trigger_name, 'handler', j.handler, 'state', sync.job_state(j.state, j.id),
          'priority', j.priority, 'eta', j.eta, 'attempts', j.attempts,
          'max_retries', j.max_retries, 'warning', j.warning, 'error', j.error,
          'description', j.description, 'created_at', j.created_at,
          'started_at', j.started_at, 'finished_at', j.finished_at)
 FROM sync.job j JOIN sync.project p ON p.id = j.project_id
 LEFT JOIN sync.task t ON t.id = j.task_id
-WHERE ($1::text IS NULL OR j.state = $1)
+WHERE ",
+    crate::job_state::job_state_filter!("$1"),
+    "
   AND ($2::text IS NULL OR p.name = $2)
   AND ($3::text IS NULL OR t.name = $3)
 ORDER BY j.id DESC
-LIMIT $4 OFFSET $5";
+LIMIT $4 OFFSET $5"
+);
 
 /// GET /job/list?state=&project=&task=&limit=&offset=: newest first.
 async fn job_list(

@@ -72,6 +72,7 @@ impl Supervisor {
                         worker,
                         jobs: Vec::new(),
                         due: Some(n),
+                        claimed: Vec::new(),
                     },
                     &auth,
                 );
@@ -79,23 +80,26 @@ impl Supervisor {
         }
     }
 
-    /// A batch of executor `p` claimed `jobs` of the `asked` it could: fewer means the
+    /// A batch of executor `id` claimed `jobs` of the `asked` it could: fewer means the
     /// queue has no more due jobs for now.
-    pub(super) async fn on_claimed(&mut self, id: SlotId, batch: u64, jobs: Vec<(i64, i64)>, asked: usize) {
-        let due = {
-            let Some(p) = self.pools.slot_mut(id).proc.as_mut() else {
-                return;
-            };
-            let Some(b) = p.inflight.iter_mut().find(|b| b.batch == batch) else {
-                return;
-            };
-            b.jobs = jobs.iter().map(|&(j, _)| j).collect();
-            b.due.is_some()
+    pub(super) fn on_claimed(
+        &mut self,
+        id: SlotId,
+        batch: u64,
+        jobs: Vec<(i64, i64)>,
+        asked: usize,
+    ) {
+        let Some(p) = self.pools.slot_mut(id).proc.as_mut() else {
+            return;
         };
-        if due && jobs.len() < asked {
+        let Some(b) = p.inflight.iter_mut().find(|b| b.batch == batch) else {
+            return;
+        };
+        b.jobs = jobs.iter().map(|&(j, _)| j).collect();
+        if b.due.is_some() && jobs.len() < asked {
             self.wanted = false;
         }
-        self.count_claims(&jobs).await;
+        b.claimed = jobs;
     }
 
     /// Share the jobs to run one by one out to the job executors that want work.
@@ -115,6 +119,7 @@ impl Supervisor {
                         worker,
                         jobs,
                         due: None,
+                        claimed: Vec::new(),
                     },
                     &auth,
                 );

@@ -22,6 +22,8 @@ pub struct Inflight {
     pub jobs: Vec<i64>,
     /// A claim of up to this many due jobs (None: the jobs above).
     pub due: Option<usize>,
+    /// (job, project) of the jobs it said it claimed, for the claims metric.
+    pub claimed: Vec<(i64, i64)>,
 }
 
 /// What an executor did, tagged with its slot and generation (a respawned executor

@@ -66,7 +66,7 @@ impl Supervisor {
                         self.pools.slot_mut(id).failures = 0;
                     }
                     FromExecutor::Claimed { batch, jobs, asked } => {
-                        self.on_claimed(id, batch, jobs, asked).await;
+                        self.on_claimed(id, batch, jobs, asked);
                     }
                     FromExecutor::Report(r) => {
                         let Some(pos) = p.inflight.iter().position(|b| b.batch == r.batch) else {
@@ -78,10 +78,18 @@ impl Supervisor {
                         p.recalled = false;
                         p.observe(r.busy_secs, r.ran);
                         self.completed += r.completed.len() as u64;
-                        // Unstarted and lost jobs are pending again, anyone's to claim.
+                        // Unstarted and lost jobs are pending again, anyone's to claim:
+                        // only the others count as claimed (they will be claimed again).
                         if !r.unstarted.is_empty() || !r.lost.is_empty() {
                             self.wanted = true;
                         }
+                        let kept: Vec<(i64, i64)> = b
+                            .claimed
+                            .iter()
+                            .filter(|(j, _)| !r.unstarted.contains(j) && !r.lost.contains(j))
+                            .copied()
+                            .collect();
+                        self.count_claims(&kept).await;
                         self.requeue(b.worker, r.split);
                         for o in &r.outcomes {
                             self.state.metrics.job_finished(&o.project, o.state, o.secs);

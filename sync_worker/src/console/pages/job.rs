@@ -8,7 +8,8 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 const JOB_SQL: &str = "
-SELECT j.id, p.name, t.name, j.trigger_kind, j.trigger_name, j.handler, j.state, j.args,
+SELECT j.id, p.name, t.name, j.trigger_kind, j.trigger_name, j.handler,
+       sync.job_state(j.state, j.id), j.args,
        j.result, j.error, j.attempts, j.max_retries, j.priority, j.eta, j.created_at,
        j.started_at, j.finished_at, j.parent_id, j.user_name::text, j.description,
        j.identity_key, j.worker, j.warning

@@ -49,21 +49,26 @@ fn opt(s: &str) -> Option<&str> {
 // Times are cast by PostgreSQL, which says what it cannot read (shown at the field). The
 // project is looked up first: joined by name, the planner cannot tell how many jobs it
 // has and may sort them all instead of walking the id index.
-const WHERE: &str = "
+const WHERE: &str = concat!(
+    "
 FROM sync.job j
 JOIN sync.project p ON p.id = j.project_id
 LEFT JOIN sync.task t ON t.id = j.task_id
 WHERE ($1::text IS NULL OR j.project_id = (SELECT id FROM sync.project WHERE name = $1))
   AND ($2::text IS NULL OR t.name = $2)
   AND ($3::text IS NULL OR j.trigger_name = $3)
-  AND ($4::text IS NULL OR j.state = $4)
+  AND ",
+    crate::job_state::job_state_filter!("$4"),
+    "
   AND ($5::text IS NULL OR j.created_at >= $5::text::timestamptz)
   AND ($6::text IS NULL OR j.created_at < $6::text::timestamptz)
   AND ($7::bigint IS NULL OR j.id < $7)
-  AND ($8::bigint IS NULL OR j.id > $8)";
+  AND ($8::bigint IS NULL OR j.id > $8)"
+);
 
 const COLUMNS: &str = "SELECT j.id, p.name, t.name, j.trigger_kind, j.trigger_name, j.handler,
-       j.state, j.attempts, j.created_at, j.finished_at, left(j.error, 160)";
+       sync.job_state(j.state, j.id), j.attempts, j.created_at, j.finished_at,
+       left(j.error, 160)";
 
 async fn list(person: Person, Query(f): Query<Filters>) -> Result<Markup, ConsoleError> {
     let newer = f.after.is_some() && f.before.is_none();

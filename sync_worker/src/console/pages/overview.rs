@@ -10,12 +10,16 @@ pub fn routes() -> Router<ConsoleState> {
     Router::new()
 }
 
-// Each count walks a partial index (job_pending, job_running, job_finished), never the
-// whole table.
+// Each count walks a partial index (job_pending, job_finished) or sync.job_started,
+// never the whole table. A running job's row says pending (its batch holds it locked):
+// the jobs sync.job_started lists are counted apart.
 const QUEUE_SQL: &str = "
-SELECT (SELECT count(*) FROM sync.job WHERE state = 'pending'),
-       (SELECT count(*) FROM sync.job WHERE state = 'pending' AND eta <= now()),
-       (SELECT count(*) FROM sync.job WHERE state = 'running')";
+WITH r AS (SELECT count(*) AS n FROM sync.job_started s
+           JOIN sync.job j ON j.id = s.job_id AND j.state = 'pending')
+SELECT greatest((SELECT count(*) FROM sync.job WHERE state = 'pending') - r.n, 0),
+       greatest((SELECT count(*) FROM sync.job WHERE state = 'pending' AND eta <= now()) - r.n, 0),
+       r.n + (SELECT count(*) FROM sync.job WHERE state = 'running')
+FROM r";
 
 const PER_MINUTE_SQL: &str = "
 SELECT date_trunc('minute', finished_at) AS minute, state, count(*)
