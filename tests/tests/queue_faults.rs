@@ -110,17 +110,18 @@ async fn ten_rounds_of_100000_jobs_leave_the_tables_no_bigger_than_one() {
         }
         let size: i64 = scalar(c, size_sql).await;
         eprintln!("round {round}: {size} bytes");
-        // Rounds 1 and 2 set the working size: btree pages emptied in round 1 become
-        // reusable only after the vacuums that follow it. How much room a round needs
-        // depends on when autovacuum ran during it (on a busy machine 3x more than on a
-        // quiet one), so the bound is twice the working size: without retention the
-        // tables would hold `round` times round 1's rows, 3x by round 3, 10x at the end.
-        if round <= 2 {
+        // Rounds 1 to 3 set the working size: btree pages emptied in a round become
+        // reusable only after the vacuums that follow it, and the size settles in the
+        // third round. How much room a round needs depends on when autovacuum ran during
+        // it (on a busy machine 3x more than on a quiet one), so the bound is twice the
+        // working size: without retention the tables would hold `round` times round 1's
+        // rows, 10x at the end.
+        if round <= 3 {
             first = first.max(size);
         } else {
             assert!(
                 size <= 2 * first,
-                "round {round}: {size} bytes, working size after rounds 1-2: {first}"
+                "round {round}: {size} bytes, working size after rounds 1-3: {first}"
             );
         }
     }

@@ -147,9 +147,9 @@ impl Cleanup {
     async fn run(self, client: Arc<Client>) {
         if let Some(pid) = self.backend {
             let _ = client
-                // Waits (up to 5 s) for the backend to end: its row locks go with it, so
+                // Waits (up to 1 s) for the backend to end: its row locks go with it, so
                 // the interrupted job below is counted at once.
-                .execute("SELECT pg_terminate_backend($1, 5000)", &[&pid])
+                .execute("SELECT pg_terminate_backend($1, 1000)", &[&pid])
                 .await;
         }
         if let Some((job, worker, why, give_up)) = self.interrupt {

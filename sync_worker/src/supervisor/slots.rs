@@ -212,7 +212,10 @@ impl Supervisor {
             // finish() runs these before giving jobs back.
             self.cleanups.push(cleanup);
         } else if let Some(client) = client {
-            tokio::spawn(cleanup.run(client));
+            // Before any new claim (the loop dispatches after this returns): the dead
+            // executor's locks are gone already, and a claim that took its job before
+            // the interruption is recorded would run it without counting that try.
+            cleanup.run(client).await;
         }
         if self.stopping.is_none() {
             let killed = p.killed_for().is_some() || blame.is_some();
@@ -279,6 +282,17 @@ impl Supervisor {
                     by: by.clone(),
                 });
                 p.cancelling = Some((job, std::time::Instant::now()));
+            } else if p
+                .inflight
+                .iter()
+                .any(|b| b.due.is_some() && b.claimed.is_empty())
+            {
+                // A claim it has not answered yet may hold the job (it locked it before
+                // the cancel was recorded): the executor skips or stops it if so.
+                p.send(ToExecutor::Cancel {
+                    job,
+                    by: by.clone(),
+                });
             }
         }
     }
