@@ -63,20 +63,32 @@ impl Supervisor {
         };
         for &i in wanting {
             let n = self.desired(i);
-            let batch = self.next_batch;
-            self.next_batch += 1;
-            if let Some(p) = self.pools.jobs.slots[i].proc.as_mut() {
-                p.dispatch(
-                    Inflight {
-                        batch,
-                        worker,
-                        jobs: Vec::new(),
-                        due: Some(n),
-                        claimed: Vec::new(),
-                    },
-                    &auth,
-                );
-            }
+            self.send_batch(i, worker, &auth, Vec::new(), Some(n));
+        }
+    }
+
+    /// Send job executor `i` a new batch: `jobs`, or a claim of up to `due` due jobs.
+    fn send_batch(
+        &mut self,
+        i: usize,
+        worker: i32,
+        auth: &WorkerAuth,
+        jobs: Vec<i64>,
+        due: Option<usize>,
+    ) {
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        if let Some(p) = self.pools.jobs.slots[i].proc.as_mut() {
+            p.dispatch(
+                Inflight {
+                    batch,
+                    worker,
+                    jobs,
+                    due,
+                    claimed: Vec::new(),
+                },
+                auth,
+            );
         }
     }
 
@@ -110,20 +122,7 @@ impl Supervisor {
         };
         let sizes: Vec<usize> = wanting.iter().map(|&i| self.desired(i)).collect();
         for (&i, jobs) in wanting.iter().zip(share_out(&mut self.ready, &sizes)) {
-            let batch = self.next_batch;
-            self.next_batch += 1;
-            if let Some(p) = self.pools.jobs.slots[i].proc.as_mut() {
-                p.dispatch(
-                    Inflight {
-                        batch,
-                        worker,
-                        jobs,
-                        due: None,
-                        claimed: Vec::new(),
-                    },
-                    &auth,
-                );
-            }
+            self.send_batch(i, worker, &auth, jobs, None);
         }
     }
 
