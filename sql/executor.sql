@@ -330,8 +330,8 @@ REVOKE ALL ON FUNCTION sync.worker_token_check(integer, text) FROM PUBLIC;
 -- returned. try_no is the try about to start; started_at is this transaction's start,
 -- which sync.batch_finish records; time_limit is the task's, max_time_limit the ceiling
 -- every limit is clamped to; cancelled_by when sync_cancel_job asked to stop the job.
--- FOR NO KEY UPDATE: foreign-key checks of other transactions (child jobs, log lines)
--- need not wait for the batch.
+-- The lock is on the job's sync.job_queue row, which nothing references: foreign-key
+-- checks of other transactions (child jobs) need not wait for the batch.
 CREATE FUNCTION sync.batch_lock(worker_id integer, token text, ids bigint[], n integer,
                                 any_state boolean DEFAULT false)
 RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id bigint,
@@ -340,59 +340,71 @@ RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id big
                time_limit double precision, project_active boolean, task_active boolean,
                project_name text, task_name text, cancelled_by name, run_as name,
                run_as_problem text, max_time_limit double precision)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_sort = off
+ROWS 100 AS $$
 #variable_conflict use_column
 DECLARE
     max_limit double precision;
     locked bigint[];
+    projects bigint[];
 BEGIN
     -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
     -- at every call).
     PERFORM sync.worker_token_check(worker_id, token);
     IF ids IS NULL THEN
-        SELECT pg_catalog.array_agg(c.id) INTO locked FROM (
-            SELECT j.id FROM sync.job j
-            WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock())
-            ORDER BY j.priority, j.eta, j.id
+        -- Walks job_queue_due in order, whatever the statistics say (enable_sort is off
+        -- for this function): a plan kept from a moment the queue was nearly empty, a
+        -- sequential scan and a sort, cost every later claim the whole queue.
+        SELECT pg_catalog.array_agg(c.id), pg_catalog.array_agg(DISTINCT c.project_id)
+        INTO locked, projects
+        FROM (
+            SELECT q.id, q.project_id FROM sync.job_queue q
+            WHERE q.eta <= (SELECT sync.clock())
+            ORDER BY q.priority, q.eta, q.id
             LIMIT batch_lock.n
-            FOR NO KEY UPDATE SKIP LOCKED
+            FOR UPDATE SKIP LOCKED
         ) c;
     ELSE
-        -- Rows by primary key, one per id: `id = ANY (ids)` beside other conditions
-        -- lets the planner test every row against the whole array.
-        SELECT pg_catalog.array_agg(c.id) INTO locked FROM (
-            SELECT j.id FROM unnest(batch_lock.ids) AS u(id)
-            JOIN sync.job j ON j.id = u.id
-            WHERE batch_lock.any_state OR j.state = 'pending'
-            FOR NO KEY UPDATE OF j SKIP LOCKED
-        ) c;
+        locked := ARRAY(SELECT q.id FROM sync.job_queue q
+                        WHERE q.id = ANY (batch_lock.ids)
+                        FOR UPDATE SKIP LOCKED);
+        IF batch_lock.any_state THEN
+            -- `run-job` of a job that is not pending: its row's lock keeps it from
+            -- being queued again (sync_retry_job) while it runs.
+            locked := coalesce(locked, '{}') || ARRAY(
+                SELECT j.id FROM sync.job j
+                WHERE j.id = ANY (batch_lock.ids)
+                  AND j.id <> ALL (coalesce(locked, '{}'))
+                  AND NOT EXISTS (SELECT 1 FROM sync.job_queue q WHERE q.id = j.id)
+                FOR NO KEY UPDATE SKIP LOCKED);
+        END IF;
+        projects := ARRAY(SELECT DISTINCT j.project_id FROM sync.job j WHERE j.id = ANY (locked));
     END IF;
     IF EXISTS (SELECT 1 FROM sync.job_interrupted i WHERE i.job_id = ANY (locked)) THEN
         locked := sync.count_interrupted(locked);
     END IF;
     max_limit := pg_catalog.date_part('epoch', sync.max_time_limit());
+    -- In the order claimed. Each job's row by primary key; the projects the claim saw
+    -- (a superset once count_interrupted has dropped jobs).
     RETURN QUERY
-    WITH j AS (
-        SELECT j.* FROM unnest(locked) AS u(id)
-        JOIN sync.job j ON j.id = u.id
-    ), p AS MATERIALIZED (
+    WITH p AS MATERIALIZED (
         -- run_as is checked now, once per project of the batch: a role can gain rights
         -- at any time.
         SELECT p.id, p.version, p.active, p.name, p.run_as,
                CASE WHEN p.run_as IS NOT NULL THEN sync.run_as_problem(p.run_as) END AS problem
-        FROM sync.project p WHERE p.id IN (SELECT j.project_id FROM j)
+        FROM sync.project p WHERE p.id = ANY (projects)
     )
     SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
            j.args, j.user_name::text, j.lang, j.attempts + 1, j.max_retries, now(),
            pg_catalog.date_part('epoch', t.time_limit)::double precision,
            p.active, coalesce(t.active, true), p.name, t.name,
-           (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
-           p.run_as, p.problem,
-           max_limit
-    FROM j
+           c.requested_by, p.run_as, p.problem, max_limit
+    FROM unnest(locked) WITH ORDINALITY AS u(id, n)
+    JOIN sync.job j ON j.id = u.id
     JOIN p ON p.id = j.project_id
     LEFT JOIN sync.task t ON t.id = j.task_id
-    ORDER BY j.priority, j.eta, j.id;
+    LEFT JOIN sync.job_cancel c ON c.job_id = j.id
+    ORDER BY u.n;
 END
 $$;
 COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[], integer, boolean) IS 'Executors: claim (lock for the batch transaction) up to n due pending jobs, or the jobs ids, for their worker (token-checked), and return what running them needs.';
@@ -411,48 +423,40 @@ CREATE FUNCTION sync.batch_finish(
     log_job bigint[], log_job_started timestamptz[], log_level text[], log_kind text[],
     log_recipient text[], log_message text[])
 RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- Each job's row is found by primary key, one per id: the plan is kept for the
+-- session, and a hash join kept from a moment sync.job was small would read the whole
+-- table for every batch once it is large (so hash and merge joins are off here; nothing
+-- this runs, sync.job's triggers included, needs one).
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     n integer;
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
-    -- Ownership and the rows by primary key, one per id (materialized): with `id = ANY`
-    -- and the arrays in the UPDATE, the planner may scan the worker's running jobs and
-    -- test each against the whole array (quadratic in the batch size).
-    WITH outcome AS MATERIALIZED (
-        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.max_retries,
-               CASE WHEN j.state = 'running' THEN j.started_at ELSE now() END AS started_at,
-               u.error, u.result, u.warning,
-               CASE WHEN u.state = 'skipped' THEN j.attempts ELSE j.attempts + 1 END AS tries,
-               CASE u.state
-                   WHEN 'skipped' THEN 'cancelled'
-                   WHEN 'retry' THEN CASE WHEN sync.may_try_again(j.attempts + 1, j.max_retries, false)
-                                          THEN 'pending' ELSE 'failed' END
-                   ELSE u.state END AS state,
-               u.state = 'retry' AS retryable
-        FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
-        -- OFFSET 0 keeps this a lookup by primary key per id.
-        -- Only the columns needed: deforming whole rows costs as much as the update.
-        CROSS JOIN LATERAL (SELECT x.id, x.project_id, x.task_id, x.trigger_name, x.max_retries,
-                                   x.state, x.started_at, x.attempts, x.worker
-                            FROM sync.job x WHERE x.id = u.id OFFSET 0) j
-        WHERE (j.state <> 'running' OR j.worker = batch_finish.worker_id)
-          AND u.state = ANY ('{done,failed,cancelled,retry,skipped}'::text[])
-    ), done AS (
+    -- One pass: the update reads each job's tries and limits as it writes the outcome,
+    -- and returns what the retry's log line needs.
+    WITH done AS (
         UPDATE sync.job j
-        SET state = o.state, attempts = o.tries, result = o.result, warning = o.warning,
-            worker = batch_finish.worker_id, started_at = o.started_at,
-            error = CASE WHEN o.retryable AND o.state = 'failed'
-                         THEN pg_catalog.format('gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
-                         ELSE o.error END,
-            eta = CASE WHEN o.state = 'pending'
-                       THEN (SELECT sync.clock()) + sync.retry_delay(o.tries)
+        SET state = CASE WHEN u.state = 'skipped' THEN 'cancelled'
+                         WHEN u.state <> 'retry' THEN u.state
+                         WHEN sync.may_try_again(j.attempts + 1, j.max_retries, false) THEN 'pending'
+                         ELSE 'failed' END,
+            attempts = CASE WHEN u.state = 'skipped' THEN j.attempts ELSE j.attempts + 1 END,
+            result = u.result, warning = u.warning, worker = batch_finish.worker_id,
+            started_at = CASE WHEN j.state = 'running' THEN j.started_at ELSE now() END,
+            error = CASE WHEN u.state = 'retry' AND NOT sync.may_try_again(j.attempts + 1, j.max_retries, false)
+                         THEN pg_catalog.format('gave up after %s tries: %s', j.attempts + 1, pg_catalog.rtrim(u.error))
+                         ELSE u.error END,
+            eta = CASE WHEN u.state = 'retry' AND sync.may_try_again(j.attempts + 1, j.max_retries, false)
+                       THEN (SELECT sync.clock()) + sync.retry_delay(j.attempts + 1)
                        ELSE j.eta END,
-            finished_at = CASE WHEN o.state = 'pending' THEN NULL
-                               ELSE pg_catalog.clock_timestamp() END
-        FROM outcome o
-        WHERE j.id = o.id
-        RETURNING 1
+            finished_at = CASE WHEN u.state = 'retry' AND sync.may_try_again(j.attempts + 1, j.max_retries, false)
+                               THEN NULL ELSE pg_catalog.clock_timestamp() END
+        FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
+        WHERE j.id = u.id AND (j.state <> 'running' OR j.worker = batch_finish.worker_id)
+          AND u.state = ANY ('{done,failed,cancelled,retry,skipped}'::text[])
+        RETURNING j.id, j.project_id, j.task_id, j.trigger_name, j.max_retries, j.started_at,
+                  j.state, j.attempts AS tries, j.error, u.state = 'retry' AS retryable
     ), handled AS (
         DELETE FROM sync.job_cancel c WHERE c.job_id = ANY (ids)
     ), counted AS (
@@ -473,9 +477,9 @@ BEGIN
                        sync.delay_text(sync.retry_delay(o.tries)), o.tries,
                        CASE WHEN o.max_retries = 0 THEN 'unlimited' ELSE o.max_retries::text END,
                        pg_catalog.rtrim(o.error))
-                   ELSE pg_catalog.format('job failed: gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
+                   ELSE 'job failed: ' || o.error
                END
-        FROM outcome o WHERE o.retryable
+        FROM done o WHERE o.retryable
         RETURNING 1
     )
     SELECT count(*)::integer INTO n FROM done;
@@ -493,6 +497,11 @@ DECLARE
     j record;
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
+    -- Unless another batch has claimed it meanwhile (then that batch decides).
+    PERFORM 1 FROM sync.job_queue q WHERE q.id = batch_fail_job.job_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
     UPDATE sync.job AS x SET state = 'failed', error = message, attempts = x.attempts + 1,
                              worker = batch_fail_job.worker_id, started_at = now(),
                              finished_at = pg_catalog.clock_timestamp()

@@ -79,8 +79,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
 BEGIN
-    -- Two tries: the job holding the key may finish between the insert and the lookup.
-    FOR i IN 1..2 LOOP
+    IF add_job.identity_key IS NULL THEN
         INSERT INTO sync.job AS j (project_id, task_id, trigger_kind, trigger_id, trigger_name,
                                    handler, args, priority, eta, max_retries, description,
                                    identity_key, parent_id, user_name, lang)
@@ -90,19 +89,35 @@ BEGIN
                 coalesce(add_job.max_retries, 5), add_job.description, add_job.identity_key,
                 add_job.parent_id, coalesce(add_job.user_name, current_user),
                 coalesce(add_job.lang, (SELECT p.lang FROM sync.project p WHERE p.id = add_job.project_id)))
-        ON CONFLICT (project_id, identity_key)
-            WHERE identity_key IS NOT NULL AND state IN ('pending', 'running')
-            DO NOTHING
         RETURNING j.id INTO new_id;
-        IF new_id IS NOT NULL THEN
+        RETURN new_id;
+    END IF;
+    -- The key is held while the job has its queue row (pending or running); the unique
+    -- index job_identity there refuses a second holder, even one queued by a transaction
+    -- not committed yet (the insert waits for it). Only keyed jobs pay for the
+    -- subtransaction. Three tries: the holder may finish, or its transaction roll back,
+    -- between the look-up and the insert.
+    FOR i IN 1..3 LOOP
+        SELECT q.id INTO new_id FROM sync.job_queue q
+        WHERE q.project_id = add_job.project_id AND q.identity_key = add_job.identity_key;
+        IF FOUND THEN
             RETURN new_id;
         END IF;
-        SELECT j.id INTO new_id FROM sync.job j
-        WHERE j.project_id = add_job.project_id AND j.identity_key = add_job.identity_key
-          AND j.state IN ('pending', 'running');
-        IF new_id IS NOT NULL THEN
+        BEGIN
+            INSERT INTO sync.job AS j (project_id, task_id, trigger_kind, trigger_id, trigger_name,
+                                       handler, args, priority, eta, max_retries, description,
+                                       identity_key, parent_id, user_name, lang)
+            VALUES (add_job.project_id, add_job.task_id, add_job.trigger_kind, add_job.trigger_id,
+                    add_job.trigger_name, add_job.handler, coalesce(add_job.args, '{}'),
+                    coalesce(add_job.priority, 10), coalesce(add_job.eta, sync.clock()),
+                    coalesce(add_job.max_retries, 5), add_job.description, add_job.identity_key,
+                    add_job.parent_id, coalesce(add_job.user_name, current_user),
+                    coalesce(add_job.lang, (SELECT p.lang FROM sync.project p WHERE p.id = add_job.project_id)))
+            RETURNING j.id INTO new_id;
             RETURN new_id;
-        END IF;
+        EXCEPTION WHEN unique_violation THEN
+            NULL; -- only job_identity can refuse it (ids come from the sequence): look again
+        END;
     END LOOP;
     RAISE EXCEPTION 'could not enqueue job %: its identity key % keeps changing hands', handler, identity_key
         USING ERRCODE = 'serialization_failure', HINT = 'Retry the statement.';
@@ -293,26 +308,33 @@ CREATE FUNCTION sync_cancel_job(job_id bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     st text;
+    queued boolean;
     who name := sync.caller();
 BEGIN
-    -- SKIP LOCKED: a job being run holds its row lock until its batch commits; waiting
-    -- for it would make cancelling a stuck job hang.
-    SELECT state INTO st FROM sync.job WHERE id = sync_cancel_job.job_id FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        IF NOT EXISTS (SELECT 1 FROM sync.job WHERE id = sync_cancel_job.job_id) THEN
-            RAISE EXCEPTION 'job % does not exist', job_id
-                USING ERRCODE = 'no_data_found', HINT = 'Find pending jobs with: SELECT id, handler FROM sync.job WHERE state = ''pending'';';
-        END IF;
+    -- A job being run is claimed: its batch holds the lock of its queue row until it
+    -- commits (SKIP LOCKED: waiting for it would make cancelling a stuck job hang).
+    PERFORM 1 FROM sync.job_queue q WHERE q.id = sync_cancel_job.job_id FOR UPDATE SKIP LOCKED;
+    queued := FOUND;
+    IF NOT queued AND EXISTS (SELECT 1 FROM sync.job_queue q WHERE q.id = sync_cancel_job.job_id) THEN
         INSERT INTO sync.job_cancel AS c (job_id, requested_by) VALUES (sync_cancel_job.job_id, who)
         ON CONFLICT ON CONSTRAINT job_cancel_pkey DO NOTHING;
         PERFORM pg_notify('sync_cancel', json_build_object('job', job_id, 'by', who)::text);
         RAISE NOTICE 'job % is running; its worker stops it within a second and records it cancelled', job_id;
         RETURN;
     END IF;
+    SELECT state INTO st FROM sync.job WHERE id = sync_cancel_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id
+            USING ERRCODE = 'no_data_found', HINT = 'Find pending jobs with: SELECT id, handler FROM sync.job WHERE state = ''pending'';';
+    END IF;
     IF st NOT IN ('pending', 'running') THEN
         RAISE EXCEPTION 'job % is %; only pending and running jobs can be cancelled', job_id, st
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'It is not going to run anyway.';
+    END IF;
+    IF NOT queued THEN
+        RAISE EXCEPTION 'job % was queued again while being cancelled', job_id
+            USING ERRCODE = 'serialization_failure', HINT = 'Cancel it again.';
     END IF;
     -- Pending, or claimed by a worker that has not started it (or that died): it will
     -- not run; a worker about to start it sees it is no longer running for it.
@@ -617,16 +639,13 @@ $$;
 COMMENT ON FUNCTION sync.count_interrupted(bigint[]) IS 'Used by sync.batch_lock: count the recorded interruptions of the jobs a batch has just locked; returns the jobs still to run.';
 
 -- The handlers dead workers were running: their tries were cut short (recorded in
--- sync.job_interrupted, counted by the batch that claims the job next). Their other
--- jobs need nothing: a claim is only a lock, gone with the dead connection. A webhook
--- call's job row only exists once its batch commits, so none is left running; rows
--- still running for a dead worker (written by a version that committed claims) go back
--- to pending, webhook rows failed (a call never runs twice).
+-- sync.job_interrupted, counted at once or by the batch that claims the job next).
+-- Their other jobs need nothing: a claim is only a lock, gone with the dead connection.
+-- A webhook call's job row only exists once its batch commits, so none is left running.
 CREATE FUNCTION sync.rescue_jobs() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
-    m integer;
 BEGIN
     WITH gone AS (
         DELETE FROM sync.job_started r
@@ -641,27 +660,16 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     -- Counted at once for the jobs no batch holds (their dead transactions have ended).
     PERFORM sync.count_interrupted(ARRAY(
-        SELECT j.id FROM sync.job j
-        WHERE j.state = 'pending' AND j.id IN (SELECT i.job_id FROM sync.job_interrupted i)
-        FOR UPDATE OF j SKIP LOCKED));
-    UPDATE sync.job j
-    SET state = CASE WHEN j.trigger_kind = 'webhook' THEN 'failed' ELSE 'pending' END,
-        error = CASE WHEN j.trigger_kind = 'webhook'
-                     THEN pg_catalog.format('worker %s stopped while running this webhook call', j.worker)
-                     ELSE j.error END,
-        finished_at = CASE WHEN j.trigger_kind = 'webhook' THEN pg_catalog.clock_timestamp() END
-    WHERE j.id IN (SELECT x.id FROM sync.job x
-                   WHERE x.state = 'running'
-                     AND (x.worker IS NULL OR x.worker NOT IN (SELECT sync.live_workers()))
-                   FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS m = ROW_COUNT;
-    IF n + m > 0 THEN
+        SELECT q.id FROM sync.job_queue q
+        WHERE q.id IN (SELECT i.job_id FROM sync.job_interrupted i)
+        FOR UPDATE OF q SKIP LOCKED));
+    IF n > 0 THEN
         PERFORM pg_notify('sync_job', '');
     END IF;
-    RETURN n + m;
+    RETURN n;
 END
 $$;
-COMMENT ON FUNCTION sync.rescue_jobs() IS 'Record the tries dead workers were running as cut short (counted when the job is claimed again), and put back what they left running; called by every worker every few seconds.';
+COMMENT ON FUNCTION sync.rescue_jobs() IS 'Record the tries dead workers were running as cut short (counted at once, or when the job is claimed again); called by every worker every few seconds.';
 
 -- A job the worker had to stop: its executor overran the hard time limit (give_up) or
 -- died while running it. The try is recorded as cut short, and counted at once when no
@@ -683,8 +691,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM 1 FROM sync.job j WHERE j.id = interrupt_job.job_id AND j.state = 'pending'
-    FOR UPDATE OF j SKIP LOCKED;
+    PERFORM 1 FROM sync.job_queue q WHERE q.id = interrupt_job.job_id FOR UPDATE SKIP LOCKED;
     IF FOUND THEN
         PERFORM sync.count_interrupted(ARRAY[interrupt_job.job_id]);
     END IF;
@@ -728,15 +735,20 @@ DECLARE
     keep_failed interval := sync.keep_jobs('failed');
 BEGIN
     -- SKIP LOCKED: workers calling this at once share the work instead of waiting.
+    -- By creation time (index job_created; no index may name finished_at or state, see
+    -- sync.job): a job finishes after it is created, so only jobs created before the
+    -- cut-off can have expired, and the walk stops there.
     WITH done_jobs AS (
         SELECT x.id FROM sync.job x
-        WHERE x.state = 'done' AND x.finished_at < now_ - keep_done
-        ORDER BY x.finished_at LIMIT batch
+        WHERE x.created_at < now_ - keep_done
+          AND x.state = 'done' AND x.finished_at < now_ - keep_done
+        ORDER BY x.created_at LIMIT batch
         FOR UPDATE SKIP LOCKED
     ), failed_jobs AS (
         SELECT x.id FROM sync.job x
-        WHERE x.state IN ('failed', 'cancelled') AND x.finished_at < now_ - keep_failed
-        ORDER BY x.finished_at LIMIT batch
+        WHERE x.created_at < now_ - keep_failed
+          AND x.state IN ('failed', 'cancelled') AND x.finished_at < now_ - keep_failed
+        ORDER BY x.created_at LIMIT batch
         FOR UPDATE SKIP LOCKED
     ), gone AS (
         DELETE FROM sync.job j
@@ -744,6 +756,8 @@ BEGIN
         RETURNING j.id
     )
     SELECT count(*) INTO n FROM gone;
+    -- The console and the admin API show the last day of these counts.
+    DELETE FROM sync.job_finished_count c WHERE c.minute < now_ - interval '2 days';
     RETURN n;
 END
 $$;

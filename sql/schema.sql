@@ -394,17 +394,15 @@ CREATE TABLE sync.job (
     -- With the project: deleting a task finds its jobs through job_project_task (an index
     -- of task_id alone would cost every job's insert and outcome one more index entry).
     FOREIGN KEY (task_id, project_id) REFERENCES sync.task (id, project_id) ON DELETE CASCADE
-);
--- The claim query walks this index in order; it only holds pending jobs.
-CREATE INDEX job_pending ON sync.job (priority, eta, id) WHERE state = 'pending';
-CREATE INDEX job_running ON sync.job (worker) WHERE state = 'running';
-CREATE UNIQUE INDEX job_identity ON sync.job (project_id, identity_key)
-    WHERE identity_key IS NOT NULL AND state IN ('pending', 'running');
+) WITH (fillfactor = 50);
+-- A job's outcome is one HOT update (no index entry written): no index of sync.job
+-- names a column that outcomes change (state, eta, attempts, times, worker), and
+-- fillfactor leaves each page room for its rows' next versions. So what the queue
+-- looks up by those columns lives in sync.job_queue, and retention walks creation time.
 CREATE INDEX job_project_task ON sync.job (project_id, task_id, created_at);
 CREATE INDEX job_parent ON sync.job (parent_id) WHERE parent_id IS NOT NULL;
--- Retention (sync.remove_expired_jobs) walks finished jobs oldest first.
-CREATE INDEX job_finished ON sync.job (finished_at) WHERE state IN ('done', 'failed', 'cancelled');
-COMMENT ON TABLE sync.job IS 'The job queue. Workers claim pending jobs with FOR UPDATE SKIP LOCKED.';
+CREATE INDEX job_created ON sync.job (created_at);
+COMMENT ON TABLE sync.job IS 'Every job: pending, done, failed or cancelled (a running job''s row says pending, see sync.job_state). Workers claim pending jobs through sync.job_queue.';
 COMMENT ON COLUMN sync.job.trigger_kind IS 'What created the job: cron, db, webhook, button, or job (add_job from task code).';
 COMMENT ON COLUMN sync.job.handler IS 'Python function of the task code to call.';
 COMMENT ON COLUMN sync.job.args IS 'Arguments: {"args": [...], "kwargs": {...}} for add_job; {"event", "table", "keys", "old"} for db jobs.';
@@ -420,6 +418,113 @@ COMMENT ON COLUMN sync.job.warning IS 'The job logged a warning.';
 COMMENT ON COLUMN sync.job.error IS 'Error message and Python traceback of a failed try.';
 COMMENT ON COLUMN sync.job.result IS 'Return value of the handler (JSON).';
 COMMENT ON COLUMN sync.job.parent_id IS 'Job whose code created this one with add_job.';
+
+-- The pending jobs, narrow: what a claim walks and locks. A job has a row here exactly
+-- while it is pending (a running job's row says pending too); the statement triggers
+-- below keep it so for every write of sync.job, whoever makes it. A claim is the row
+-- lock of a job's queue row (sync.batch_lock), held by the batch transaction that runs
+-- the job, so whatever changes a pending job locks its queue row first.
+CREATE TABLE sync.job_queue (
+    id           bigint PRIMARY KEY,
+    priority     integer NOT NULL,
+    eta          timestamptz NOT NULL,
+    project_id   bigint NOT NULL,
+    identity_key text
+);
+-- The claim query walks this index in order.
+CREATE INDEX job_queue_due ON sync.job_queue (priority, eta, id);
+CREATE UNIQUE INDEX job_identity ON sync.job_queue (project_id, identity_key)
+    WHERE identity_key IS NOT NULL;
+COMMENT ON TABLE sync.job_queue IS 'The pending jobs of sync.job (running ones included: their rows say pending), kept by its triggers; workers claim a job by locking its row here.';
+COMMENT ON COLUMN sync.job_queue.id IS 'The job (sync.job.id).';
+COMMENT ON COLUMN sync.job_queue.priority IS 'The job''s priority, 0 first.';
+COMMENT ON COLUMN sync.job_queue.eta IS 'Not run before this time (database clock).';
+COMMENT ON COLUMN sync.job_queue.project_id IS 'The job''s project.';
+COMMENT ON COLUMN sync.job_queue.identity_key IS 'The job''s identity key: unique among the pending and running jobs of a project.';
+
+-- Jobs finished per minute, by state: what the console's overview and the admin API's
+-- status show, counted as jobs finish (no index of sync.job may name finished_at or
+-- state, so counting them in sync.job would read the whole table). One row per
+-- minute, state and writing backend: batches committing at once never wait on each
+-- other's row. Rows older than two days are removed by sync.remove_expired_jobs.
+CREATE TABLE sync.job_finished_count (
+    minute  timestamptz NOT NULL,
+    state   text NOT NULL CHECK (state IN ('done', 'failed', 'cancelled')),
+    backend integer NOT NULL,
+    n       bigint NOT NULL,
+    PRIMARY KEY (minute, state, backend)
+);
+COMMENT ON TABLE sync.job_finished_count IS 'Jobs that reached done, failed or cancelled, per minute of finished_at (kept two days); sum n over backend.';
+COMMENT ON COLUMN sync.job_finished_count.minute IS 'The minute (date_trunc) of the jobs'' finished_at.';
+COMMENT ON COLUMN sync.job_finished_count.state IS 'done, failed or cancelled.';
+COMMENT ON COLUMN sync.job_finished_count.backend IS 'PostgreSQL backend (pid) that wrote the jobs: one row each, so writers never wait on each other.';
+COMMENT ON COLUMN sync.job_finished_count.n IS 'How many jobs.';
+
+-- One home for "a pending job has a queue row" (and for counting finished jobs):
+-- statement-level, one set-based statement per write of sync.job however many rows it
+-- touches. (A webhook call's row,
+-- running, needs none: the batch that writes it finishes it before it commits.)
+CREATE FUNCTION sync.job_queue_sync() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_RELID <> 'sync.job'::regclass THEN
+        RAISE EXCEPTION 'sync.job_queue_sync() only runs as a trigger of sync.job'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    -- Queue rows are found by primary key, `id = ANY (ARRAY(...))`: joined to the
+    -- transition table, the planner may hash the whole queue table (a sequential scan
+    -- per batch finished) when it thinks index probes dear.
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO sync.job_queue (id, priority, eta, project_id, identity_key)
+        SELECT n.id, n.priority, n.eta, n.project_id, n.identity_key
+        FROM new_rows n WHERE n.state = 'pending';
+        INSERT INTO sync.job_finished_count AS c (minute, state, backend, n)
+        SELECT pg_catalog.date_trunc('minute', n.finished_at), n.state, pg_catalog.pg_backend_pid(), count(*)
+        FROM new_rows n
+        WHERE n.state IN ('done', 'failed', 'cancelled') AND n.finished_at IS NOT NULL
+        GROUP BY 1, 2
+        ON CONFLICT (minute, state, backend) DO UPDATE SET n = c.n + excluded.n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        -- Jobs finished by this transaction: whatever finishes a job stamps finished_at
+        -- with the transaction's time or later; a row that finished before (an edit of
+        -- an old job) is not counted again. No old rows to keep: one copy less per job.
+        INSERT INTO sync.job_finished_count AS c (minute, state, backend, n)
+        SELECT pg_catalog.date_trunc('minute', n.finished_at), n.state, pg_catalog.pg_backend_pid(), count(*)
+        FROM new_rows n
+        WHERE n.state IN ('done', 'failed', 'cancelled') AND n.finished_at >= now()
+        GROUP BY 1, 2
+        ON CONFLICT (minute, state, backend) DO UPDATE SET n = c.n + excluded.n;
+        DELETE FROM sync.job_queue q
+        WHERE q.id = ANY (ARRAY(SELECT n.id FROM new_rows n WHERE n.state <> 'pending'));
+        IF EXISTS (SELECT 1 FROM new_rows n WHERE n.state = 'pending') THEN
+            -- Retries (a new eta), jobs queued again, edits of pending jobs.
+            INSERT INTO sync.job_queue AS q (id, priority, eta, project_id, identity_key)
+            SELECT n.id, n.priority, n.eta, n.project_id, n.identity_key
+            FROM new_rows n WHERE n.state = 'pending'
+            ON CONFLICT (id) DO UPDATE
+            SET priority = excluded.priority, eta = excluded.eta,
+                project_id = excluded.project_id, identity_key = excluded.identity_key
+            WHERE (q.priority, q.eta, q.project_id, q.identity_key)
+                  IS DISTINCT FROM (excluded.priority, excluded.eta, excluded.project_id, excluded.identity_key);
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        DELETE FROM sync.job_queue q
+        WHERE q.id = ANY (ARRAY(SELECT o.id FROM old_rows o WHERE o.state = 'pending'));
+    ELSE
+        TRUNCATE sync.job_queue;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION sync.job_queue_sync() IS 'Triggers of sync.job: keep sync.job_queue holding exactly the jobs whose state is pending, and count finished jobs in sync.job_finished_count.';
+CREATE TRIGGER job_queue_insert AFTER INSERT ON sync.job
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sync.job_queue_sync();
+CREATE TRIGGER job_queue_update AFTER UPDATE ON sync.job
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sync.job_queue_sync();
+CREATE TRIGGER job_queue_delete AFTER DELETE ON sync.job
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION sync.job_queue_sync();
+CREATE TRIGGER job_queue_truncate AFTER TRUNCATE ON sync.job
+    FOR EACH STATEMENT EXECUTE FUNCTION sync.job_queue_sync();
 
 -- One NOTIFY per statement that enqueues jobs, never one per row.
 -- Waking workers: the doorbell. A NOTIFY costs the notifying transaction a lock held

@@ -46,13 +46,14 @@ WITH c AS (
     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
 UPDATE bench_ref r SET state = 'done' FROM c WHERE r.id = c.id";
 
-/// The bare loop on sync.job claims the way a worker's batch does (due pending jobs in
-/// its order, locked FOR NO KEY UPDATE SKIP LOCKED) and completes them in the same
-/// transaction: one statement, one commit, as the reference.
+/// The bare loop on sync.job claims the way a worker's batch does (due queue rows in
+/// its order, locked FOR UPDATE SKIP LOCKED) and completes them in the same transaction
+/// (sync.job's trigger removes the queue rows): one statement, one commit, as the
+/// reference.
 const CLAIM_COMPLETE: &str = "
 WITH c AS (
-    SELECT id FROM sync.job WHERE state = 'pending' AND eta <= now()
-    ORDER BY priority, eta, id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)
+    SELECT id FROM sync.job_queue WHERE eta <= now()
+    ORDER BY priority, eta, id LIMIT $1 FOR UPDATE SKIP LOCKED)
 UPDATE sync.job j SET state = 'done', attempts = j.attempts + 1, worker = 0,
     started_at = now(), finished_at = clock_timestamp()
 FROM c WHERE j.id = c.id";
@@ -97,6 +98,7 @@ async fn reset(c: &Client) {
     for sql in [
         "TRUNCATE sync.log, sync.job_cancel, sync.job_interrupted, sync.job",
         "VACUUM ANALYZE sync.job",
+        "VACUUM ANALYZE sync.job_queue",
         "CHECKPOINT",
     ] {
         exec(c, sql).await;
@@ -114,8 +116,7 @@ async fn wait_drained(c: &Client) {
     loop {
         let busy: bool = scalar(
             c,
-            "SELECT EXISTS (SELECT 1 FROM sync.job WHERE state = 'pending')
-                 OR EXISTS (SELECT 1 FROM sync.job WHERE state = 'running')",
+            "SELECT EXISTS (SELECT 1 FROM sync.job_queue)",
         )
         .await;
         if !busy {

@@ -199,8 +199,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
 BEGIN
-    -- Two tries: the job holding the key may finish between the insert and the lookup.
-    FOR i IN 1..2 LOOP
+    IF add_job.identity_key IS NULL THEN
         INSERT INTO sync.job AS j (project_id, task_id, trigger_kind, trigger_id, trigger_name,
                                    handler, args, priority, eta, max_retries, description,
                                    identity_key, parent_id, user_name, lang)
@@ -210,19 +209,35 @@ BEGIN
                 coalesce(add_job.max_retries, 5), add_job.description, add_job.identity_key,
                 add_job.parent_id, coalesce(add_job.user_name, current_user),
                 coalesce(add_job.lang, (SELECT p.lang FROM sync.project p WHERE p.id = add_job.project_id)))
-        ON CONFLICT (project_id, identity_key)
-            WHERE identity_key IS NOT NULL AND state IN ('pending', 'running')
-            DO NOTHING
         RETURNING j.id INTO new_id;
-        IF new_id IS NOT NULL THEN
+        RETURN new_id;
+    END IF;
+    -- The key is held while the job has its queue row (pending or running); the unique
+    -- index job_identity there refuses a second holder, even one queued by a transaction
+    -- not committed yet (the insert waits for it). Only keyed jobs pay for the
+    -- subtransaction. Three tries: the holder may finish, or its transaction roll back,
+    -- between the look-up and the insert.
+    FOR i IN 1..3 LOOP
+        SELECT q.id INTO new_id FROM sync.job_queue q
+        WHERE q.project_id = add_job.project_id AND q.identity_key = add_job.identity_key;
+        IF FOUND THEN
             RETURN new_id;
         END IF;
-        SELECT j.id INTO new_id FROM sync.job j
-        WHERE j.project_id = add_job.project_id AND j.identity_key = add_job.identity_key
-          AND j.state IN ('pending', 'running');
-        IF new_id IS NOT NULL THEN
+        BEGIN
+            INSERT INTO sync.job AS j (project_id, task_id, trigger_kind, trigger_id, trigger_name,
+                                       handler, args, priority, eta, max_retries, description,
+                                       identity_key, parent_id, user_name, lang)
+            VALUES (add_job.project_id, add_job.task_id, add_job.trigger_kind, add_job.trigger_id,
+                    add_job.trigger_name, add_job.handler, coalesce(add_job.args, '{}'),
+                    coalesce(add_job.priority, 10), coalesce(add_job.eta, sync.clock()),
+                    coalesce(add_job.max_retries, 5), add_job.description, add_job.identity_key,
+                    add_job.parent_id, coalesce(add_job.user_name, current_user),
+                    coalesce(add_job.lang, (SELECT p.lang FROM sync.project p WHERE p.id = add_job.project_id)))
+            RETURNING j.id INTO new_id;
             RETURN new_id;
-        END IF;
+        EXCEPTION WHEN unique_violation THEN
+            NULL; -- only job_identity can refuse it (ids come from the sequence): look again
+        END;
     END LOOP;
     RAISE EXCEPTION 'could not enqueue job %: its identity key % keeps changing hands', handler, identity_key
         USING ERRCODE = 'serialization_failure', HINT = 'Retry the statement.';
@@ -490,26 +505,33 @@ CREATE OR REPLACE FUNCTION sync_cancel_job(job_id bigint) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     st text;
+    queued boolean;
     who name := sync.caller();
 BEGIN
-    -- SKIP LOCKED: a job being run holds its row lock until its batch commits; waiting
-    -- for it would make cancelling a stuck job hang.
-    SELECT state INTO st FROM sync.job WHERE id = sync_cancel_job.job_id FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        IF NOT EXISTS (SELECT 1 FROM sync.job WHERE id = sync_cancel_job.job_id) THEN
-            RAISE EXCEPTION 'job % does not exist', job_id
-                USING ERRCODE = 'no_data_found', HINT = 'Find pending jobs with: SELECT id, handler FROM sync.job WHERE state = ''pending'';';
-        END IF;
+    -- A job being run is claimed: its batch holds the lock of its queue row until it
+    -- commits (SKIP LOCKED: waiting for it would make cancelling a stuck job hang).
+    PERFORM 1 FROM sync.job_queue q WHERE q.id = sync_cancel_job.job_id FOR UPDATE SKIP LOCKED;
+    queued := FOUND;
+    IF NOT queued AND EXISTS (SELECT 1 FROM sync.job_queue q WHERE q.id = sync_cancel_job.job_id) THEN
         INSERT INTO sync.job_cancel AS c (job_id, requested_by) VALUES (sync_cancel_job.job_id, who)
         ON CONFLICT ON CONSTRAINT job_cancel_pkey DO NOTHING;
         PERFORM pg_notify('sync_cancel', json_build_object('job', job_id, 'by', who)::text);
         RAISE NOTICE 'job % is running; its worker stops it within a second and records it cancelled', job_id;
         RETURN;
     END IF;
+    SELECT state INTO st FROM sync.job WHERE id = sync_cancel_job.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id
+            USING ERRCODE = 'no_data_found', HINT = 'Find pending jobs with: SELECT id, handler FROM sync.job WHERE state = ''pending'';';
+    END IF;
     IF st NOT IN ('pending', 'running') THEN
         RAISE EXCEPTION 'job % is %; only pending and running jobs can be cancelled', job_id, st
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'It is not going to run anyway.';
+    END IF;
+    IF NOT queued THEN
+        RAISE EXCEPTION 'job % was queued again while being cancelled', job_id
+            USING ERRCODE = 'serialization_failure', HINT = 'Cancel it again.';
     END IF;
     -- Pending, or claimed by a worker that has not started it (or that died): it will
     -- not run; a worker about to start it sees it is no longer running for it.
@@ -535,8 +557,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM 1 FROM sync.job j WHERE j.id = interrupt_job.job_id AND j.state = 'pending'
-    FOR UPDATE OF j SKIP LOCKED;
+    PERFORM 1 FROM sync.job_queue q WHERE q.id = interrupt_job.job_id FOR UPDATE SKIP LOCKED;
     IF FOUND THEN
         PERFORM sync.count_interrupted(ARRAY[interrupt_job.job_id]);
     END IF;
@@ -1436,59 +1457,71 @@ RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id big
                time_limit double precision, project_active boolean, task_active boolean,
                project_name text, task_name text, cancelled_by name, run_as name,
                run_as_problem text, max_time_limit double precision)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_sort = off
+ROWS 100 AS $$
 #variable_conflict use_column
 DECLARE
     max_limit double precision;
     locked bigint[];
+    projects bigint[];
 BEGIN
     -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
     -- at every call).
     PERFORM sync.worker_token_check(worker_id, token);
     IF ids IS NULL THEN
-        SELECT pg_catalog.array_agg(c.id) INTO locked FROM (
-            SELECT j.id FROM sync.job j
-            WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock())
-            ORDER BY j.priority, j.eta, j.id
+        -- Walks job_queue_due in order, whatever the statistics say (enable_sort is off
+        -- for this function): a plan kept from a moment the queue was nearly empty, a
+        -- sequential scan and a sort, cost every later claim the whole queue.
+        SELECT pg_catalog.array_agg(c.id), pg_catalog.array_agg(DISTINCT c.project_id)
+        INTO locked, projects
+        FROM (
+            SELECT q.id, q.project_id FROM sync.job_queue q
+            WHERE q.eta <= (SELECT sync.clock())
+            ORDER BY q.priority, q.eta, q.id
             LIMIT batch_lock.n
-            FOR NO KEY UPDATE SKIP LOCKED
+            FOR UPDATE SKIP LOCKED
         ) c;
     ELSE
-        -- Rows by primary key, one per id: `id = ANY (ids)` beside other conditions
-        -- lets the planner test every row against the whole array.
-        SELECT pg_catalog.array_agg(c.id) INTO locked FROM (
-            SELECT j.id FROM unnest(batch_lock.ids) AS u(id)
-            JOIN sync.job j ON j.id = u.id
-            WHERE batch_lock.any_state OR j.state = 'pending'
-            FOR NO KEY UPDATE OF j SKIP LOCKED
-        ) c;
+        locked := ARRAY(SELECT q.id FROM sync.job_queue q
+                        WHERE q.id = ANY (batch_lock.ids)
+                        FOR UPDATE SKIP LOCKED);
+        IF batch_lock.any_state THEN
+            -- `run-job` of a job that is not pending: its row's lock keeps it from
+            -- being queued again (sync_retry_job) while it runs.
+            locked := coalesce(locked, '{}') || ARRAY(
+                SELECT j.id FROM sync.job j
+                WHERE j.id = ANY (batch_lock.ids)
+                  AND j.id <> ALL (coalesce(locked, '{}'))
+                  AND NOT EXISTS (SELECT 1 FROM sync.job_queue q WHERE q.id = j.id)
+                FOR NO KEY UPDATE SKIP LOCKED);
+        END IF;
+        projects := ARRAY(SELECT DISTINCT j.project_id FROM sync.job j WHERE j.id = ANY (locked));
     END IF;
     IF EXISTS (SELECT 1 FROM sync.job_interrupted i WHERE i.job_id = ANY (locked)) THEN
         locked := sync.count_interrupted(locked);
     END IF;
     max_limit := pg_catalog.date_part('epoch', sync.max_time_limit());
+    -- In the order claimed. Each job's row by primary key; the projects the claim saw
+    -- (a superset once count_interrupted has dropped jobs).
     RETURN QUERY
-    WITH j AS (
-        SELECT j.* FROM unnest(locked) AS u(id)
-        JOIN sync.job j ON j.id = u.id
-    ), p AS MATERIALIZED (
+    WITH p AS MATERIALIZED (
         -- run_as is checked now, once per project of the batch: a role can gain rights
         -- at any time.
         SELECT p.id, p.version, p.active, p.name, p.run_as,
                CASE WHEN p.run_as IS NOT NULL THEN sync.run_as_problem(p.run_as) END AS problem
-        FROM sync.project p WHERE p.id IN (SELECT j.project_id FROM j)
+        FROM sync.project p WHERE p.id = ANY (projects)
     )
     SELECT j.id, j.project_id, p.version, j.task_id, j.trigger_kind, j.trigger_name, j.handler,
            j.args, j.user_name::text, j.lang, j.attempts + 1, j.max_retries, now(),
            pg_catalog.date_part('epoch', t.time_limit)::double precision,
            p.active, coalesce(t.active, true), p.name, t.name,
-           (SELECT c.requested_by FROM sync.job_cancel c WHERE c.job_id = j.id),
-           p.run_as, p.problem,
-           max_limit
-    FROM j
+           c.requested_by, p.run_as, p.problem, max_limit
+    FROM unnest(locked) WITH ORDINALITY AS u(id, n)
+    JOIN sync.job j ON j.id = u.id
     JOIN p ON p.id = j.project_id
     LEFT JOIN sync.task t ON t.id = j.task_id
-    ORDER BY j.priority, j.eta, j.id;
+    LEFT JOIN sync.job_cancel c ON c.job_id = j.id
+    ORDER BY u.n;
 END
 $$;
 COMMENT ON FUNCTION sync.batch_lock(integer, text, bigint[], integer, boolean) IS 'Executors: claim (lock for the batch transaction) up to n due pending jobs, or the jobs ids, for their worker (token-checked), and return what running them needs.';
@@ -1502,48 +1535,40 @@ CREATE FUNCTION sync.batch_finish(
     log_job bigint[], log_job_started timestamptz[], log_level text[], log_kind text[],
     log_recipient text[], log_message text[])
 RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- Each job's row is found by primary key, one per id: the plan is kept for the
+-- session, and a hash join kept from a moment sync.job was small would read the whole
+-- table for every batch once it is large (so hash and merge joins are off here; nothing
+-- this runs, sync.job's triggers included, needs one).
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     n integer;
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
-    -- Ownership and the rows by primary key, one per id (materialized): with `id = ANY`
-    -- and the arrays in the UPDATE, the planner may scan the worker's running jobs and
-    -- test each against the whole array (quadratic in the batch size).
-    WITH outcome AS MATERIALIZED (
-        SELECT j.id, j.project_id, j.task_id, j.trigger_name, j.max_retries,
-               CASE WHEN j.state = 'running' THEN j.started_at ELSE now() END AS started_at,
-               u.error, u.result, u.warning,
-               CASE WHEN u.state = 'skipped' THEN j.attempts ELSE j.attempts + 1 END AS tries,
-               CASE u.state
-                   WHEN 'skipped' THEN 'cancelled'
-                   WHEN 'retry' THEN CASE WHEN sync.may_try_again(j.attempts + 1, j.max_retries, false)
-                                          THEN 'pending' ELSE 'failed' END
-                   ELSE u.state END AS state,
-               u.state = 'retry' AS retryable
-        FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
-        -- OFFSET 0 keeps this a lookup by primary key per id.
-        -- Only the columns needed: deforming whole rows costs as much as the update.
-        CROSS JOIN LATERAL (SELECT x.id, x.project_id, x.task_id, x.trigger_name, x.max_retries,
-                                   x.state, x.started_at, x.attempts, x.worker
-                            FROM sync.job x WHERE x.id = u.id OFFSET 0) j
-        WHERE (j.state <> 'running' OR j.worker = batch_finish.worker_id)
-          AND u.state = ANY ('{done,failed,cancelled,retry,skipped}'::text[])
-    ), done AS (
+    -- One pass: the update reads each job's tries and limits as it writes the outcome,
+    -- and returns what the retry's log line needs.
+    WITH done AS (
         UPDATE sync.job j
-        SET state = o.state, attempts = o.tries, result = o.result, warning = o.warning,
-            worker = batch_finish.worker_id, started_at = o.started_at,
-            error = CASE WHEN o.retryable AND o.state = 'failed'
-                         THEN pg_catalog.format('gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
-                         ELSE o.error END,
-            eta = CASE WHEN o.state = 'pending'
-                       THEN (SELECT sync.clock()) + sync.retry_delay(o.tries)
+        SET state = CASE WHEN u.state = 'skipped' THEN 'cancelled'
+                         WHEN u.state <> 'retry' THEN u.state
+                         WHEN sync.may_try_again(j.attempts + 1, j.max_retries, false) THEN 'pending'
+                         ELSE 'failed' END,
+            attempts = CASE WHEN u.state = 'skipped' THEN j.attempts ELSE j.attempts + 1 END,
+            result = u.result, warning = u.warning, worker = batch_finish.worker_id,
+            started_at = CASE WHEN j.state = 'running' THEN j.started_at ELSE now() END,
+            error = CASE WHEN u.state = 'retry' AND NOT sync.may_try_again(j.attempts + 1, j.max_retries, false)
+                         THEN pg_catalog.format('gave up after %s tries: %s', j.attempts + 1, pg_catalog.rtrim(u.error))
+                         ELSE u.error END,
+            eta = CASE WHEN u.state = 'retry' AND sync.may_try_again(j.attempts + 1, j.max_retries, false)
+                       THEN (SELECT sync.clock()) + sync.retry_delay(j.attempts + 1)
                        ELSE j.eta END,
-            finished_at = CASE WHEN o.state = 'pending' THEN NULL
-                               ELSE pg_catalog.clock_timestamp() END
-        FROM outcome o
-        WHERE j.id = o.id
-        RETURNING 1
+            finished_at = CASE WHEN u.state = 'retry' AND sync.may_try_again(j.attempts + 1, j.max_retries, false)
+                               THEN NULL ELSE pg_catalog.clock_timestamp() END
+        FROM unnest(ids, states, errors, results, warnings) AS u(id, state, error, result, warning)
+        WHERE j.id = u.id AND (j.state <> 'running' OR j.worker = batch_finish.worker_id)
+          AND u.state = ANY ('{done,failed,cancelled,retry,skipped}'::text[])
+        RETURNING j.id, j.project_id, j.task_id, j.trigger_name, j.max_retries, j.started_at,
+                  j.state, j.attempts AS tries, j.error, u.state = 'retry' AS retryable
     ), handled AS (
         DELETE FROM sync.job_cancel c WHERE c.job_id = ANY (ids)
     ), counted AS (
@@ -1564,9 +1589,9 @@ BEGIN
                        sync.delay_text(sync.retry_delay(o.tries)), o.tries,
                        CASE WHEN o.max_retries = 0 THEN 'unlimited' ELSE o.max_retries::text END,
                        pg_catalog.rtrim(o.error))
-                   ELSE pg_catalog.format('job failed: gave up after %s tries: %s', o.tries, pg_catalog.rtrim(o.error))
+                   ELSE 'job failed: ' || o.error
                END
-        FROM outcome o WHERE o.retryable
+        FROM done o WHERE o.retryable
         RETURNING 1
     )
     SELECT count(*)::integer INTO n FROM done;
@@ -1584,6 +1609,11 @@ DECLARE
     j record;
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
+    -- Unless another batch has claimed it meanwhile (then that batch decides).
+    PERFORM 1 FROM sync.job_queue q WHERE q.id = batch_fail_job.job_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
     UPDATE sync.job AS x SET state = 'failed', error = message, attempts = x.attempts + 1,
                              worker = batch_fail_job.worker_id, started_at = now(),
                              finished_at = pg_catalog.clock_timestamp()
@@ -2065,7 +2095,6 @@ CREATE OR REPLACE FUNCTION sync.rescue_jobs() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
-    m integer;
 BEGIN
     WITH gone AS (
         DELETE FROM sync.job_started r
@@ -2080,27 +2109,16 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     -- Counted at once for the jobs no batch holds (their dead transactions have ended).
     PERFORM sync.count_interrupted(ARRAY(
-        SELECT j.id FROM sync.job j
-        WHERE j.state = 'pending' AND j.id IN (SELECT i.job_id FROM sync.job_interrupted i)
-        FOR UPDATE OF j SKIP LOCKED));
-    UPDATE sync.job j
-    SET state = CASE WHEN j.trigger_kind = 'webhook' THEN 'failed' ELSE 'pending' END,
-        error = CASE WHEN j.trigger_kind = 'webhook'
-                     THEN pg_catalog.format('worker %s stopped while running this webhook call', j.worker)
-                     ELSE j.error END,
-        finished_at = CASE WHEN j.trigger_kind = 'webhook' THEN pg_catalog.clock_timestamp() END
-    WHERE j.id IN (SELECT x.id FROM sync.job x
-                   WHERE x.state = 'running'
-                     AND (x.worker IS NULL OR x.worker NOT IN (SELECT sync.live_workers()))
-                   FOR UPDATE SKIP LOCKED);
-    GET DIAGNOSTICS m = ROW_COUNT;
-    IF n + m > 0 THEN
+        SELECT q.id FROM sync.job_queue q
+        WHERE q.id IN (SELECT i.job_id FROM sync.job_interrupted i)
+        FOR UPDATE OF q SKIP LOCKED));
+    IF n > 0 THEN
         PERFORM pg_notify('sync_job', '');
     END IF;
-    RETURN n + m;
+    RETURN n;
 END
 $$;
-COMMENT ON FUNCTION sync.rescue_jobs() IS 'Record the tries dead workers were running as cut short (counted when the job is claimed again), and put back what they left running; called by every worker every few seconds.';
+COMMENT ON FUNCTION sync.rescue_jobs() IS 'Record the tries dead workers were running as cut short (counted at once, or when the job is claimed again); called by every worker every few seconds.';
 -- A job's task is checked with its project: deleting a task finds its jobs through
 -- job_project_task, and every job's insert and outcome write one index entry less.
 ALTER TABLE sync.job DROP CONSTRAINT job_task_id_fkey,
@@ -2108,6 +2126,139 @@ ALTER TABLE sync.job DROP CONSTRAINT job_task_id_fkey,
 DROP INDEX sync.job_task;
 DROP INDEX sync.job_project_created;
 CREATE INDEX job_project_task ON sync.job (project_id, task_id, created_at);
+-- 0.2.0, queue storage: the pending jobs are claimed through the narrow sync.job_queue,
+-- and a job's outcome is a HOT update of sync.job (no index of it names a column an
+-- outcome changes). Rows 0.1.0 left running (claims were committed then; no worker
+-- is alive now, sync.refuse_upgrade_with_live_workers saw to it) go back to pending,
+-- or fail for webhook calls (a call never runs twice), as 0.1.0's rescue did.
+UPDATE sync.job
+SET state = CASE WHEN trigger_kind = 'webhook' THEN 'failed' ELSE 'pending' END,
+    error = CASE WHEN trigger_kind = 'webhook'
+                 THEN pg_catalog.format('worker %s stopped while running this webhook call', worker)
+                 ELSE error END,
+    finished_at = CASE WHEN trigger_kind = 'webhook' THEN pg_catalog.clock_timestamp() END
+WHERE state = 'running';
+DROP INDEX sync.job_pending;
+DROP INDEX sync.job_running;
+DROP INDEX sync.job_identity;
+DROP INDEX sync.job_finished;
+CREATE INDEX job_created ON sync.job (created_at);
+ALTER TABLE sync.job SET (fillfactor = 50);
+COMMENT ON TABLE sync.job IS 'Every job: pending, done, failed or cancelled (a running job''s row says pending, see sync.job_state). Workers claim pending jobs through sync.job_queue.';
+COMMENT ON COLUMN sync.job.identity_key IS 'While a job with this key is pending or running in the project, no other is created (sync.job_queue.identity_key).';
+-- The pending jobs, narrow: what a claim walks and locks. A job has a row here exactly
+-- while it is pending (a running job's row says pending too); the statement triggers
+-- below keep it so for every write of sync.job, whoever makes it. A claim is the row
+-- lock of a job's queue row (sync.batch_lock), held by the batch transaction that runs
+-- the job, so whatever changes a pending job locks its queue row first.
+CREATE TABLE sync.job_queue (
+    id           bigint PRIMARY KEY,
+    priority     integer NOT NULL,
+    eta          timestamptz NOT NULL,
+    project_id   bigint NOT NULL,
+    identity_key text
+);
+-- The claim query walks this index in order.
+CREATE INDEX job_queue_due ON sync.job_queue (priority, eta, id);
+CREATE UNIQUE INDEX job_identity ON sync.job_queue (project_id, identity_key)
+    WHERE identity_key IS NOT NULL;
+COMMENT ON TABLE sync.job_queue IS 'The pending jobs of sync.job (running ones included: their rows say pending), kept by its triggers; workers claim a job by locking its row here.';
+COMMENT ON COLUMN sync.job_queue.id IS 'The job (sync.job.id).';
+COMMENT ON COLUMN sync.job_queue.priority IS 'The job''s priority, 0 first.';
+COMMENT ON COLUMN sync.job_queue.eta IS 'Not run before this time (database clock).';
+COMMENT ON COLUMN sync.job_queue.project_id IS 'The job''s project.';
+COMMENT ON COLUMN sync.job_queue.identity_key IS 'The job''s identity key: unique among the pending and running jobs of a project.';
+
+-- Jobs finished per minute, by state: what the console's overview and the admin API's
+-- status show, counted as jobs finish (no index of sync.job may name finished_at or
+-- state, so counting them in sync.job would read the whole table). One row per
+-- minute, state and writing backend: batches committing at once never wait on each
+-- other's row. Rows older than two days are removed by sync.remove_expired_jobs.
+CREATE TABLE sync.job_finished_count (
+    minute  timestamptz NOT NULL,
+    state   text NOT NULL CHECK (state IN ('done', 'failed', 'cancelled')),
+    backend integer NOT NULL,
+    n       bigint NOT NULL,
+    PRIMARY KEY (minute, state, backend)
+);
+COMMENT ON TABLE sync.job_finished_count IS 'Jobs that reached done, failed or cancelled, per minute of finished_at (kept two days); sum n over backend.';
+COMMENT ON COLUMN sync.job_finished_count.minute IS 'The minute (date_trunc) of the jobs'' finished_at.';
+COMMENT ON COLUMN sync.job_finished_count.state IS 'done, failed or cancelled.';
+COMMENT ON COLUMN sync.job_finished_count.backend IS 'PostgreSQL backend (pid) that wrote the jobs: one row each, so writers never wait on each other.';
+COMMENT ON COLUMN sync.job_finished_count.n IS 'How many jobs.';
+
+-- One home for "a pending job has a queue row" (and for counting finished jobs):
+-- statement-level, one set-based statement per write of sync.job however many rows it
+-- touches. (A webhook call's row,
+-- running, needs none: the batch that writes it finishes it before it commits.)
+CREATE FUNCTION sync.job_queue_sync() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_RELID <> 'sync.job'::regclass THEN
+        RAISE EXCEPTION 'sync.job_queue_sync() only runs as a trigger of sync.job'
+            USING ERRCODE = 'trigger_protocol_violated';
+    END IF;
+    -- Queue rows are found by primary key, `id = ANY (ARRAY(...))`: joined to the
+    -- transition table, the planner may hash the whole queue table (a sequential scan
+    -- per batch finished) when it thinks index probes dear.
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO sync.job_queue (id, priority, eta, project_id, identity_key)
+        SELECT n.id, n.priority, n.eta, n.project_id, n.identity_key
+        FROM new_rows n WHERE n.state = 'pending';
+        INSERT INTO sync.job_finished_count AS c (minute, state, backend, n)
+        SELECT pg_catalog.date_trunc('minute', n.finished_at), n.state, pg_catalog.pg_backend_pid(), count(*)
+        FROM new_rows n
+        WHERE n.state IN ('done', 'failed', 'cancelled') AND n.finished_at IS NOT NULL
+        GROUP BY 1, 2
+        ON CONFLICT (minute, state, backend) DO UPDATE SET n = c.n + excluded.n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        -- Jobs finished by this transaction: whatever finishes a job stamps finished_at
+        -- with the transaction's time or later; a row that finished before (an edit of
+        -- an old job) is not counted again. No old rows to keep: one copy less per job.
+        INSERT INTO sync.job_finished_count AS c (minute, state, backend, n)
+        SELECT pg_catalog.date_trunc('minute', n.finished_at), n.state, pg_catalog.pg_backend_pid(), count(*)
+        FROM new_rows n
+        WHERE n.state IN ('done', 'failed', 'cancelled') AND n.finished_at >= now()
+        GROUP BY 1, 2
+        ON CONFLICT (minute, state, backend) DO UPDATE SET n = c.n + excluded.n;
+        DELETE FROM sync.job_queue q
+        WHERE q.id = ANY (ARRAY(SELECT n.id FROM new_rows n WHERE n.state <> 'pending'));
+        IF EXISTS (SELECT 1 FROM new_rows n WHERE n.state = 'pending') THEN
+            -- Retries (a new eta), jobs queued again, edits of pending jobs.
+            INSERT INTO sync.job_queue AS q (id, priority, eta, project_id, identity_key)
+            SELECT n.id, n.priority, n.eta, n.project_id, n.identity_key
+            FROM new_rows n WHERE n.state = 'pending'
+            ON CONFLICT (id) DO UPDATE
+            SET priority = excluded.priority, eta = excluded.eta,
+                project_id = excluded.project_id, identity_key = excluded.identity_key
+            WHERE (q.priority, q.eta, q.project_id, q.identity_key)
+                  IS DISTINCT FROM (excluded.priority, excluded.eta, excluded.project_id, excluded.identity_key);
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        DELETE FROM sync.job_queue q
+        WHERE q.id = ANY (ARRAY(SELECT o.id FROM old_rows o WHERE o.state = 'pending'));
+    ELSE
+        TRUNCATE sync.job_queue;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION sync.job_queue_sync() IS 'Triggers of sync.job: keep sync.job_queue holding exactly the jobs whose state is pending, and count finished jobs in sync.job_finished_count.';
+CREATE TRIGGER job_queue_insert AFTER INSERT ON sync.job
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sync.job_queue_sync();
+CREATE TRIGGER job_queue_update AFTER UPDATE ON sync.job
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sync.job_queue_sync();
+CREATE TRIGGER job_queue_delete AFTER DELETE ON sync.job
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION sync.job_queue_sync();
+CREATE TRIGGER job_queue_truncate AFTER TRUNCATE ON sync.job
+    FOR EACH STATEMENT EXECUTE FUNCTION sync.job_queue_sync();
+
+INSERT INTO sync.job_queue (id, priority, eta, project_id, identity_key)
+SELECT id, priority, eta, project_id, identity_key FROM sync.job WHERE state = 'pending';
+INSERT INTO sync.job_finished_count (minute, state, backend, n)
+SELECT pg_catalog.date_trunc('minute', finished_at), state, 0, count(*) FROM sync.job
+WHERE state IN ('done', 'failed', 'cancelled') AND finished_at > now() - interval '2 days'
+GROUP BY 1, 2;
 -- A claim is a row lock of its batch now: nothing to give back.
 DROP FUNCTION sync.release_jobs(bigint[], integer);
 CREATE OR REPLACE FUNCTION sync.webhook_call_failed(call_token text, worker_id integer, reason text)
@@ -2151,15 +2302,20 @@ DECLARE
     keep_failed interval := sync.keep_jobs('failed');
 BEGIN
     -- SKIP LOCKED: workers calling this at once share the work instead of waiting.
+    -- By creation time (index job_created; no index may name finished_at or state, see
+    -- sync.job): a job finishes after it is created, so only jobs created before the
+    -- cut-off can have expired, and the walk stops there.
     WITH done_jobs AS (
         SELECT x.id FROM sync.job x
-        WHERE x.state = 'done' AND x.finished_at < now_ - keep_done
-        ORDER BY x.finished_at LIMIT batch
+        WHERE x.created_at < now_ - keep_done
+          AND x.state = 'done' AND x.finished_at < now_ - keep_done
+        ORDER BY x.created_at LIMIT batch
         FOR UPDATE SKIP LOCKED
     ), failed_jobs AS (
         SELECT x.id FROM sync.job x
-        WHERE x.state IN ('failed', 'cancelled') AND x.finished_at < now_ - keep_failed
-        ORDER BY x.finished_at LIMIT batch
+        WHERE x.created_at < now_ - keep_failed
+          AND x.state IN ('failed', 'cancelled') AND x.finished_at < now_ - keep_failed
+        ORDER BY x.created_at LIMIT batch
         FOR UPDATE SKIP LOCKED
     ), gone AS (
         DELETE FROM sync.job j
@@ -2167,6 +2323,8 @@ BEGIN
         RETURNING j.id
     )
     SELECT count(*) INTO n FROM gone;
+    -- The console and the admin API show the last day of these counts.
+    DELETE FROM sync.job_finished_count c WHERE c.minute < now_ - interval '2 days';
     RETURN n;
 END
 $$;

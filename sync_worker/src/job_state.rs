@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// SQL condition: job `j` is in the state given by parameter `$p` (NULL: any) as people
-/// see it, sync.job_state's rule in a form that keeps `j.state = ...` usable by the
-/// partial indexes: a running job's row says pending, and sync.job_started lists it.
+/// see it, sync.job_state's rule written out so that the planner sees `j.state = ...`:
+/// a running job's row says pending, and sync.job_started lists it.
 macro_rules! job_state_filter {
     ($p:literal) => {
         concat!(

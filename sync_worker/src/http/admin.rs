@@ -205,20 +205,22 @@ async fn ready(State(ctx): State<Ctx>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// A running job's row says pending (its batch holds it locked): the jobs whose handler
-/// runs now are those sync.job_started lists, counted apart from the pending ones.
+/// Pending jobs are those of sync.job_queue; a running job's row says pending (its batch
+/// holds it locked): the jobs whose handler runs now are those sync.job_started lists,
+/// counted apart from the pending ones.
 const COUNTS_SQL: &str = "
 WITH r AS (SELECT count(*) AS n FROM sync.job_started s
-           JOIN sync.job j ON j.id = s.job_id AND j.state = 'pending')
-SELECT greatest(count(*) FILTER (WHERE j.state = 'pending') - (SELECT n FROM r), 0),
-       greatest(count(*) FILTER (WHERE j.state = 'pending' AND j.eta <= (SELECT sync.clock()))
-                - (SELECT n FROM r), 0),
-       (SELECT n FROM r) + count(*) FILTER (WHERE j.state = 'running')
-FROM sync.job j WHERE j.state IN ('pending', 'running')";
+           JOIN sync.job_queue q ON q.id = s.job_id)
+SELECT greatest(count(*) - (SELECT n FROM r), 0),
+       greatest(count(*) FILTER (WHERE q.eta <= (SELECT sync.clock())) - (SELECT n FROM r), 0),
+       (SELECT n FROM r)
+FROM sync.job_queue q";
 
+/// Counted as jobs finish (sync.job_finished_count): no index of sync.job serves
+/// finished_at. Whole minutes: the oldest counted is the one 24 hours ago.
 const FINISHED_SQL: &str = "
-SELECT state, count(*) FROM sync.job
-WHERE state IN ('done', 'failed', 'cancelled') AND finished_at > now() - interval '24 hours'
+SELECT state, sum(n)::bigint FROM sync.job_finished_count
+WHERE minute > now() - interval '24 hours 1 minute'
 GROUP BY state";
 
 async fn status(State(ctx): State<Ctx>) -> Result<Json<Value>, ApiError> {

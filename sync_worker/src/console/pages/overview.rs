@@ -10,21 +10,22 @@ pub fn routes() -> Router<ConsoleState> {
     Router::new()
 }
 
-// Each count walks a partial index (job_pending, job_finished) or sync.job_started,
-// never the whole table. A running job's row says pending (its batch holds it locked):
-// the jobs sync.job_started lists are counted apart.
+// The queue's counts read sync.job_queue (the pending jobs) and sync.job_started, never
+// sync.job. A running job's row says pending (its batch holds it locked): the jobs
+// sync.job_started lists are counted apart.
 const QUEUE_SQL: &str = "
 WITH r AS (SELECT count(*) AS n FROM sync.job_started s
-           JOIN sync.job j ON j.id = s.job_id AND j.state = 'pending')
-SELECT greatest((SELECT count(*) FROM sync.job WHERE state = 'pending') - r.n, 0),
-       greatest((SELECT count(*) FROM sync.job WHERE state = 'pending' AND eta <= now()) - r.n, 0),
-       r.n + (SELECT count(*) FROM sync.job WHERE state = 'running')
+           JOIN sync.job_queue q ON q.id = s.job_id)
+SELECT greatest((SELECT count(*) FROM sync.job_queue) - r.n, 0),
+       greatest((SELECT count(*) FROM sync.job_queue WHERE eta <= now()) - r.n, 0),
+       r.n
 FROM r";
 
+// Counted as jobs finish (sync.job_finished_count): no index of sync.job serves finished_at.
 const PER_MINUTE_SQL: &str = "
-SELECT date_trunc('minute', finished_at) AS minute, state, count(*)
-FROM sync.job
-WHERE state IN ('done', 'failed', 'cancelled') AND finished_at > now() - interval '1 hour'
+SELECT minute, state, sum(n)::bigint
+FROM sync.job_finished_count
+WHERE minute > now() - interval '1 hour'
 GROUP BY 1, 2 ORDER BY 1";
 
 // Alive: it holds its advisory lock, as sync.live_workers() (not granted to sync_user)
