@@ -340,21 +340,25 @@ RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id big
                time_limit double precision, project_active boolean, task_active boolean,
                project_name text, task_name text, cancelled_by name, run_as name,
                run_as_problem text, max_time_limit double precision)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_sort = off
-ROWS 100 AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
 #variable_conflict use_column
 DECLARE
     max_limit double precision;
     locked bigint[];
     projects bigint[];
+    sorting text;
 BEGIN
     -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
     -- at every call).
     PERFORM sync.worker_token_check(worker_id, token);
     IF ids IS NULL THEN
-        -- Walks job_queue_due in order, whatever the statistics say (enable_sort is off
-        -- for this function): a plan kept from a moment the queue was nearly empty, a
-        -- sequential scan and a sort, cost every later claim the whole queue.
+        -- Walks job_queue_due in order whatever the statistics say: the plan is kept for
+        -- the session, and one made while the queue was nearly empty (a sequential scan
+        -- and a sort) cost every later claim the whole queue. So sorts are off while
+        -- this statement is planned and run (only this one: the function's SET clause
+        -- restores the setting at its exit anyway).
+        sorting := pg_catalog.current_setting('enable_sort');
+        PERFORM pg_catalog.set_config('enable_sort', 'off', true);
         SELECT pg_catalog.array_agg(c.id), pg_catalog.array_agg(DISTINCT c.project_id)
         INTO locked, projects
         FROM (
@@ -364,6 +368,7 @@ BEGIN
             LIMIT batch_lock.n
             FOR UPDATE SKIP LOCKED
         ) c;
+        PERFORM pg_catalog.set_config('enable_sort', sorting, true);
     ELSE
         locked := ARRAY(SELECT q.id FROM sync.job_queue q
                         WHERE q.id = ANY (batch_lock.ids)
@@ -423,16 +428,19 @@ CREATE FUNCTION sync.batch_finish(
     log_job bigint[], log_job_started timestamptz[], log_level text[], log_kind text[],
     log_recipient text[], log_message text[])
 RETURNS integer
--- Each job's row is found by primary key, one per id: the plan is kept for the
--- session, and a hash join kept from a moment sync.job was small would read the whole
--- table for every batch once it is large (so hash and merge joins are off here; nothing
--- this runs, sync.job's triggers included, needs one).
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer;
+    hashing text := pg_catalog.current_setting('enable_hashjoin');
+    merging text := pg_catalog.current_setting('enable_mergejoin');
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
+    -- Each job's row is found by primary key, one per id: the plan is kept for the
+    -- session, and a hash join made while sync.job was small would read the whole
+    -- table for every batch once it is large. So hash and merge joins are off for this
+    -- statement (nothing it runs, sync.job's triggers included, needs one).
+    PERFORM pg_catalog.set_config('enable_hashjoin', 'off', true);
+    PERFORM pg_catalog.set_config('enable_mergejoin', 'off', true);
     -- One pass: the update reads each job's tries and limits as it writes the outcome,
     -- and returns what the retry's log line needs.
     WITH done AS (
@@ -483,6 +491,8 @@ BEGIN
         RETURNING 1
     )
     SELECT count(*)::integer INTO n FROM done;
+    PERFORM pg_catalog.set_config('enable_hashjoin', hashing, true);
+    PERFORM pg_catalog.set_config('enable_mergejoin', merging, true);
     RETURN n;
 END
 $$;

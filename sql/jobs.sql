@@ -336,8 +336,7 @@ BEGIN
         RAISE EXCEPTION 'job % was queued again while being cancelled', job_id
             USING ERRCODE = 'serialization_failure', HINT = 'Cancel it again.';
     END IF;
-    -- Pending, or claimed by a worker that has not started it (or that died): it will
-    -- not run; a worker about to start it sees it is no longer running for it.
+    -- Pending and claimed by no batch (its queue row is locked here): it will not run.
     UPDATE sync.job
     SET state = 'cancelled', finished_at = now(), error = format('cancelled by %s', who)
     WHERE id = sync_cancel_job.job_id;
@@ -661,7 +660,7 @@ BEGIN
     -- Counted at once for the jobs no batch holds (their dead transactions have ended).
     PERFORM sync.count_interrupted(ARRAY(
         SELECT q.id FROM sync.job_queue q
-        WHERE q.id IN (SELECT i.job_id FROM sync.job_interrupted i)
+        WHERE q.id = ANY (ARRAY(SELECT i.job_id FROM sync.job_interrupted i))
         FOR UPDATE OF q SKIP LOCKED));
     IF n > 0 THEN
         PERFORM pg_notify('sync_job', '');

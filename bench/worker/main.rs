@@ -114,11 +114,7 @@ async fn enqueue(c: &Client, tasks: &[Task], n: i64) {
 async fn wait_drained(c: &Client) {
     let start = Instant::now();
     loop {
-        let busy: bool = scalar(
-            c,
-            "SELECT EXISTS (SELECT 1 FROM sync.job_queue)",
-        )
-        .await;
+        let busy: bool = scalar(c, "SELECT EXISTS (SELECT 1 FROM sync.job_queue)").await;
         if !busy {
             return;
         }

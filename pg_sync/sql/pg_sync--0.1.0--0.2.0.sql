@@ -533,8 +533,7 @@ BEGIN
         RAISE EXCEPTION 'job % was queued again while being cancelled', job_id
             USING ERRCODE = 'serialization_failure', HINT = 'Cancel it again.';
     END IF;
-    -- Pending, or claimed by a worker that has not started it (or that died): it will
-    -- not run; a worker about to start it sees it is no longer running for it.
+    -- Pending and claimed by no batch (its queue row is locked here): it will not run.
     UPDATE sync.job
     SET state = 'cancelled', finished_at = now(), error = format('cancelled by %s', who)
     WHERE id = sync_cancel_job.job_id;
@@ -1457,21 +1456,25 @@ RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id big
                time_limit double precision, project_active boolean, task_active boolean,
                project_name text, task_name text, cancelled_by name, run_as name,
                run_as_problem text, max_time_limit double precision)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_sort = off
-ROWS 100 AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
 #variable_conflict use_column
 DECLARE
     max_limit double precision;
     locked bigint[];
     projects bigint[];
+    sorting text;
 BEGIN
     -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
     -- at every call).
     PERFORM sync.worker_token_check(worker_id, token);
     IF ids IS NULL THEN
-        -- Walks job_queue_due in order, whatever the statistics say (enable_sort is off
-        -- for this function): a plan kept from a moment the queue was nearly empty, a
-        -- sequential scan and a sort, cost every later claim the whole queue.
+        -- Walks job_queue_due in order whatever the statistics say: the plan is kept for
+        -- the session, and one made while the queue was nearly empty (a sequential scan
+        -- and a sort) cost every later claim the whole queue. So sorts are off while
+        -- this statement is planned and run (only this one: the function's SET clause
+        -- restores the setting at its exit anyway).
+        sorting := pg_catalog.current_setting('enable_sort');
+        PERFORM pg_catalog.set_config('enable_sort', 'off', true);
         SELECT pg_catalog.array_agg(c.id), pg_catalog.array_agg(DISTINCT c.project_id)
         INTO locked, projects
         FROM (
@@ -1481,6 +1484,7 @@ BEGIN
             LIMIT batch_lock.n
             FOR UPDATE SKIP LOCKED
         ) c;
+        PERFORM pg_catalog.set_config('enable_sort', sorting, true);
     ELSE
         locked := ARRAY(SELECT q.id FROM sync.job_queue q
                         WHERE q.id = ANY (batch_lock.ids)
@@ -1535,16 +1539,19 @@ CREATE FUNCTION sync.batch_finish(
     log_job bigint[], log_job_started timestamptz[], log_level text[], log_kind text[],
     log_recipient text[], log_message text[])
 RETURNS integer
--- Each job's row is found by primary key, one per id: the plan is kept for the
--- session, and a hash join kept from a moment sync.job was small would read the whole
--- table for every batch once it is large (so hash and merge joins are off here; nothing
--- this runs, sync.job's triggers included, needs one).
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer;
+    hashing text := pg_catalog.current_setting('enable_hashjoin');
+    merging text := pg_catalog.current_setting('enable_mergejoin');
 BEGIN
     PERFORM sync.worker_token_check(worker_id, token);
+    -- Each job's row is found by primary key, one per id: the plan is kept for the
+    -- session, and a hash join made while sync.job was small would read the whole
+    -- table for every batch once it is large. So hash and merge joins are off for this
+    -- statement (nothing it runs, sync.job's triggers included, needs one).
+    PERFORM pg_catalog.set_config('enable_hashjoin', 'off', true);
+    PERFORM pg_catalog.set_config('enable_mergejoin', 'off', true);
     -- One pass: the update reads each job's tries and limits as it writes the outcome,
     -- and returns what the retry's log line needs.
     WITH done AS (
@@ -1595,6 +1602,8 @@ BEGIN
         RETURNING 1
     )
     SELECT count(*)::integer INTO n FROM done;
+    PERFORM pg_catalog.set_config('enable_hashjoin', hashing, true);
+    PERFORM pg_catalog.set_config('enable_mergejoin', merging, true);
     RETURN n;
 END
 $$;
@@ -2110,7 +2119,7 @@ BEGIN
     -- Counted at once for the jobs no batch holds (their dead transactions have ended).
     PERFORM sync.count_interrupted(ARRAY(
         SELECT q.id FROM sync.job_queue q
-        WHERE q.id IN (SELECT i.job_id FROM sync.job_interrupted i)
+        WHERE q.id = ANY (ARRAY(SELECT i.job_id FROM sync.job_interrupted i))
         FOR UPDATE OF q SKIP LOCKED));
     IF n > 0 THEN
         PERFORM pg_notify('sync_job', '');
@@ -2143,7 +2152,7 @@ DROP INDEX sync.job_running;
 DROP INDEX sync.job_identity;
 DROP INDEX sync.job_finished;
 CREATE INDEX job_created ON sync.job (created_at);
-ALTER TABLE sync.job SET (fillfactor = 50);
+ALTER TABLE sync.job SET (fillfactor = 45);
 COMMENT ON TABLE sync.job IS 'Every job: pending, done, failed or cancelled (a running job''s row says pending, see sync.job_state). Workers claim pending jobs through sync.job_queue.';
 COMMENT ON COLUMN sync.job.identity_key IS 'While a job with this key is pending or running in the project, no other is created (sync.job_queue.identity_key).';
 -- The pending jobs, narrow: what a claim walks and locks. A job has a row here exactly
@@ -2202,9 +2211,12 @@ BEGIN
     -- transition table, the planner may hash the whole queue table (a sequential scan
     -- per batch finished) when it thinks index probes dear.
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO sync.job_queue (id, priority, eta, project_id, identity_key)
-        SELECT n.id, n.priority, n.eta, n.project_id, n.identity_key
-        FROM new_rows n WHERE n.state = 'pending';
+        -- One statement: a db trigger's capture pays for this on every write it queues.
+        WITH queued AS (
+            INSERT INTO sync.job_queue (id, priority, eta, project_id, identity_key)
+            SELECT n.id, n.priority, n.eta, n.project_id, n.identity_key
+            FROM new_rows n WHERE n.state = 'pending'
+        )
         INSERT INTO sync.job_finished_count AS c (minute, state, backend, n)
         SELECT pg_catalog.date_trunc('minute', n.finished_at), n.state, pg_catalog.pg_backend_pid(), count(*)
         FROM new_rows n

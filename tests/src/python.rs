@@ -150,6 +150,19 @@ impl PyProject {
             .get(0)
     }
 
+    /// Queue `n` jobs of handler `work` of `task_id` in one statement, args 1 to n.
+    pub async fn queue_work(&self, task_id: i64, n: i64) {
+        self.client
+            .execute(
+                "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler, args)
+                 SELECT $1, $2, 'job', 'work', jsonb_build_object('args', jsonb_build_array(g))
+                 FROM generate_series(1, $3::bigint) g",
+                &[&self.id, &task_id, &n],
+            )
+            .await
+            .expect("queue jobs");
+    }
+
     /// Run the job now with `sync_worker run-job`; returns its printed report.
     pub fn run_now(&self, job_id: i64) -> Value {
         run_job(&self.db.url, job_id, &[])

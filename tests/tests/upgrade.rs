@@ -164,6 +164,12 @@ async fn an_upgrade_keeps_every_row_installed_triggers_fire_and_pending_jobs_run
         );
         for (old, new) in kept.iter().zip(new_rows) {
             for (col, value) in old.as_object().expect("row object") {
+                // A job 0.1.0 left running (its worker gone) is pending again: 0.2 queues
+                // pending jobs only, and its claims are no committed state.
+                if *table == "sync.job" && col == "state" && value == "running" {
+                    assert_eq!(new[col], "pending", "a running 0.1.0 job: {old}");
+                    continue;
+                }
                 assert_eq!(&new[col], value, "{table}.{col} changed in row {old}");
             }
         }

@@ -17,14 +17,7 @@ async fn four_workers_drain_20000_jobs_each_exactly_once() {
         )
         .await;
     let n = 20_000i64;
-    c.execute(
-        "INSERT INTO sync.job (project_id, task_id, trigger_kind, handler, args)
-         SELECT $1, $2, 'job', 'work', jsonb_build_object('args', jsonb_build_array(g))
-         FROM generate_series(1, $3::bigint) g",
-        &[&p.id, &t, &n],
-    )
-    .await
-    .unwrap();
+    p.queue_work(t, n).await;
     let workers: Vec<_> = (0..4)
         .map(|_| WorkerProcess::start(&p.db.url, &["--executors", "2"]))
         .collect();
