@@ -1,6 +1,6 @@
-// The rescuer: every few seconds, put back the running jobs of workers that died (their
-// advisory lock is gone), remove expired finished jobs, keep sync_executor's run_as
-// memberships in step, and keep this worker's last_seen fresh.
+// The rescuer: every few seconds, record the tries that workers which died (their
+// advisory lock is gone) were running as cut short, remove expired finished jobs, keep
+// sync_executor's run_as memberships in step, and keep this worker's last_seen fresh.
 use crate::pg::Reconnect;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -35,7 +35,7 @@ pub async fn run(
             Ok(row) => {
                 let n: i32 = row.get(0);
                 if n > 0 {
-                    tracing::info!("put back {n} job(s) of stopped workers");
+                    tracing::info!("{n} job(s) were cut short by stopped workers; they run again");
                 }
             }
             Err(e) => {
