@@ -18,10 +18,13 @@
 
 -- The ceiling of a task's time_limit (the sync.setting max_time_limit, default 1 hour):
 -- a larger one is refused when written and clamped when run.
+-- plpgsql for the reason sync.clock is: every claim reads it.
 CREATE FUNCTION sync.max_time_limit() RETURNS interval
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce((SELECT s.value::interval FROM sync.setting s WHERE s.key = 'max_time_limit'),
-                    interval '1 hour')
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN coalesce((SELECT s.value::interval FROM sync.setting s WHERE s.key = 'max_time_limit'),
+                    interval '1 hour');
+END
 $$;
 COMMENT ON FUNCTION sync.max_time_limit() IS 'Longest time_limit a task may have: the max_time_limit setting (sync.setting), default 1 hour. Workers clamp every job to it.';
 

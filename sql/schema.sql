@@ -15,9 +15,14 @@ COMMENT ON COLUMN sync.setting.value IS 'Setting value as text.';
 
 -- The scheduling clock. Everything that compares with "now" (job eta, cron, timed
 -- triggers) goes through it so tests can move time forward instead of sleeping.
+-- plpgsql, not sql: claims and outcomes call it for every batch, and an sql function
+-- that cannot be inlined (its sub-select) is planned again at every call.
 CREATE FUNCTION sync.clock() RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT now() + coalesce((SELECT value::interval FROM sync.setting WHERE key = 'clock_offset'), interval '0')
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN pg_catalog.now() + coalesce((SELECT s.value::interval FROM sync.setting s
+                                        WHERE s.key = 'clock_offset'), interval '0');
+END
 $$;
 COMMENT ON FUNCTION sync.clock() IS 'now() plus the clock_offset setting (tests only); the scheduling clock of pg_sync.';
 

@@ -27,6 +27,15 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_sync'
 $$;
 COMMENT ON FUNCTION sync.version() IS 'The pg_sync release installed in this database (ALTER EXTENSION pg_sync UPDATE changes it).';
+-- The scheduling clock, read by every claim: plpgsql now (its plan is kept).
+CREATE OR REPLACE FUNCTION sync.clock() RETURNS timestamptz
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN pg_catalog.now() + coalesce((SELECT s.value::interval FROM sync.setting s
+                                        WHERE s.key = 'clock_offset'), interval '0');
+END
+$$;
+COMMENT ON FUNCTION sync.clock() IS 'now() plus the clock_offset setting (tests only); the scheduling clock of pg_sync.';
 -- Roles the new grants name (cluster-wide; another database may have made them).
 DO $$
 BEGIN
@@ -1145,9 +1154,11 @@ COMMENT ON FUNCTION sync_export_project(text) IS 'The definition of a project as
 -- The ceiling of a task's time_limit (the sync.setting max_time_limit, default 1 hour):
 -- a larger one is refused when written and clamped when run.
 CREATE FUNCTION sync.max_time_limit() RETURNS interval
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce((SELECT s.value::interval FROM sync.setting s WHERE s.key = 'max_time_limit'),
-                    interval '1 hour')
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN coalesce((SELECT s.value::interval FROM sync.setting s WHERE s.key = 'max_time_limit'),
+                    interval '1 hour');
+END
 $$;
 COMMENT ON FUNCTION sync.max_time_limit() IS 'Longest time_limit a task may have: the max_time_limit setting (sync.setting), default 1 hour. Workers clamp every job to it.';
 

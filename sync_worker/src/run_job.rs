@@ -147,6 +147,7 @@ fn run(worker: &crate::config::WorkerArgs, args: &RunJobArgs) -> Result<(), RunJ
         runtime: Runtime::with_options(python)?,
         status,
         job: job_client,
+        statements: Default::default(),
         projects: Box::new(Direct { rt: own_rt, client }),
         cancels: std::sync::Arc::new(Cancels::default()),
         soft_time_limit: soft,

@@ -14,7 +14,29 @@ use crate::python::JobSpec;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
+
+/// sync.batch_lock and sync.batch_finish, prepared once per connection: given as text,
+/// a statement costs a round trip to prepare at every batch, and the claim is on the
+/// path from a job's commit to its start.
+#[derive(Default)]
+pub struct BatchStatements {
+    lock: Option<Statement>,
+    finish: Option<Statement>,
+}
+
+async fn prepared(
+    slot: &mut Option<Statement>,
+    client: &Client,
+    sql: &str,
+) -> Result<Statement, tokio_postgres::Error> {
+    if let Some(s) = slot {
+        return Ok(s.clone());
+    }
+    let s = client.prepare(sql).await?;
+    *slot = Some(s.clone());
+    Ok(s)
+}
 
 /// After this long a batch stops starting jobs and gives the rest back, so that one
 /// slow job does not hold up the jobs queued behind it.
@@ -103,7 +125,10 @@ impl Executor {
         };
         self.log_stream.warm();
         let t_lock = Instant::now();
-        let locked = match self.rt.block_on(lock(&self.job, &pick, auth)) {
+        let locked = match self
+            .rt
+            .block_on(lock(&self.job, &mut self.statements, &pick, auth))
+        {
             Ok(rows) => rows,
             Err(e) => {
                 let _ = self.rt.block_on(self.job.batch_execute("ROLLBACK"));
@@ -211,7 +236,13 @@ impl Executor {
             }
         }
         let t_complete = Instant::now();
-        let completed = self.rt.block_on(complete(&self.job, auth, &done, &logs));
+        let completed = self.rt.block_on(complete(
+            &self.job,
+            &mut self.statements,
+            auth,
+            &done,
+            &logs,
+        ));
         tracing::debug!(
             "batch {batch}: {} jobs; lock {:?}, run {:?}, complete+commit {:?}",
             ran.len(),
@@ -324,6 +355,7 @@ pub(crate) fn clamp_limit(task: Option<f64>, default: Duration, ceiling: Option<
 
 async fn lock(
     client: &Client,
+    statements: &mut BatchStatements,
     pick: &Pick,
     auth: &WorkerAuth,
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
@@ -332,10 +364,11 @@ async fn lock(
         Pick::Ids(ids) => (Some(ids.clone()), 0, false),
         Pick::AnyState(id) => (Some(vec![*id]), 0, true),
     };
+    let stmt = prepared(&mut statements.lock, client, LOCK_SQL).await?;
     let begin = client.batch_execute("BEGIN");
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
         [&auth.worker, &auth.token, &ids, &n, &any_state];
-    let rows = client.query(LOCK_SQL, &params);
+    let rows = client.query(&stmt, &params);
     let (b, r) = tokio::join!(begin, rows);
     b?;
     r
@@ -343,6 +376,7 @@ async fn lock(
 
 pub(crate) async fn complete(
     job: &Client,
+    statements: &mut BatchStatements,
     auth: &WorkerAuth,
     done: &[Completion],
     logs: &LogRows,
@@ -356,8 +390,9 @@ pub(crate) async fn complete(
     let results: Vec<Option<&Value>> = done.iter().map(|c| c.result.as_ref()).collect();
     let warnings: Vec<bool> = done.iter().map(|c| c.warning).collect();
     if !ids.is_empty() || !logs.message.is_empty() {
+        let stmt = prepared(&mut statements.finish, job, FINISH_SQL).await?;
         job.execute(
-            FINISH_SQL,
+            &stmt,
             &[
                 &auth.worker,
                 &auth.token,

@@ -12,6 +12,7 @@ pub mod status_page;
 pub mod webhook_batch;
 
 use crate::config::parse_duration;
+use crate::executor::job_batch::BatchStatements;
 use crate::executor::log_stream::LogStream;
 use crate::executor::protocol::{
     read_frame, write_frame, BatchReport, FromExecutor, Login, Pick, ToExecutor, WebhookCall,
@@ -61,6 +62,8 @@ pub struct Executor {
     /// The connection of the batch transactions (and of the jobs' SQL), logged in as
     /// sync_executor.
     pub job: Client,
+    /// The batch statements prepared on `job` (new with every connection).
+    pub statements: BatchStatements,
     /// Where project data comes from (the supervisor).
     pub projects: Box<dyn ProjectSource>,
     /// Jobs sync_cancel_job asked to stop, and by whom.
@@ -198,6 +201,7 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
         runtime,
         status,
         job,
+        statements: BatchStatements::default(),
         projects: Box::new(FromSupervisor {
             shared: shared.clone(),
             out: out.clone(),
@@ -240,6 +244,7 @@ pub fn main(args: ExecutorArgs) -> Result<(), ExecutorError> {
             match connect(&ex.rt, &login, &name, &stop)? {
                 Some(job) => {
                     ex.job = job;
+                    ex.statements = BatchStatements::default();
                     ex.runtime.connection_changed();
                     send_ready(&ex, &out)?;
                 }

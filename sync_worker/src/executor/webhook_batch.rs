@@ -120,7 +120,13 @@ impl Executor {
             replies.insert(a.call.id, reply);
             done.push(completion);
         }
-        self.rt.block_on(complete(&self.job, auth, &done, &logs))?;
+        self.rt.block_on(complete(
+            &self.job,
+            &mut self.statements,
+            auth,
+            &done,
+            &logs,
+        ))?;
         Ok(order(calls, replies))
     }
 

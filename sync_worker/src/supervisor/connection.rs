@@ -39,7 +39,7 @@ impl Supervisor {
                 let _ = self.worker_tx.send(Some(q.worker));
                 self.queue = Some(q);
                 self.backoff.reset();
-                self.wanted = true;
+                self.wake();
                 Ok(())
             }
             Err(RegisterError::NoExtension) => Err(RegisterError::NoExtension.into()),

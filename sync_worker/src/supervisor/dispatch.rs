@@ -3,6 +3,12 @@
 use super::*;
 
 impl Supervisor {
+    /// The queue may hold due jobs: claim.
+    pub(super) fn wake(&mut self) {
+        self.wanted = true;
+        self.wakes += 1;
+    }
+
     /// The batch size of job executor `slot`.
     fn desired(&self, slot: usize) -> usize {
         let job_secs = self.pools.jobs.slots[slot]
@@ -25,14 +31,33 @@ impl Supervisor {
             if !self.wanted {
                 return;
             }
+            // One claim at a time: a claim answered in full means more jobs may be due,
+            // and the next claim goes out then. Claims sent to every idle executor at
+            // once for one new job each cost a search that found nothing, on the cores
+            // the job needs.
+            if self.pools.jobs.claiming() {
+                return;
+            }
+            let Some(i) = self.pools.jobs.least_busy(&wanting) else {
+                return;
+            };
+            let Some((worker, auth)) = self.queue.as_ref().map(|q| (q.worker, q.auth.clone()))
+            else {
+                return;
+            };
+            let n = self.desired(i);
+            self.send_batch(i, worker, &auth, Vec::new(), Some(n));
+            // The doorbell is cleared while the claim runs, not before it: off the path
+            // from a job's commit to its start. A transaction that finds it still rung
+            // (and so does not notify) may commit jobs the claim cannot see: when it was
+            // rung, claims run again shortly (recheck_at), as they would for a
+            // transaction committing just after a clear.
             let Some(q) = &self.queue else {
                 return;
             };
             match timeout(STATEMENT_TIMEOUT, clear_doorbell(&q.client)).await {
                 Ok(Ok(was_rung)) => {
                     if was_rung {
-                        // A transaction that saw it rung may still be committing jobs
-                        // that these claims cannot see yet.
                         self.recheck_at = Some(Instant::now() + DOORBELL_RECHECK);
                     }
                 }
@@ -43,27 +68,10 @@ impl Supervisor {
                         tracing::error!("clearing the doorbell failed: {}", pg::describe(&e));
                         self.wanted = false;
                     }
-                    return;
                 }
-                Err(_) => {
-                    self.queue_lost("clearing the doorbell timed out");
-                    return;
-                }
+                Err(_) => self.queue_lost("clearing the doorbell timed out"),
             }
-            self.send_claims(&wanting);
             return;
-        }
-    }
-
-    /// Send each executor in `wanting` a batch that claims up to its batch size of due
-    /// jobs, in its own transaction (sync.batch_lock).
-    fn send_claims(&mut self, wanting: &[usize]) {
-        let Some((worker, auth)) = self.queue.as_ref().map(|q| (q.worker, q.auth.clone())) else {
-            return;
-        };
-        for &i in wanting {
-            let n = self.desired(i);
-            self.send_batch(i, worker, &auth, Vec::new(), Some(n));
         }
     }
 
@@ -86,6 +94,8 @@ impl Supervisor {
                     jobs,
                     due,
                     claimed: Vec::new(),
+                    answered: false,
+                    wakes: self.wakes,
                 },
                 auth,
             );
@@ -108,10 +118,13 @@ impl Supervisor {
             return;
         };
         b.jobs = jobs.iter().map(|&(j, _)| j).collect();
-        if b.due.is_some() && jobs.len() < asked {
+        // Fewer than asked: no more due jobs, as of the claim's snapshot. A wake since
+        // it was sent (a notification of jobs committed later) still wants a claim.
+        if b.due.is_some() && jobs.len() < asked && b.wakes == self.wakes {
             self.wanted = false;
         }
         b.claimed = jobs;
+        b.answered = true;
     }
 
     /// Share the jobs to run one by one out to the job executors that want work.

@@ -24,6 +24,17 @@ pub struct Inflight {
     pub due: Option<usize>,
     /// (job, project) of the jobs it said it claimed, for the claims metric.
     pub claimed: Vec<(i64, i64)>,
+    /// For a claim: the executor said what it claimed (FromExecutor::Claimed).
+    pub answered: bool,
+    /// The supervisor's wake count when it was sent.
+    pub wakes: u64,
+}
+
+impl Inflight {
+    /// A claim of due jobs whose executor has not said yet what it claimed.
+    pub fn claim_unanswered(&self) -> bool {
+        self.due.is_some() && !self.answered
+    }
 }
 
 /// What an executor did, tagged with its slot and generation (a respawned executor

@@ -105,6 +105,9 @@ pub struct Supervisor {
     ready: VecDeque<(i64, bool)>,
     /// The queue may hold due jobs (a notification, a poll tick, a full claim).
     wanted: bool,
+    /// How many times `wanted` was set (Supervisor::wake): a claim that comes back short
+    /// settles only the wakes before it was sent.
+    wakes: u64,
     next_batch: u64,
     /// Set on the first stop signal: the end of the grace period.
     stopping: Option<Instant>,
@@ -228,6 +231,7 @@ pub async fn run(cfg: Config, listeners: Listeners, facts: DbFacts) -> Result<()
         events_rx,
         ready: VecDeque::new(),
         wanted: true,
+        wakes: 0,
         next_batch: 1,
         stopping: None,
         forced: false,
@@ -302,16 +306,16 @@ impl Supervisor {
                         for n in notes {
                             match n.channel.as_str() {
                                 "sync_cancel" => self.on_cancel(&n.payload),
-                                _ => self.wanted = true,
+                                _ => self.wake(),
                             }
                         }
                     }
                     None => self.queue_lost("the connection closed"),
                 },
-                _ = poll.tick() => self.wanted = true,
+                _ = poll.tick() => self.wake(),
                 _ = sleep_until(recheck_at.unwrap_or_else(Instant::now)), if recheck_at.is_some() => {
                     self.recheck_at = None;
-                    self.wanted = true;
+                    self.wake();
                 }
                 _ = watchdog.tick() => {
                     self.watchdog();

@@ -29,6 +29,8 @@ pub trait Handle {
     fn batches_out(&self) -> usize;
     /// Average seconds per job (0: not measured yet).
     fn job_secs(&self) -> f64;
+    /// It was sent a claim of due jobs and has not said yet what it claimed.
+    fn claiming(&self) -> bool;
 }
 
 impl Handle for ExecutorProc {
@@ -43,6 +45,9 @@ impl Handle for ExecutorProc {
     }
     fn job_secs(&self) -> f64 {
         self.job_secs
+    }
+    fn claiming(&self) -> bool {
+        self.inflight.iter().any(|b| b.claim_unanswered())
     }
 }
 
@@ -111,6 +116,24 @@ impl<P: Handle> Pool<P> {
             })
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Of the slots `wanting`, the one with the fewest batches in hand (the first such):
+    /// an idle executor starts a claimed job sooner than one with a batch to finish.
+    pub fn least_busy(&self, wanting: &[usize]) -> Option<usize> {
+        wanting.iter().copied().min_by_key(|&i| {
+            self.slots[i]
+                .proc
+                .as_ref()
+                .map_or(usize::MAX, |p| p.batches_out())
+        })
+    }
+
+    /// An executor of the pool was sent a claim it has not answered yet.
+    pub fn claiming(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.proc.as_ref().is_some_and(|p| p.claiming()))
     }
 
     /// Executors that said Ready (whatever happened since).
@@ -243,6 +266,7 @@ mod tests {
         ready: bool,
         batches: usize,
         job_secs: f64,
+        claiming: bool,
     }
 
     impl Handle for Fake {
@@ -258,6 +282,9 @@ mod tests {
         fn job_secs(&self) -> f64 {
             self.job_secs
         }
+        fn claiming(&self) -> bool {
+            self.claiming
+        }
     }
 
     fn ready(batches: usize, job_secs: f64) -> Option<Fake> {
@@ -266,6 +293,7 @@ mod tests {
             ready: true,
             batches,
             job_secs,
+            claiming: false,
         })
     }
 
@@ -312,6 +340,15 @@ mod tests {
             ],
         );
         assert_eq!(pool.wanting(), vec![1, 2]);
+        assert_eq!(pool.least_busy(&[2, 1]), Some(1));
+        assert_eq!(pool.least_busy(&[]), None);
+        assert!(!pool.claiming());
+        pool.slots[2]
+            .proc
+            .as_mut()
+            .expect("slot 2 is filled")
+            .claiming = true;
+        assert!(pool.claiming());
     }
 
     #[test]

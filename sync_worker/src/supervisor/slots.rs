@@ -81,7 +81,7 @@ impl Supervisor {
                         // Unstarted and lost jobs are pending again, anyone's to claim:
                         // only the others count as claimed (they will be claimed again).
                         if !r.unstarted.is_empty() || !r.lost.is_empty() {
-                            self.wanted = true;
+                            self.wake();
                         }
                         let kept: Vec<(i64, i64)> = b
                             .claimed
@@ -200,7 +200,7 @@ impl Supervisor {
             if unexplained {
                 self.requeue(b.worker, others);
             } else {
-                self.wanted = true;
+                self.wake();
             }
         }
         let cleanup = Cleanup {
@@ -282,11 +282,7 @@ impl Supervisor {
                     by: by.clone(),
                 });
                 p.cancelling = Some((job, std::time::Instant::now()));
-            } else if p
-                .inflight
-                .iter()
-                .any(|b| b.due.is_some() && b.claimed.is_empty())
-            {
+            } else if p.inflight.iter().any(|b| b.claim_unanswered()) {
                 // A claim it has not answered yet may hold the job (it locked it before
                 // the cancel was recorded): the executor skips or stops it if so.
                 p.send(ToExecutor::Cancel {

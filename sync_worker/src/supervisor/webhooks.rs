@@ -5,7 +5,7 @@ use super::*;
 impl Supervisor {
     pub(super) fn on_command(&mut self, cmd: SupervisorCommand) {
         match cmd {
-            SupervisorCommand::ProcessJobs => self.wanted = true,
+            SupervisorCommand::ProcessJobs => self.wake(),
             SupervisorCommand::Webhook(call, reply) => {
                 let refuse = if self.stopping.is_some() {
                     Some("the worker is stopping; send the request again")
