@@ -388,6 +388,10 @@ BEGIN
         END IF;
         projects := ARRAY(SELECT DISTINCT j.project_id FROM sync.job j WHERE j.id = ANY (locked));
     END IF;
+    IF coalesce(pg_catalog.cardinality(locked), 0) = 0 THEN
+        -- Nothing claimed (often: another worker's claim took the new job): no more work.
+        RETURN;
+    END IF;
     IF EXISTS (SELECT 1 FROM sync.job_interrupted i WHERE i.job_id = ANY (locked)) THEN
         locked := sync.count_interrupted(locked);
     END IF;
