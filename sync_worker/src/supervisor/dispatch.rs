@@ -34,7 +34,8 @@ impl Supervisor {
             // One claim at a time: a claim answered in full means more jobs may be due,
             // and the next claim goes out then. Claims sent to every idle executor at
             // once for one new job each cost a search that found nothing, on the cores
-            // the job needs.
+            // the job needs. A claim queued behind an executor's running batch does not
+            // hold the others up (the executor may be busy for a while).
             if self.pools.jobs.claiming() {
                 return;
             }

@@ -29,7 +29,8 @@ pub trait Handle {
     fn batches_out(&self) -> usize;
     /// Average seconds per job (0: not measured yet).
     fn job_secs(&self) -> f64;
-    /// It was sent a claim of due jobs and has not said yet what it claimed.
+    /// It is running a claim of due jobs (the batch it started: one queued behind
+    /// another does not count) and has not said yet what it claimed.
     fn claiming(&self) -> bool;
 }
 
@@ -47,7 +48,7 @@ impl Handle for ExecutorProc {
         self.job_secs
     }
     fn claiming(&self) -> bool {
-        self.inflight.iter().any(|b| b.claim_unanswered())
+        self.inflight.front().is_some_and(|b| b.claim_unanswered())
     }
 }
 
@@ -129,7 +130,7 @@ impl<P: Handle> Pool<P> {
         })
     }
 
-    /// An executor of the pool was sent a claim it has not answered yet.
+    /// An executor of the pool is running a claim it has not answered yet.
     pub fn claiming(&self) -> bool {
         self.slots
             .iter()
