@@ -343,7 +343,8 @@ RETURNS TABLE (id bigint, project_id bigint, project_version bigint, task_id big
                time_limit double precision, project_active boolean, task_active boolean,
                project_name text, task_name text, cancelled_by name, run_as name,
                run_as_problem text, max_time_limit double precision)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100 AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan ROWS 100 AS $$
 #variable_conflict use_column
 DECLARE
     max_limit double precision;
@@ -352,7 +353,9 @@ DECLARE
     sorting text;
 BEGIN
     -- plpgsql, not sql: its plans are kept for the session (an sql function is planned
-    -- at every call).
+    -- at every call). Generic plans: left to choose, PostgreSQL kept planning these
+    -- statements afresh for their parameters at every call once sync.job held a few
+    -- thousand rows, which made a claim three times slower.
     PERFORM sync.worker_token_check(worker_id, token);
     IF ids IS NULL THEN
         -- Walks job_queue_due in order whatever the statistics say: the plan is kept for
@@ -435,7 +438,8 @@ CREATE FUNCTION sync.batch_finish(
     log_job bigint[], log_job_started timestamptz[], log_level text[], log_kind text[],
     log_recipient text[], log_message text[])
 RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     n integer;
     hashing text := pg_catalog.current_setting('enable_hashjoin');
