@@ -140,9 +140,3 @@ pub fn hostname() -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
-pub fn probe(what: &str) {
-    if std::path::Path::new("/tmp/pgs_probe").exists() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-        let line = format!("PROBE {t:.6} {} {what}\n", std::process::id()); let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-    }
-}

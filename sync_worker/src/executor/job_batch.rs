@@ -124,7 +124,6 @@ impl Executor {
             ..Default::default()
         };
         self.log_stream.warm();
-        crate::shared::probe("exec got");
         let t_lock = Instant::now();
         let locked = match self
             .rt
@@ -147,7 +146,6 @@ impl Executor {
                 return report;
             }
         };
-        crate::shared::probe(&format!("locked {}", locked.len()));
         let ids: Vec<i64> = locked.iter().map(|r| r.get(0)).collect();
         let projects: Vec<(i64, i64)> = locked.iter().map(|r| (r.get(0), r.get(1))).collect();
         claimed(&projects);
@@ -175,7 +173,6 @@ impl Executor {
                 // Loading the project is not part of the job's time (throttle_ms).
                 self.runtime.prepare(&job.spec, self.projects.as_mut());
             }
-            crate::shared::probe("run");
             let t0 = Instant::now();
             first_start.get_or_insert(t0);
             let completion = {

@@ -171,7 +171,6 @@ impl Runtime {
                 Ok(p) => p,
                 Err(message) => return (Outcome::Failed { message }, None),
             };
-            crate::shared::probe("attached");
             db.start_job(run_as(job));
             let answer = native::with_job_db(db, || {
                 call_runner(py, self.runner.bind(py), &project, job, request)

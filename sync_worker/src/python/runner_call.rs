@@ -39,7 +39,6 @@ pub(crate) fn call_runner(
     info.set_item("max_retries", job.max_retries)?;
     info.set_item("started_at", job.started_at.timestamp_micros() as f64 / 1e6)?;
     info.set_item("soft_time_limit", job.soft_time_limit.as_secs_f64())?;
-    crate::shared::probe("call");
     let ret = match request {
         None => runner.getattr("run_job")?.call1((project.bind(py), info))?,
         Some(req) => runner.getattr("run_webhook")?.call1((

@@ -48,7 +48,6 @@ impl Supervisor {
             };
             let n = self.desired(i);
             self.send_batch(i, worker, &auth, Vec::new(), Some(n));
-            crate::shared::probe("sent");
             // The doorbell is cleared while the claim runs, not before it: off the path
             // from a job's commit to its start. A transaction that finds it still rung
             // (and so does not notify) may commit jobs the claim cannot see: when it was

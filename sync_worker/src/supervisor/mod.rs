@@ -306,7 +306,7 @@ impl Supervisor {
                         for n in notes {
                             match n.channel.as_str() {
                                 "sync_cancel" => self.on_cancel(&n.payload),
-                                _ => { crate::shared::probe("note"); self.wake() }
+                                _ => self.wake(),
                             }
                         }
                     }
