@@ -119,9 +119,7 @@ impl Supervisor {
             return;
         };
         b.jobs = jobs.iter().map(|&(j, _)| j).collect();
-        // Fewer than asked: no more due jobs, as of the claim's snapshot. A wake since
-        // it was sent (a notification of jobs committed later) still wants a claim.
-        if b.due.is_some() && jobs.len() < asked && b.wakes == self.wakes {
+        if b.says_queue_empty(jobs.len(), asked, self.wakes) {
             self.wanted = false;
         }
         b.claimed = jobs;

@@ -35,6 +35,14 @@ impl Inflight {
     pub fn claim_unanswered(&self) -> bool {
         self.due.is_some() && !self.answered
     }
+
+    /// A claim that got `got` jobs says the queue had no more due jobs (as of its
+    /// snapshot) when it got fewer than it asked for, unless the supervisor was woken
+    /// since it was sent (`wakes` now): a notification of jobs committed later still
+    /// wants a claim.
+    pub fn says_queue_empty(&self, got: usize, asked: usize, wakes: u64) -> bool {
+        self.due.is_some() && got < asked && self.wakes == wakes
+    }
 }
 
 /// What an executor did, tagged with its slot and generation (a respawned executor
@@ -279,7 +287,41 @@ impl ExecutorProc {
 
 #[cfg(test)]
 mod tests {
+    use super::Inflight;
     use crate::child_env::inherited;
+
+    #[test]
+    fn a_short_claim_stops_claims_only_without_a_wake_since_it_was_sent() {
+        let claim = Inflight {
+            batch: 1,
+            worker: 1,
+            jobs: Vec::new(),
+            due: Some(20),
+            claimed: Vec::new(),
+            answered: false,
+            wakes: 7,
+        };
+        assert!(claim.claim_unanswered());
+        assert!(claim.says_queue_empty(3, 20, 7));
+        assert!(
+            !claim.says_queue_empty(20, 20, 7),
+            "a full claim: more may be due"
+        );
+        assert!(
+            !claim.says_queue_empty(3, 20, 8),
+            "woken since: claim again"
+        );
+        let given = Inflight {
+            due: None,
+            jobs: vec![5],
+            ..claim
+        };
+        assert!(!given.claim_unanswered());
+        assert!(
+            !given.says_queue_empty(0, 1, 7),
+            "jobs given by id say nothing of the queue"
+        );
+    }
 
     #[test]
     fn executors_inherit_no_credentials() {
