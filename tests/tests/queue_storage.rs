@@ -230,3 +230,35 @@ async fn outcomes_are_hot_updates_and_finished_jobs_are_counted_per_minute() {
         n
     );
 }
+
+/// The executors' two functions plan their statements once per session: left to choose,
+/// PostgreSQL re-planned them for their array parameters at every call once sync.job
+/// held a few thousand rows, and each claim took three times as long.
+#[tokio::test]
+async fn the_batch_functions_keep_generic_plans() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    for f in ["batch_lock", "batch_finish"] {
+        let config: Vec<String> = c
+            .query_one(
+                "SELECT coalesce(p.proconfig, '{}') FROM pg_proc p
+                 WHERE p.pronamespace = 'sync'::regnamespace AND p.proname = $1",
+                &[&f],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            config
+                .iter()
+                .any(|s| s == "plan_cache_mode=force_generic_plan"),
+            "sync.{f}: {config:?}"
+        );
+        assert!(
+            config
+                .iter()
+                .any(|s| s == "search_path=pg_catalog, pg_temp"),
+            "sync.{f} keeps its search_path pinned: {config:?}"
+        );
+    }
+}
